@@ -1,0 +1,22 @@
+# The two commands of the README. Both create .venv and install on first use.
+PY := .venv/bin/python
+
+.PHONY: demo test install bench
+demo: .venv/installed
+	.venv/bin/facetrain demo
+
+test: .venv/installed
+	$(PY) -m pytest -q
+
+install: .venv/installed
+
+# torch==2.13.0 first: on this kind of machine it is a local CPU wheel; elsewhere pip picks the
+# default build for the platform (CUDA on Linux x86_64). The project itself accepts torch>=2.1,
+# so a torch you installed into .venv beforehand is kept.
+.venv/installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
+	touch $@

@@ -1,0 +1,58 @@
+"""`facetrain <verb>`: each verb lives in `facetrain.commands.<verb>` and is imported only when used,
+so `facetrain --help` stays fast and one verb's heavy imports never slow another."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> one-line description; the module `facetrain.commands.<verb>` provides
+# `add_arguments(parser)` and `run(args) -> int`.
+VERBS: dict[str, str] = {
+    "demo": "generate synthetic faces, train, evaluate and write a report (no data needed)",
+    "synth": "generate a synthetic face dataset (image folder, .bin sets, RecordIO, IJB-like)",
+    "info": "describe any supported dataset (.bin, memfile, RecordIO, image folder)",
+    "convert": "convert .bin / RecordIO to memfiles or image folders (seed's convert.py)",
+    "compound": "merge several image-folder datasets into one",
+    "train": "train a backbone with a margin head (seed's main.py)",
+    "eval": "evaluate a checkpoint on the five high-quality verification sets",
+    "ijb": "evaluate a checkpoint on IJB-B / IJB-C (1:1 and 1:N)",
+    "align": "detect and align faces of a folder of photos to 112x112 (MTCNN)",
+    "embed": "embed a folder of faces into a .npz of features",
+    "compare": "similarity matrix (and heatmap PNG) of a few face images",
+    "export": "export a checkpoint to ONNX and/or safetensors",
+    "report": "write an HTML report for a training run directory",
+}
+
+
+def build_parser(verb: str) -> tuple[argparse.ArgumentParser, object]:
+    module = importlib.import_module(f"facetrain.commands.{verb}")
+    parser = argparse.ArgumentParser(prog=f"facetrain {verb}", description=VERBS[verb])
+    module.add_arguments(parser)
+    return parser, module
+
+
+def _usage() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: facetrain <verb> [options]   (facetrain <verb> --help for its options)", "", "verbs:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from facetrain import __version__
+
+        print(__version__)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"facetrain: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    parser, module = build_parser(verb)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
