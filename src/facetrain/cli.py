@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from facetrain.errors import FacetrainError
+
 # verb -> one-line description; the module `facetrain.commands.<verb>` provides
 # `add_arguments(parser)` and `run(args) -> int`.
 VERBS: dict[str, str] = {
@@ -55,4 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser, module = build_parser(verb)
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except FacetrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
