@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from facetrain.align.transform import TEMPLATE_112, align_face, estimate_similarity
+from facetrain.data.transforms import normalize_batch, to_tensor
+
+
+def test_to_tensor_is_bgr_chw_in_minus_one_one():
+    img = np.zeros((112, 112, 3), np.uint8)
+    img[..., 0] = 255  # blue channel stays first: the model's input is BGR
+    t = to_tensor(img)
+    assert t.shape == (3, 112, 112) and t.dtype == torch.float32
+    assert torch.allclose(t[0], torch.ones(112, 112)) and torch.allclose(t[1], -torch.ones(112, 112))
+
+
+def test_normalize_batch_matches_to_tensor():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    batch = normalize_batch(torch.from_numpy(imgs))
+    for i in range(4):
+        assert torch.allclose(batch[i], to_tensor(imgs[i]))
+
+
+def test_similarity_recovers_a_known_transform():
+    angle, scale, shift = np.deg2rad(25.0), 2.3, np.array([140.0, 60.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    landmarks = TEMPLATE_112 @ rot.T + shift  # template moved into a bigger photo
+    m = estimate_similarity(landmarks)
+    back = landmarks @ m[:, :2].T + m[:, 2]
+    assert np.abs(back - TEMPLATE_112).max() < 1e-4
+
+
+def test_align_face_puts_a_marked_point_on_the_template():
+    canvas = np.zeros((300, 300, 3), np.uint8)
+    landmarks = TEMPLATE_112 * 1.7 + 60.0
+    x, y = landmarks[2].round().astype(int)
+    canvas[y - 2 : y + 3, x - 2 : x + 3] = 255
+    out = align_face(canvas, landmarks)
+    ys, xs = np.nonzero(out[..., 0] > 128)
+    assert abs(xs.mean() - TEMPLATE_112[2, 0]) < 1.0 and abs(ys.mean() - TEMPLATE_112[2, 1]) < 1.0
