@@ -1,0 +1,58 @@
+"""Load InsightFace `.bin` pickles without letting them run code.
+
+A pickle names callables that the loader imports and calls; a crafted `.bin` can name
+`os.system` or `builtins.eval`. This unpickler resolves only the handful of globals that
+real verification sets need (numpy array/scalar reconstruction, and `_codecs.encode`, which
+Python 3 uses for `bytes` in protocol-2 pickles) and refuses everything else before calling it.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any
+
+from facetrain.errors import DataError
+
+_ALLOWED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("builtins", "bytes"),
+        ("builtins", "bytearray"),
+        ("builtins", "bool"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        # Python 2 names, mapped by fix_imports to the builtins above
+        ("__builtin__", "bytes"),
+        ("__builtin__", "bytearray"),
+        ("__builtin__", "bool"),
+        ("__builtin__", "list"),
+        ("__builtin__", "tuple"),
+    }
+)
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references a global outside the allow-list."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise UnsafePickleError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def safe_loads(data: bytes, source: str) -> Any:
+    """Unpickle `data` (Python 2 or 3, any protocol) with the allow-list; `source` names the file in errors."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except UnsafePickleError as exc:
+        raise DataError(f"{source}: not a plain verification set, the pickle tries to run code ({exc})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise DataError(f"{source}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
