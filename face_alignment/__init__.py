@@ -1,0 +1,1 @@
+"""Seed-compatible package: `from face_alignment import align` (see `face_alignment/align.py`)."""

@@ -1,0 +1,128 @@
+"""Align a folder of raw photos, `IN_DIR/<identity>/<image>`, into a training folder
+`OUT_DIR/imgs/<identity>/<stem>.jpg` (112x112), in parallel worker processes.
+
+Each worker owns its MTCNN and runs torch with one thread: N single-threaded detectors use
+N cores better than one detector fighting over them. Images where no face is found, or that
+cannot be read, are skipped and listed in `OUT_DIR/align_report.json` (and returned).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from facetrain.align.aligner import FaceAligner, NoFaceError
+from facetrain.data.image_codec import encode_image
+from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
+from facetrain.errors import DataError
+from facetrain.io_utils import atomic_path, atomic_write_json
+
+REPORT_NAME = "align_report.json"
+
+
+@dataclass
+class AlignReport:
+    input_dir: str
+    output_dir: str
+    identities: int = 0
+    images: int = 0
+    aligned: int = 0
+    no_face: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"aligned {self.aligned}/{self.images} images of {self.identities} identities into "
+                f"{self.output_dir}; no face: {len(self.no_face)}, unreadable: {len(self.unreadable)}")
+
+
+def plan_jobs(in_dir: Path, out_imgs: Path) -> list[tuple[str, str]]:
+    """(source, destination) pairs. Two sources with the same stem (a.png, a.jpg) keep their
+    full names (a.png.jpg) so that neither overwrites the other."""
+    jobs = []
+    for identity, names in list_identities(in_dir).items():
+        stems = [os.path.splitext(n)[0] for n in names]
+        for name, stem in zip(names, stems):
+            target = f"{name}.jpg" if stems.count(stem) > 1 else f"{stem}.jpg"
+            jobs.append((str(in_dir / identity / name), str(out_imgs / identity / target)))
+    return jobs
+
+
+_worker_aligner: FaceAligner | None = None
+
+
+def _start_method(device: str) -> str:
+    """fork starts CPU workers in milliseconds (they run torch single-threaded, so no OpenMP pool
+    is inherited in use); CUDA cannot survive a fork, so GPU workers are spawned."""
+    if torch.device(device).type == "cpu" and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+def _init_worker(device: str, select: str, threads: int | None) -> None:
+    global _worker_aligner
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _worker_aligner = FaceAligner(device=device, select=select)
+
+
+def _align_one(job: tuple[str, str]) -> tuple[str, str, str]:
+    """(source, status, message) with status "ok", "no_face" or "unreadable"; writes the face atomically."""
+    source, target = job
+    try:
+        face_rgb = _worker_aligner.align_path(source)
+    except NoFaceError as exc:
+        return source, "no_face", str(exc)
+    except DataError as exc:
+        return source, "unreadable", str(exc)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(encode_image(cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR), ".jpg", quality=95))
+    return source, "ok", ""
+
+
+def align_folder(
+    in_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    workers: int = 1,
+    select: str = "score",
+    device: str = "cpu",
+    progress: bool | None = None,
+) -> AlignReport:
+    """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report."""
+    source_dir = resolve_imgs_dir(in_dir, require_imgs=False)
+    out_dir = Path(out_dir)
+    jobs = plan_jobs(source_dir, out_dir / IMGS)
+    if not jobs:
+        raise DataError(f"{in_dir}: no images found (expected {in_dir}/<identity>/<image>)")
+    report = AlignReport(str(source_dir), str(out_dir / IMGS), identities=len({Path(s).parent for s, _ in jobs}),
+                         images=len(jobs))
+    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=None if progress is None else not progress)
+    if workers <= 1:
+        _init_worker(device, select, threads=None)
+        results = map(_align_one, jobs)
+        _collect(results, report, bar)
+    else:
+        context = multiprocessing.get_context(_start_method(device))
+        with context.Pool(workers, initializer=_init_worker, initargs=(device, select, 1)) as pool:
+            _collect(pool.imap_unordered(_align_one, jobs, chunksize=4), report, bar)
+    bar.close()
+    report.no_face.sort()
+    report.unreadable.sort(key=lambda item: item["path"])
+    atomic_write_json(out_dir / REPORT_NAME, asdict(report))
+    return report
+
+
+def _collect(results, report: AlignReport, bar: tqdm) -> None:
+    for source, status, message in results:
+        if status == "ok":
+            report.aligned += 1
+        elif status == "no_face":
+            report.no_face.append(source)
+        else:
+            report.unreadable.append({"path": source, "error": message})
+        bar.update(1)

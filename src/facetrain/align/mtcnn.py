@@ -1,0 +1,185 @@
+"""MTCNN's three networks (P-Net, R-Net, O-Net) and the detector that runs them.
+
+The modules reproduce facenet-pytorch's layer names and shapes so that its released state
+dicts (`facenet_pytorch/data/{pnet,rnet,onet}.pt`) load strictly. The package itself is never
+imported (it needs torchvision): only its data files are read, found without executing it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from facetrain.align import detect
+from facetrain.errors import ConfigError
+
+WEIGHTS_ENV = "FACETRAIN_MTCNN_WEIGHTS"
+_INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
+
+
+class PNet(nn.Module):
+    """Fully convolutional proposal net: 12x12 windows, stride 2 -> (box offsets (B,4,h,w), face prob (B,2,h,w))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+
+def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
+    # The weights were converted from a TF/Caffe model that flattens in (W, H, C) order.
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+class RNet(nn.Module):
+    """Refinement net on 24x24 crops -> (box offsets (N,4), face prob (N,2))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(_flatten_transposed(x)))
+        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+
+class ONet(nn.Module):
+    """Output net on 48x48 crops -> (box offsets (N,4), landmarks (N,10) as x1..x5,y1..y5, face prob (N,2))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(_flatten_transposed(x)))
+        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+
+def find_weights_dir() -> Path:
+    """Folder holding pnet.pt, rnet.pt and onet.pt: $FACETRAIN_MTCNN_WEIGHTS, else facenet-pytorch's data/.
+
+    `find_spec` of a top-level package locates it without running its `__init__` (which would
+    import torchvision).
+    """
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        candidates = [Path(override)]
+    else:
+        spec = importlib.util.find_spec("facenet_pytorch")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        candidates = [Path(loc) / "data" for loc in locations]
+    for folder in candidates:
+        if all((folder / f"{name}.pt").is_file() for name in ("pnet", "rnet", "onet")):
+            return folder
+    where = f"${WEIGHTS_ENV}={override}" if override else "the facenet-pytorch package"
+    raise ConfigError(
+        f"MTCNN weights (pnet.pt, rnet.pt, onet.pt) not found in {where}. Install them with "
+        f"`{_INSTALL_HINT}` (only its weight files are used; nothing is downloaded at run time), "
+        f"or set {WEIGHTS_ENV} to a folder holding the three files."
+    )
+
+
+def load_nets(device: str | torch.device = "cpu", weights_dir: str | os.PathLike | None = None) -> tuple[PNet, RNet, ONet]:
+    """The three networks with the released weights, in eval mode on `device`."""
+    folder = Path(weights_dir) if weights_dir is not None else find_weights_dir()
+    nets = (PNet(), RNet(), ONet())
+    for name, net in zip(("pnet", "rnet", "onet"), nets):
+        state = torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+        # channels-last matches the inputs `detect` builds (HWC views) and speeds up these thin convs.
+        net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+    return nets
+
+
+class MTCNN:
+    """Face detector with 5 landmarks (Zhang et al. 2016), defaults of DESIGN 7 / AdaFace.
+
+    `detect(image)` takes an HxWx3 uint8 array (RGB unless `channels="bgr"`) and returns
+    `(boxes (N,4) x1,y1,x2,y2, scores (N,), landmarks (N,5,2) x,y)` float32, best score first;
+    landmark order: left eye, right eye, nose, left and right mouth corners (as the template).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        min_face_size: float = 20.0,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
+        nms_threshold: float = 0.7,
+        factor: float = 0.709,
+        weights_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"MTCNN pyramid factor must be in (0, 1), got {factor}")
+        self.device = torch.device(device)
+        self.pnet, self.rnet, self.onet = load_nets(self.device, weights_dir)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.nms_threshold = float(nms_threshold)
+        self.factor = float(factor)
+
+    def detect(self, image: np.ndarray, channels: str = "rgb") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if channels not in ("rgb", "bgr"):
+            raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+        rgb = image[:, :, ::-1] if channels == "bgr" else image
+        with torch.inference_mode():
+            return detect.detect_faces(
+                np.ascontiguousarray(rgb),
+                (self.pnet, self.rnet, self.onet),
+                device=self.device,
+                min_face_size=self.min_face_size,
+                thresholds=self.thresholds,
+                nms_threshold=self.nms_threshold,
+                factor=self.factor,
+            )

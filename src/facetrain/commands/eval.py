@@ -1,0 +1,44 @@
+"""`facetrain eval`: a checkpoint on the five high-quality verification sets (seed's eval_5valsets.sh)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from facetrain.eval.fusion import FUSION_METHODS
+
+    parser.add_argument("--ckpt", "--start_from_model_statedict", dest="ckpt", required=True,
+                        help="checkpoint (ours or an official AdaFace .ckpt)")
+    parser.add_argument("--val_data_path", required=True, help="folder with <set>.bin files or memfiles")
+    parser.add_argument("--sets", nargs="+", default=None,
+                        help="sets to evaluate (default: all found; standard five first)")
+    parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 gives the reference numbers; bf16/fp16 are faster approximations")
+    parser.add_argument("--channels_last", action="store_true", help="channels-last memory format (with bf16)")
+    parser.add_argument("--fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
+                        help="how image and flip features are fused (none = no flip test)")
+    parser.add_argument("--json", default=None, help="write the results as JSON here")
+    parser.add_argument("--csv", default=None, help="write the results as CSV here")
+    parser.add_argument("--no_progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_csv, write_json
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate_checkpoint(args.ckpt, args.val_data_path, args.sets, arch=args.arch, batch_size=args.batch_size,
+                                  device=device, precision=args.precision, fusion=args.fusion,
+                                  channels_last=args.channels_last, progress=not args.no_progress)
+    print(format_results(results))
+    meta = {"ckpt": str(args.ckpt), "val_data_path": str(args.val_data_path), "precision": args.precision,
+            "fusion": args.fusion, "protocol": "10-fold, squared L2, thresholds arange(0,4,0.01)"}
+    if args.csv:
+        write_csv(results, args.csv)
+    if args.json:
+        write_json(results, args.json, meta)
+    return 0

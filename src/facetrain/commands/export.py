@@ -1,0 +1,36 @@
+"""`facetrain export --ckpt P --onnx OUT.onnx [--safetensors OUT.safetensors]`."""
+from __future__ import annotations
+
+import argparse
+
+from facetrain.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoint file, or a released model name such as ir_50")
+    parser.add_argument("--onnx", help="ONNX output: input (B,3,112,112) BGR in [-1,1] -> embedding, norm")
+    parser.add_argument("--safetensors", help="safetensors output of the backbone state_dict (AdaFace key names)")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--no_verify", action="store_true", help="skip the onnxruntime-vs-torch check")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.onnx or args.safetensors):
+        raise ConfigError("nothing to export: give --onnx and/or --safetensors")
+    from facetrain.export import export_onnx, export_safetensors, verify_onnx
+    from facetrain.infer import load_pretrained_model
+
+    model = load_pretrained_model(args.ckpt)
+    if args.onnx:
+        export_onnx(model, args.onnx, opset=args.opset)
+        message = f"onnx: {args.onnx}"
+        if not args.no_verify:
+            diff = verify_onnx(model, args.onnx)
+            if diff > 1e-4:
+                raise ConfigError(f"{args.onnx}: onnxruntime differs from torch by {diff:.2e} (> 1e-4)")
+            message += f" (onnxruntime vs torch: max difference {diff:.1e})"
+        print(message)
+    if args.safetensors:
+        export_safetensors(model, args.safetensors)
+        print(f"safetensors: {args.safetensors} (arch {model.arch})")
+    return 0

@@ -1,0 +1,18 @@
+"""`facetrain train`: the AdaFace recipe with AdaFace's flags (seed's `python main.py ...`)."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from facetrain.train.config import add_train_arguments
+
+    add_train_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from facetrain.train.config import config_from_args
+    from facetrain.train.launch import run as launch
+
+    launch(config_from_args(args))
+    return 0

@@ -1,0 +1,103 @@
+"""InsightFace `.bin` verification sets: a pickle of `(bins, issame_list)`, pair i = bins[2i], bins[2i+1].
+
+`bins` holds 2N encoded images (bytes, or numpy uint8 arrays of the encoded bytes);
+`issame_list` N Python or numpy booleans. Loaded with a restricted unpickler (see safe_pickle).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from facetrain.data.image_codec import decode_bgr, encode_image, parallel_map
+from facetrain.data.safe_pickle import safe_loads
+from facetrain.data.verification_set import VerificationSet
+from facetrain.errors import DataError
+from facetrain.io_utils import atomic_write_bytes
+
+
+def set_name(path: str | os.PathLike) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:
+    """(encoded images, issame) without decoding; checks the structure, names the file on any problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    obj = safe_loads(data, str(path))
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        raise DataError(f"{path}: expected a pickled (bins, issame_list) pair, got {type(obj).__name__}")
+    bins, issame = obj
+    if not isinstance(bins, (list, tuple)) or not isinstance(issame, (list, tuple, np.ndarray)):
+        raise DataError(f"{path}: expected lists (bins, issame_list), got ({type(bins).__name__}, {type(issame).__name__})")
+    for i, b in enumerate(bins):
+        if not isinstance(b, (bytes, bytearray)) and not (isinstance(b, np.ndarray) and b.dtype == np.uint8):
+            raise DataError(f"{path}: image {i} is a {type(b).__name__}, expected encoded bytes")
+    issame = np.asarray(issame)
+    if issame.dtype != bool and not np.isin(issame, (0, 1)).all():
+        raise DataError(f"{path}: issame_list holds non-boolean values ({issame.dtype})")
+    if len(bins) != 2 * len(issame):
+        raise DataError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 images per pair)")
+    return list(bins), issame.astype(bool)
+
+
+def decode_into(out: np.ndarray, bins: Sequence, source: str, threads: int | None = None,
+                progress: bool | None = False, offset: int = 0) -> None:
+    """Decode `bins` into the preallocated (len(bins),112,112,3) array `out`; errors name image `offset + i`."""
+    def one(i: int) -> None:
+        out[i] = decode_bgr(bins[i], f"{source} image {offset + i}")
+
+    for _ in tqdm(parallel_map(one, range(len(bins)), threads), total=len(bins), desc=f"decode {Path(source).name}",
+                  disable=None if progress else True, unit="img"):
+        pass
+
+
+def iter_decoded(bins: Sequence, source: str, threads: int | None = None, block: int = 256,
+                 progress: bool | None = False) -> Iterator[np.ndarray]:
+    """Decoded (<=block,112,112,3) uint8 BGR blocks in order: streams a large set into a file."""
+    buf = np.empty((block, 112, 112, 3), dtype=np.uint8)
+    with tqdm(total=len(bins), desc=f"decode {Path(source).name}", disable=None if progress else True,
+              unit="img") as bar:
+        for start in range(0, len(bins), block):
+            stop = min(start + block, len(bins))
+            decode_into(buf, bins[start:stop], source, threads, offset=start)
+            bar.update(stop - start)
+            yield buf[: stop - start]
+
+
+def find_unreadable(bins: Sequence, source: str, threads: int | None = None) -> list[str]:
+    """Every image that does not decode, as '<file> image <i>'."""
+    def ok(i: int) -> bool:
+        try:
+            decode_bgr(bins[i], "")
+            return True
+        except DataError:
+            return False
+
+    return [f"{source} image {i}" for i, good in enumerate(parallel_map(ok, range(len(bins)), threads)) if not good]
+
+
+def read_bin(path: str | os.PathLike, threads: int | None = None, progress: bool | None = False) -> VerificationSet:
+    """Load and decode a `.bin` to BGR uint8 (non-112x112 faces are resized, as InsightFace's loader does)."""
+    bins, issame = load_encoded(path)
+    images = np.empty((len(bins), 112, 112, 3), dtype=np.uint8)
+    decode_into(images, bins, str(path), threads, progress)
+    return VerificationSet(set_name(path), images, issame)
+
+
+def write_bin(path: str | os.PathLike, images: Iterable[np.ndarray], issame: Iterable[bool],
+              ext: str = ".jpg", quality: int = 95) -> None:
+    """Write an InsightFace-format `.bin`: a list of encoded bytes and a list of Python bools, pickle protocol 4
+    (readable by insightface's and AdaFace's `pickle.load(f, encoding="bytes")`)."""
+    encoded = [encode_image(np.asarray(img), ext, quality) for img in images]
+    flags = [bool(s) for s in issame]
+    if len(encoded) != 2 * len(flags):
+        raise ValueError(f"write_bin: {len(encoded)} images for {len(flags)} pairs")
+    atomic_write_bytes(path, pickle.dumps((encoded, flags), protocol=4))

@@ -1,0 +1,85 @@
+"""Merge several image-folder datasets into one (e.g. a synthetic set's "references" and "variants").
+
+Default: identity folders with the same name merge into one class; every image is renamed
+`d{k}_<name>` (k = the dataset's position in the list) so files never clash. `keep_apart`
+instead renames identity folders `d{k}_<identity>`, so each input keeps its own classes
+(labels offset by the classes before it). Images are absolute symlinks, or copies with
+`copy=True`. The result is built in a temporary folder and renamed into place, so an
+interrupted run leaves nothing that looks complete. Inputs may be `<x>/imgs`, `<x>` holding
+`imgs`, or a folder of identity folders.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from facetrain.data.image_folder import IMGS, ImageFolder
+from facetrain.errors import DataError
+from facetrain.io_utils import atomic_write_json
+
+REPORT_NAME = "compound_report.json"
+
+
+def output_dirs(final_path: str | os.PathLike) -> tuple[Path, Path]:
+    """(imgs folder, dataset root). The seed passes `.../imgs`; any other name gets an `imgs` inside."""
+    final = Path(final_path)
+    return (final, final.parent) if final.name == IMGS else (final / IMGS, final)
+
+
+def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.PathLike, copy: bool = False,
+                      keep_apart: bool = False, progress: bool | None = None) -> dict:
+    """Write the merged image folder and `compound_report.json` (in the dataset root); return the report."""
+    if not inputs:
+        raise DataError("compound: no input datasets given")
+    imgs_dir, root = output_dirs(final_path)
+    if imgs_dir.exists() and any(imgs_dir.iterdir()):
+        raise DataError(f"{imgs_dir}: already exists and is not empty; choose another --final_path or remove it")
+    folders = [ImageFolder(p, require_imgs=False) for p in inputs]
+    plan: dict[str, list[tuple[Path, str]]] = {}
+    report_inputs = []
+    for k, folder in enumerate(folders):
+        for path, label in folder.samples:
+            identity = folder.classes[label]
+            target_identity = f"d{k}_{identity}" if keep_apart else identity
+            plan.setdefault(target_identity, []).append((Path(path).resolve(), f"d{k}_{Path(path).name}"))
+        report_inputs.append({"path": str(Path(inputs[k]).resolve()), "imgs": str(folder.root.resolve()),
+                              "identities": folder.num_classes - len(folder.empty_classes), "images": len(folder)})
+    tmp = imgs_dir.with_name(f"{imgs_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    total = sum(map(len, plan.values()))
+    try:
+        with tqdm(total=total, desc="compound", unit="img", disable=None if progress is None else not progress) as bar:
+            for identity in sorted(plan):
+                (tmp / identity).mkdir(parents=True)
+                for src, name in plan[identity]:
+                    dst = tmp / identity / name
+                    shutil.copy2(src, dst) if copy else os.symlink(src, dst)
+                    bar.update()
+        if imgs_dir.exists():
+            imgs_dir.rmdir()  # empty (checked above)
+        os.replace(tmp, imgs_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shared = sum(1 for files in plan.values() if len({n.split("_", 1)[0] for _, n in files}) > 1)
+    report = {"mode": "keep_apart" if keep_apart else "merge", "links": "copy" if copy else "absolute symlink",
+              "inputs": report_inputs,
+              "result": {"path": str(imgs_dir.resolve()), "identities": len(plan), "images": total,
+                         "identities_in_several_inputs": shared}}
+    atomic_write_json(root / REPORT_NAME, report)
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"compound ({report['mode']}, {report['links']}):"]
+    for k, item in enumerate(report["inputs"]):
+        lines.append(f"  d{k}: {item['identities']:>8} identities {item['images']:>10} images  {item['imgs']}")
+    res = report["result"]
+    lines.append(f"  result: {res['identities']:>6} identities {res['images']:>10} images  {res['path']}")
+    if report["mode"] == "merge":
+        lines.append(f"  identities present in more than one input: {res['identities_in_several_inputs']}")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""Conversions behind `facetrain convert` (the seed's `convert.py`).
+
+- `.bin` -> memfiles (`<name>.dat` + `.conf` + `<name>_list.npy`), decoded straight into the memmap.
+- `.bin` -> decoded images per set: `<out>/<name>/imgs/<i>.jpg` (+ `<out>/<name>_list.npy`).
+- `train.rec` -> image folder `<out>/imgs/<label>/<key>.jpg` (AdaFace's naming), or the names of a
+  DCFace `list.txt`.
+Encoded JPEG payloads are written as they are (lossless, fast); `swap_color_channel` swaps the
+red and blue channels of the written files, as AdaFace's `--swap_color_channel` does, for
+tools that load them with PIL and expect BGR data. Every output is built under a temporary
+name and renamed when complete; a memfile's `.conf` is written last.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from facetrain.data.bin import iter_decoded, load_encoded, set_name
+from facetrain.data.image_codec import decode_bgr, encode_image, is_jpeg, parallel_map
+from facetrain.data.memfile import MEMFILE_SUFFIX, memfile_writer, save_issame
+from facetrain.data.recordio import RecordReader
+from facetrain.errors import DataError
+
+
+def find_bins(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    return sorted(folder.glob("*.bin"))
+
+
+def bin_to_memfile(bin_path: str | os.PathLike, out_dir: str | os.PathLike, progress: bool | None = None) -> Path:
+    """One `.bin` -> `<out_dir>/<name>.dat` (+ `<name>_list.npy`, then `.conf`)."""
+    bins, issame = load_encoded(bin_path)
+    name, out_dir = set_name(bin_path), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}{MEMFILE_SUFFIX}"
+    with memfile_writer(path, (len(bins), 112, 112, 3), np.uint8) as write:
+        for block in iter_decoded(bins, str(bin_path), progress=progress):
+            write(block)
+        save_issame(out_dir, name, issame)
+    return path
+
+
+def bins_to_memfiles(folder: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                     progress: bool | None = None) -> list[Path]:
+    bins = find_bins(folder)
+    if not bins:
+        raise DataError(f"{folder}: no .bin files to convert")
+    return [bin_to_memfile(b, out_dir or folder, progress) for b in bins]
+
+
+def _swap_writer(swap: bool) -> Callable[[bytes, str], bytes]:
+    def prepare(payload: bytes, where: str) -> bytes:
+        if is_jpeg(payload) and not swap:
+            decode_bgr(payload, where)  # refuse corrupt data before it becomes a file
+            return payload
+        bgr = decode_bgr(payload, where)
+        return encode_image(bgr[:, :, ::-1] if swap else bgr, ".jpg", 95)
+    return prepare
+
+
+def _write_tree(out: Path, items: Sequence[tuple[str, Callable[[], bytes]]], desc: str, progress: bool | None) -> None:
+    """Write `relative path -> bytes` items under a temporary folder, then rename it to `out`."""
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out}: already exists and is not empty; remove it to convert again")
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(item: tuple[str, Callable[[], bytes]]) -> None:
+        rel, produce = item
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(produce())
+
+    try:
+        for _ in tqdm(parallel_map(write, items), total=len(items), desc=desc, unit="img",
+                      disable=None if progress is None else not progress):
+            pass
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def bin_to_images(bin_path: str | os.PathLike, out_dir: str | os.PathLike, swap_color_channel: bool = False,
+                  progress: bool | None = None) -> Path:
+    """One `.bin` -> `<out_dir>/<name>/imgs/<i>.jpg` and `<out_dir>/<name>_list.npy`."""
+    bins, issame = load_encoded(bin_path)
+    name, out_dir = set_name(bin_path), Path(out_dir)
+    prepare = _swap_writer(swap_color_channel)
+    items = [(f"{i}.jpg", lambda i=i: prepare(bytes(bins[i]), f"{bin_path} image {i}")) for i in range(len(bins))]
+    target = out_dir / name / "imgs"
+    _write_tree(target, items, f"images {name}", progress)
+    save_issame(out_dir, name, issame)
+    return target
+
+
+def bins_to_images(folder: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                   swap_color_channel: bool = False, progress: bool | None = None) -> list[Path]:
+    return [bin_to_images(b, out_dir or folder, swap_color_channel, progress) for b in find_bins(folder)]
+
+
+def _safe_relative(name: str, where: str) -> str:
+    rel = Path(name.strip())
+    if rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
+        raise DataError(f"{where}: {name!r} is not a relative `<identity>/<image>` path")
+    return rel.with_suffix(".jpg").as_posix()
+
+
+def rec_to_image_folder(rec_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                        names: Sequence[str] | None = None, swap_color_channel: bool = False,
+                        progress: bool | None = None, names_source: str = "list.txt") -> Path:
+    """Unpack a RecordIO's images to `<out>/<label>/<key>.jpg`, or to `names[i]` (relative paths) when given.
+
+    `out` defaults to `imgs` next to the `.rec`.
+    """
+    reader = RecordReader(rec_path)
+    out = Path(out) if out is not None else reader.rec_path.parent / "imgs"
+    keys = reader.image_keys
+    if names is not None and len(names) != len(keys):
+        raise DataError(f"{names_source}: {len(names)} names for {len(keys)} image records in {reader.rec_path}")
+    prepare = _swap_writer(swap_color_channel)
+
+    def produce(key: int) -> bytes:
+        _, payload = reader.read_record(key)
+        return prepare(payload, f"{reader.rec_path} record {key}")
+
+    if names is not None:
+        rels = [_safe_relative(n, f"{names_source} line {i + 1}") for i, n in enumerate(names)]
+        if len(set(rels)) != len(rels):
+            raise DataError(f"{names_source}: the same image path is listed more than once")
+    else:
+        rels = [f"{label}/{key}.jpg" for key, label in zip(keys.tolist(), reader.labels.tolist())]
+    items = [(rel, lambda key=int(key): produce(key)) for rel, key in zip(rels, keys)]
+    _write_tree(out, items, f"unpack {reader.rec_path.name}", progress)
+    return out

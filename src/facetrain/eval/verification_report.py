@@ -1,0 +1,61 @@
+"""Evaluating a checkpoint on the five high-quality sets, and the table / CSV / JSON of the results."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Sequence
+
+from facetrain.io_utils import atomic_write_bytes, atomic_write_json
+
+COLUMNS = ("accuracy", "std", "best_threshold", "tar_at_far_1e-3", "mean_norm", "pairs")
+
+
+def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLike, sets: Sequence[str] | None = None,
+                        arch: str | None = None, batch_size: int = 256, device: str | None = None,
+                        precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
+                        progress: bool = True) -> dict[str, dict]:
+    """Load a backbone checkpoint and the validation sets (.bin or memfiles) and evaluate (DESIGN 6.1).
+
+    Returns {set name: metrics} plus "average" (over the five standard sets present).
+    """
+    from facetrain.checkpoint import load_backbone
+    from facetrain.data.memfile import load_validation_sets
+    from facetrain.eval.verification import evaluate_verification_sets
+
+    model, _ = load_backbone(ckpt, arch)
+    val_sets = load_validation_sets(val_data_path, list(sets) if sets else None)
+    return evaluate_verification_sets(model, val_sets, batch_size=batch_size, device=device, precision=precision,
+                                      fusion=fusion, channels_last=channels_last, progress=progress)
+
+
+def format_results(results: dict[str, dict]) -> str:
+    """Aligned text table: one row per set, then the average; accuracy in %."""
+    lines = [f"{'set':<10} {'pairs':>6} {'acc %':>8} {'std %':>7} {'thresh':>7} {'TAR@1e-3':>9} {'norm':>8}"]
+    for name, r in results.items():
+        if name == "average":
+            continue
+        lines.append(f"{name:<10} {r['pairs']:>6d} {100 * r['accuracy']:8.2f} {100 * r['std']:7.2f} "
+                     f"{r['best_threshold']:7.3f} {100 * r['tar_at_far_1e-3']:9.2f} {r['mean_norm']:8.2f}")
+    avg = results.get("average")
+    if avg and avg.get("sets"):
+        lines.append(f"{'average':<10} {'':>6} {100 * avg['accuracy']:8.2f} {'':>7} {avg['best_threshold']:7.3f} "
+                     f"{100 * avg['tar_at_far_1e-3']:9.2f} {avg['mean_norm']:8.2f}   ({', '.join(avg['sets'])})")
+    return "\n".join(lines)
+
+
+def write_csv(results: dict[str, dict], path: str | os.PathLike) -> None:
+    """One row per set (fractions, not %), plus the average row over the standard sets."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["set", *COLUMNS])
+    for name, r in results.items():
+        if name == "average":
+            writer.writerow(["average", *[r.get(c, "") if c not in ("std", "pairs") else "" for c in COLUMNS]])
+        else:
+            writer.writerow([name, *[r[c] for c in COLUMNS]])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_json(results: dict[str, dict], path: str | os.PathLike, meta: dict | None = None) -> None:
+    atomic_write_json(path, {"meta": meta or {}, "results": results})

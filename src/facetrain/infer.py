@@ -1,0 +1,176 @@
+"""Use a trained backbone: load it (AdaFace's released files or ours), turn an aligned face into its
+input (`to_input`), and embed a whole folder of faces.
+
+Nothing is downloaded: released checkpoints are looked up in `pretrained/` (current directory,
+then the repository root), where the user puts them (see pretrained/README.md).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from facetrain.align.aligner import FaceAligner, read_rgb
+from facetrain.checkpoint import load_backbone
+from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
+from facetrain.data.transforms import to_tensor
+from facetrain.errors import ConfigError, DataError
+from facetrain.io_utils import atomic_path
+
+PRETRAINED_DIR = "pretrained"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# AdaFace's released checkpoints (README table); the file names are the ones it publishes.
+ADAFACE_CHECKPOINTS = {
+    "ir18_casia": ("ir_18", "adaface_ir18_casia.ckpt"),
+    "ir18_vgg2": ("ir_18", "adaface_ir18_vgg2.ckpt"),
+    "ir18_webface4m": ("ir_18", "adaface_ir18_webface4m.ckpt"),
+    "ir50_casia": ("ir_50", "adaface_ir50_casia.ckpt"),
+    "ir50_webface4m": ("ir_50", "adaface_ir50_webface4m.ckpt"),
+    "ir50_ms1mv2": ("ir_50", "adaface_ir50_ms1mv2.ckpt"),
+    "ir101_ms1mv2": ("ir_101", "adaface_ir101_ms1mv2.ckpt"),
+    "ir101_ms1mv3": ("ir_101", "adaface_ir101_ms1mv3.ckpt"),
+    "ir101_webface4m": ("ir_101", "adaface_ir101_webface4m.ckpt"),
+    "ir101_webface12m": ("ir_101", "adaface_ir101_webface12m.ckpt"),
+}
+# A bare architecture name means: the seed's ir_50 file, else the largest-data release.
+ARCH_DEFAULTS = {"ir_50": "ir50_ms1mv2", "ir_101": "ir101_webface12m", "ir_18": "ir18_webface4m"}
+_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
+
+
+def resolve_checkpoint(arch_or_path: str | os.PathLike) -> tuple[Path, str | None]:
+    """(file, architecture or None) for a checkpoint path or a released-model name (`ir_50`, `ir101_webface12m`)."""
+    text = str(arch_or_path)
+    path = Path(text)
+    if path.is_file():
+        return path, None
+    name = ARCH_DEFAULTS.get(text, text)
+    if name not in ADAFACE_CHECKPOINTS:
+        if path.suffix in _CHECKPOINT_SUFFIXES or os.sep in text:
+            raise ConfigError(f"{text}: checkpoint not found")
+        known = ", ".join([*ARCH_DEFAULTS, *ADAFACE_CHECKPOINTS])
+        raise ConfigError(f"{text!r} is neither a checkpoint file nor a released model name ({known})")
+    arch, filename = ADAFACE_CHECKPOINTS[name]
+    candidates = [Path.cwd() / PRETRAINED_DIR / filename, REPO_ROOT / PRETRAINED_DIR / filename]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate, arch
+    raise ConfigError(
+        f"{filename} not found (looked in {', '.join(str(c.parent) for c in dict.fromkeys(candidates))}). "
+        f"Download AdaFace's {name} checkpoint from the AdaFace README's model table and put it in "
+        f"{PRETRAINED_DIR}/ (nothing is downloaded automatically), or pass the path of a checkpoint."
+    )
+
+
+def load_pretrained_model(arch_or_path: str | os.PathLike = "ir_50", device: str | torch.device = "cpu") -> nn.Module:
+    """The backbone of a released AdaFace model (by name) or of any checkpoint file, in eval mode on `device`."""
+    path, arch = resolve_checkpoint(arch_or_path)
+    model, _ = load_backbone(path, arch=arch, map_location="cpu")
+    return model.to(device).eval()
+
+
+def to_input(rgb_face: Image.Image | np.ndarray) -> torch.Tensor:
+    """Aligned RGB face (PIL or HxWx3 uint8) -> (1,3,112,112) BGR float tensor, (x/255 - 0.5) / 0.5."""
+    if rgb_face is None:
+        raise DataError("to_input got None: no face was found in the image (get_aligned_face returned None)")
+    rgb = np.asarray(rgb_face.convert("RGB") if isinstance(rgb_face, Image.Image) else rgb_face)
+    if rgb.shape != (112, 112, 3):
+        raise DataError(f"to_input expects an aligned 112x112 RGB face, got shape {rgb.shape}")
+    return to_tensor(np.ascontiguousarray(rgb[:, :, ::-1]))[None]
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Image files under `folder`, recursively, as sorted paths relative to it."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+class _FolderFaces:
+    """Slices of a folder's images as uint8 BGR 112x112 batches, decoded in threads (optionally
+    detected and aligned). An image that fails becomes a black face and is recorded in `failed`."""
+
+    def __init__(self, root: Path, names: list[str], aligner: FaceAligner | None = None):
+        self.root, self.names, self.aligner = root, names, aligner
+        self.failed: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _read(self, index: int) -> np.ndarray:
+        path = self.root / self.names[index]
+        try:
+            if self.aligner is None:
+                return read_file_bgr(path)
+            return cv2.cvtColor(self.aligner.align(read_rgb(path), str(path)), cv2.COLOR_RGB2BGR)
+        except DataError as exc:
+            with self._lock:
+                self.failed[index] = str(exc)
+            return np.zeros((112, 112, 3), np.uint8)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        # MTCNN shares its nets: one thread when aligning, threaded decoding otherwise.
+        threads = 1 if self.aligner is not None else None
+        return np.stack(list(parallel_map(self._read, range(len(self))[index], threads=threads)))
+
+
+@dataclass
+class FolderEmbeddings:
+    paths: list[str]  # relative to the folder, in the order of the rows
+    embeddings: np.ndarray  # (N, D) float32, unit length
+    norms: np.ndarray  # (N,) float32, the feature norms (AdaFace's quality proxy)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error naming it), not in the rows
+
+
+def embed_folder(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    align: bool = False,
+    progress: bool = True,
+) -> FolderEmbeddings:
+    """Embed every image under `folder`: aligned 112x112 faces, or raw photos with `align=True` (MTCNN)."""
+    from facetrain.eval.embed import extract_features
+
+    root = Path(folder)
+    names = list_images(root)
+    if not names:
+        raise DataError(f"{root}: no images found")
+    aligner = FaceAligner(device=device) if align else None
+    source = _FolderFaces(root, names, aligner)
+    features, _ = extract_features(model, source, batch_size=batch_size, device=device, precision=precision,
+                                   flip=False, progress=progress)
+    ok = np.array([i not in source.failed for i in range(len(names))], dtype=bool)
+    norms = np.linalg.norm(features[ok], axis=1)
+    return FolderEmbeddings(
+        paths=[n for n, good in zip(names, ok) if good],
+        embeddings=(features[ok] / np.maximum(norms, 1e-12)[:, None]).astype(np.float32),
+        norms=norms.astype(np.float32),
+        failed=[(names[i], reason) for i, reason in sorted(source.failed.items())],
+    )
+
+
+def save_embeddings(path: str | os.PathLike, result: FolderEmbeddings) -> None:
+    """Write a `.npz`: embeddings (N,D), norms (N,), paths (N,); failed_paths, failed_errors (M,)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ConfigError(f"{path}: embeddings are written as .npz (embeddings, norms, paths, failed_*)")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, embeddings=result.embeddings, norms=result.norms, paths=np.array(result.paths, dtype=str),
+                 failed_paths=np.array([p for p, _ in result.failed], dtype=str),
+                 failed_errors=np.array([error for _, error in result.failed], dtype=str))

@@ -1,0 +1,113 @@
+"""Training batches: a Dataset over any TrainingSource with the AdaFace augmentations, a sampler that
+shards and shuffles by (seed, epoch) and can start mid-epoch, and uint8 collation.
+
+Determinism: sample i of epoch e is augmented with its own generator seeded by (seed, e, i), so
+augmentations do not depend on worker count, worker assignment or process, and a resumed run
+sees exactly the images it would have seen.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from facetrain.data.augment import Augmenter
+from facetrain.data.training_source import TrainingSource
+from facetrain.errors import DataError
+
+IMAGE_SHAPE = (112, 112, 3)
+
+
+class FaceTrainDataset(Dataset):
+    """(uint8 BGR 112x112x3 augmented image, int label) for index i of the current epoch."""
+
+    def __init__(self, source: TrainingSource, augmenter: Augmenter | None, seed: int, num_classes: int):
+        self.source = source
+        self.augmenter = augmenter
+        self.seed = seed
+        self.labels = np.asarray(source.labels, dtype=np.int64)
+        self.epoch = 0
+        check_labels(self.labels, num_classes, source.describe())
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before creating the epoch's iterator: workers receive a copy of the dataset then."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        image = self.source.read(index)
+        if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:
+            raise DataError(f"{self.source.describe()}: image {index} is {image.dtype} {image.shape}, "
+                            f"expected uint8 {IMAGE_SHAPE} (aligned 112x112 faces)")
+        if self.augmenter is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            image = self.augmenter(image, rng)
+        return image, int(self.labels[index])
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    if len(labels) == 0:
+        raise DataError(f"{where}: the training set is empty")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+        raise DataError(f"{where}: image {bad} has label {labels[bad]}, outside [0, {num_classes}) "
+                        f"(--custom_num_class too small?)")
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler (shuffle by seed + epoch, shard by rank, drop the ragged tail so every rank
+    gets the same count) that can skip the first `start` samples of this rank's share: resuming at
+    batch k of an epoch replays exactly the remaining batches."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def collate_uint8(batch: Sequence[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (B,112,112,3) uint8 images (normalised on the device: 4x less to copy) and (B,) int64 labels."""
+    images = torch.from_numpy(np.stack([b[0] for b in batch]))
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+    return images, labels
+
+
+def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: int, rank: int, world_size: int,
+                       seed: int, pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
+    """`batch_size` is per process. The loader gets its own torch generator so that creating an
+    iterator does not consume the global RNG (dropout masks stay reproducible across resumes)."""
+    sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
+    if sampler.num_samples < batch_size:
+        raise DataError(f"{dataset.source.describe()}: {len(dataset)} images give {sampler.num_samples} per "
+                        f"process, fewer than one batch of {batch_size}; lower --batch_size")
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=collate_uint8, drop_last=True, pin_memory=pin_memory,
+                        generator=torch.Generator().manual_seed(seed),
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    return loader, sampler
+
+
+def batches_per_epoch(num_samples_per_rank: int, batch_size: int, limit: int = 0) -> int:
+    """Number of batches each rank runs per epoch (drop_last), capped by `limit` when > 0."""
+    n = num_samples_per_rank // batch_size
+    return min(n, limit) if limit > 0 else n
+
+
+def optimizer_steps_per_epoch(batches: int, accumulate: int) -> int:
+    """An epoch's last partial accumulation group still makes an optimizer step."""
+    return math.ceil(batches / accumulate)

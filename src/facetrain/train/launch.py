@@ -1,0 +1,51 @@
+"""Entry point behind `facetrain train` / `python main.py`: evaluate-only mode, a single process, one
+rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace's ddp)."""
+from __future__ import annotations
+
+import torch
+
+from facetrain.data.paths import resolve_data_path
+from facetrain.errors import ConfigError
+from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
+from facetrain.train import distributed as D
+from facetrain.train.config import TrainConfig
+from facetrain.train.loop import TrainResult, train
+
+EVALUATION = "evaluation.json"
+
+
+def evaluate_only(config: TrainConfig) -> dict[str, dict]:
+    """`--evaluate --start_from_model_statedict CKPT`: the verification sets under --val_data_path, fp32,
+    printed as a table and written to <output_dir>/evaluation.json."""
+    root = resolve_data_path(config.data_root, config.val_data_path, "validation data (--val_data_path)")
+    results = evaluate_checkpoint(config.start_from_model_statedict, root, arch=config.arch,
+                                  device="cuda" if config.gpus > 0 and torch.cuda.is_available() else "cpu",
+                                  progress=config.progress)
+    print(f"{config.start_from_model_statedict}:\n{format_results(results)}")
+    out = config.resolve_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out / EVALUATION, {"ckpt": config.start_from_model_statedict, "val_data_path": str(root),
+                                           "precision": "fp32"})
+    return results
+
+
+def _spawned_rank(config: TrainConfig) -> None:
+    train(config)
+
+
+def run(config: TrainConfig) -> TrainResult | None:
+    """Dispatch; returns the TrainResult in the process that trained (None after a local spawn,
+    whose rank 0 wrote results.json)."""
+    config.validate()
+    if config.evaluate:
+        evaluate_only(config)
+        return None
+    if config.gpus > 1 and not D.launched_by_torchrun():
+        available = torch.cuda.device_count()
+        if available < config.gpus:
+            raise ConfigError(f"--gpus {config.gpus} but {available} CUDA device(s) visible; for CPU processes "
+                              "use torchrun --nproc_per_node N ... --gpus 0")
+        config.output_dir = str(config.resolve_output_dir())  # every rank must agree before they start
+        D.spawn(_spawned_rank, config.gpus, (config,))
+        return None
+    return train(config)

@@ -1,0 +1,47 @@
+"""Backbone + margin head as one module (what DDP wraps), built from the training config."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facetrain.checkpoint import load_backbone
+from facetrain.data.transforms import normalize_batch
+from facetrain.heads import build_head
+from facetrain.models import build_model
+from facetrain.train.config import TrainConfig
+from facetrain.train.precision import Precision
+
+
+class RecognitionNet(nn.Module):
+    """forward(uint8 NHWC images on the device, labels) -> (loss, norms). Normalisation happens here,
+    on the device; the loss is computed from float32 logits (the heads return float32)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, precision: Precision, backbone_forward: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.precision = precision
+        # torch.compile'd view of `model` sharing its parameters (not registered: no duplicate state)
+        self._backbone = [backbone_forward or model]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.precision.prepare_input(normalize_batch(images))
+        with self.precision.autocast():
+            embeddings, norms = self._backbone[0](x)
+            logits = self.head(embeddings, norms, labels)
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss, norms.detach()
+
+
+def build_model_and_head(config: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """Fresh backbone and head; with --start_from_model_statedict the backbone weights come from that
+    checkpoint (ConfigError when its architecture is not --arch), the head starts fresh (as AdaFace)."""
+    if config.start_from_model_statedict:
+        model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
+        model.train()
+    else:
+        model = build_model(config.arch)
+    head = build_head(config.head, embedding_size=model.embedding_size, class_num=num_classes,
+                      m=config.m, h=config.h, s=config.s, t_alpha=config.t_alpha)
+    return model, head

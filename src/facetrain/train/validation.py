@@ -1,0 +1,56 @@
+"""Validation during training and the final test: the verification sets under `--val_data_path`,
+evaluated with the shared protocol of `facetrain.eval.verification` (DESIGN 6.1)."""
+from __future__ import annotations
+
+import warnings
+from typing import Mapping
+
+from torch import nn
+
+from facetrain.data.memfile import find_validation_sets, load_validation_sets
+from facetrain.data.paths import resolve_data_path
+from facetrain.data.verification_set import VerificationSet
+from facetrain.errors import DataError
+from facetrain.eval.verification import evaluate_verification_sets
+
+
+def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationSet]:
+    """Every set found; {} with a warning when there is none (training still runs, without a best
+    checkpoint by accuracy). Sets that exist but are broken are errors."""
+    try:
+        root = resolve_data_path(data_root, val_data_path, "validation data (--val_data_path)")
+    except DataError as exc:
+        warnings.warn(f"{exc}: training without validation", stacklevel=2)
+        return {}
+    if not find_validation_sets(root):
+        warnings.warn(f"{root}: no verification sets (.bin or memfiles) found: training without validation",
+                      stacklevel=2)
+        return {}
+    return load_validation_sets(root)
+
+
+def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: int, precision: str,
+             channels_last: bool, progress: bool) -> dict[str, float]:
+    """AdaFace's logged names: `<set>_val_acc`, `<set>_best_threshold`, `<set>_num_val_samples`, and
+    `val_acc`, the mean over the standard sets present (over all sets when none is standard)."""
+    results = evaluate_verification_sets(model, sets, batch_size=batch_size, precision=precision,
+                                         channels_last=channels_last, progress=progress)
+    logs: dict[str, float] = {}
+    for name in sets:
+        logs[f"{name}_val_acc"] = results[name]["accuracy"]
+        logs[f"{name}_best_threshold"] = results[name]["best_threshold"]
+        logs[f"{name}_num_val_samples"] = 2 * results[name]["pairs"]
+    average = results["average"]["accuracy"]
+    if average != average:  # NaN: none of the five standard sets, e.g. only cfp_ff or custom sets
+        average = sum(results[n]["accuracy"] for n in sets) / len(sets)
+    logs["val_acc"] = average
+    return logs
+
+
+def format_table(logs: Mapping[str, float], names: list[str]) -> str:
+    """Final test as a text table: set, accuracy (%), best threshold."""
+    rows = [f"{'set':<12} {'accuracy %':>10} {'threshold':>10}"]
+    for name in names:
+        rows.append(f"{name:<12} {100 * logs[f'{name}_val_acc']:>10.2f} {logs[f'{name}_best_threshold']:>10.3f}")
+    rows.append(f"{'mean':<12} {100 * logs['val_acc']:>10.2f}")
+    return "\n".join(rows)

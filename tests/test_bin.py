@@ -1,0 +1,110 @@
+import os
+import pickle
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from data_format_fixtures import faces
+from facetrain.data.bin import load_encoded, read_bin, write_bin
+from facetrain.errors import DataError
+
+
+def test_write_read_roundtrip(tmp_path):
+    images, _ = faces(12)
+    issame = [True, False, True, True, False, False]
+    write_bin(tmp_path / "lfw.bin", images, issame, ext=".png")
+    vset = read_bin(tmp_path / "lfw.bin")
+    assert vset.name == "lfw" and vset.images.dtype == np.uint8 and vset.images.shape == (12, 112, 112, 3)
+    np.testing.assert_array_equal(vset.images, images)  # PNG is lossless, channel order preserved (BGR)
+    assert vset.issame.tolist() == issame and vset.num_genuine == 3
+
+
+def test_insightface_layout_is_plain_bytes_and_bools(tmp_path):
+    images, _ = faces(4)
+    write_bin(tmp_path / "x.bin", images, [True, False])
+    bins, issame = pickle.loads((tmp_path / "x.bin").read_bytes(), encoding="bytes")
+    assert all(type(b) is bytes for b in bins) and issame == [True, False]
+    assert cv2.imdecode(np.frombuffer(bins[0], np.uint8), cv2.IMREAD_COLOR).shape == (112, 112, 3)
+
+
+def test_numpy_encoded_arrays_numpy_bools_and_resize(tmp_path):
+    images, _ = faces(4)
+    big = cv2.resize(images[3], (150, 150))
+    bins = [np.frombuffer(cv2.imencode(".png", im)[1].tobytes(), np.uint8) for im in (*images[:3], big)]
+    (tmp_path / "cfp_fp.bin").write_bytes(pickle.dumps((bins, np.array([True, False])), protocol=2))
+    vset = read_bin(tmp_path / "cfp_fp.bin")
+    np.testing.assert_array_equal(vset.images[:3], images[:3])
+    assert vset.images[3].shape == (112, 112, 3)  # resized as InsightFace's loader does
+    assert vset.issame.tolist() == [True, False]
+
+
+def _py2_pickle(strings: list[bytes], flags: list[bool]) -> bytes:
+    """What Python 2 writes for (list of str, list of bool) with protocol 2 (SHORT_BINSTRING / BINSTRING)."""
+    out = b"\x80\x02]("
+    for s in strings:
+        out += (b"U" + bytes([len(s)]) if len(s) < 256 else b"T" + struct.pack("<i", len(s))) + s
+    out += b"e](" + b"".join(b"\x88" if f else b"\x89" for f in flags) + b"e\x86."
+    return out
+
+
+def test_python2_pickle(tmp_path):
+    images, _ = faces(2)
+    encoded = [cv2.imencode(".png", im)[1].tobytes() for im in images]
+    (tmp_path / "agedb_30.bin").write_bytes(_py2_pickle(encoded, [True]))
+    vset = read_bin(tmp_path / "agedb_30.bin")
+    np.testing.assert_array_equal(vset.images, images)
+
+
+class _System:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+class _Eval:
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return (eval, (self.code,))
+
+
+@pytest.mark.parametrize("kind", ["system", "eval", "nested"])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, kind):
+    marker = tmp_path / "pwned"
+    if kind == "system":
+        payload = _System(f"touch {marker}")
+    elif kind == "eval":
+        payload = _Eval(f"open({str(marker)!r}, 'w').write('x')")
+    else:  # hidden inside an otherwise valid-looking set
+        payload = ([b"\xff\xd8", _System(f"touch {marker}")], [True])
+    path = tmp_path / "lfw.bin"
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError, match="lfw.bin.*tries to run code"):
+        read_bin(path)
+    assert not marker.exists()
+
+
+def test_truncated_bin_names_the_file(tmp_path):
+    images, _ = faces(4)
+    write_bin(tmp_path / "calfw.bin", images, [True, False])
+    data = (tmp_path / "calfw.bin").read_bytes()
+    (tmp_path / "calfw.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="calfw.bin.*truncated"):
+        read_bin(tmp_path / "calfw.bin")
+
+
+def test_wrong_pair_count_and_corrupt_image(tmp_path):
+    images, _ = faces(4)
+    (tmp_path / "a.bin").write_bytes(pickle.dumps(([b"x"] * 3, [True])))
+    with pytest.raises(DataError, match="a.bin: 3 images for 1 pairs"):
+        load_encoded(tmp_path / "a.bin")
+    encoded = [cv2.imencode(".jpg", im)[1].tobytes() for im in images]
+    encoded[2] = encoded[2][:40]
+    (tmp_path / "b.bin").write_bytes(pickle.dumps((encoded, [True, False])))
+    with pytest.raises(DataError, match="b.bin image 2"):
+        read_bin(tmp_path / "b.bin")

@@ -1,0 +1,204 @@
+"""IJB-B/C: ROC and TAR rule against sklearn, pooling/scoring/1:N against straightforward loops,
+an end-to-end run on a tiny IJB-like protocol with a perfect model, and bad protocol files."""
+from __future__ import annotations
+
+import heapq
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from facetrain.align.transform import TEMPLATE_112
+from facetrain.errors import DataError
+from facetrain.eval.ijb import IJBMode, run_ijb
+from facetrain.eval.ijb_data import load_protocol
+from facetrain.eval.ijb_identify import identification_metrics
+from facetrain.eval.ijb_verify import mode_features, score_pairs, template_features
+from facetrain.eval.roc import FAR_TARGETS, roc_curve, tar_at_far
+
+PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
+
+
+def _insightface_tar(labels, scores):
+    """ijb_11.py: sklearn ROC, flipped, first minimum of |fpr - target|."""
+    fpr, tpr, _ = sk_roc_curve(labels, scores)
+    fpr, tpr = np.flipud(fpr), np.flipud(tpr)
+    return {x: tpr[min(zip(abs(fpr - x), range(len(fpr))))[1]] for x in FAR_TARGETS}
+
+
+def test_roc_and_tar_match_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    labels = (rng.random(20000) < 0.05).astype(int)
+    scores = np.round(rng.standard_normal(20000) + 2.5 * labels, 2)  # rounding creates many ties
+    fpr, tpr, thr = roc_curve(labels, scores)
+    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(labels, scores)
+    assert np.array_equal(fpr, sk_fpr) and np.array_equal(tpr, sk_tpr) and np.array_equal(thr[1:], sk_thr[1:])
+    assert tar_at_far(fpr, tpr) == _insightface_tar(labels, scores)
+
+
+def _pool_loop(img_feats, templates, medias):
+    """insightface's image2template_feature, literally."""
+    unique = np.unique(templates)
+    out = np.zeros((len(unique), img_feats.shape[1]))
+    for c, t in enumerate(unique):
+        (ind,) = np.where(templates == t)
+        feats, meds = img_feats[ind], medias[ind]
+        media_feats = [np.mean(feats[meds == m], axis=0) for m in np.unique(meds)]
+        out[c] = np.sum(media_feats, axis=0)
+    return out / np.linalg.norm(out, axis=1, keepdims=True), unique
+
+
+def test_pooling_and_blocked_scoring_match_loops():
+    rng = np.random.default_rng(1)
+    n = 500
+    templates = rng.integers(0, 60, n) * 7 + 3  # sparse, unsorted ids
+    medias = rng.integers(0, 4, n)
+    img = rng.standard_normal((n, 16)).astype(np.float32)
+    feats, unique = template_features(img, templates, medias, chunk_images=50)
+    ref, ref_unique = _pool_loop(img, templates, medias)
+    # we pool in float64, insightface in float32: equal to float32 precision
+    assert np.array_equal(unique, ref_unique) and np.allclose(feats, ref, atol=1e-6)
+    r1, r2 = rng.integers(0, len(unique), 3000), rng.integers(0, len(unique), 3000)
+    scores = score_pairs(feats, r1, r2, block=8, progress=False)
+    assert np.allclose(scores, np.sum(feats[r1] * feats[r2], -1), atol=1e-12)
+
+
+def test_modes_match_adaface_and_insightface_formulas():
+    rng = np.random.default_rng(2)
+    a, b, face = rng.standard_normal((6, 4)), rng.standard_normal((6, 4)), rng.random(6)
+    assert np.allclose(mode_features(a, b, face), a + b, atol=1e-5)  # AdaFace default
+    unit = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
+    assert np.allclose(mode_features(a, b, face, use_norm_score=False, use_detector_score=True), unit * face[:, None], atol=1e-5)
+    assert np.allclose(mode_features(a, None, face, use_flip_test=False), a, atol=1e-5)
+    avg = mode_features(a, b, face, "average")  # unit vector, norm not kept
+    assert np.allclose(np.linalg.norm(avg, axis=1), 1, atol=1e-5)
+
+
+def _identification_loop(query, gallery, mask):
+    """ijb_1n.py's evaluation, literally."""
+    sim = query @ gallery.T
+    top = np.argsort(-sim)
+    res = {f"top{k}": np.mean([mask[i] in top[i, :k] for i in range(len(query))]) for k in (1, 5, 10)}
+    pos = np.array([sim[i, mask[i]] for i in range(len(query))])
+    for i in range(len(query)):
+        sim[i, mask[i]] = -2.0
+    neg = heapq.nlargest(math.ceil(len(query) * 0.1), sim[sim > -2.0])
+    for far in (0.01, 0.1):
+        res[f"tpir@fpir={far:g}"] = np.sum(pos > neg[math.ceil(len(query) * far) - 1]) / len(query)
+    return res
+
+
+def test_identification_matches_insightface_loop():
+    rng = np.random.default_rng(3)
+    gallery = rng.standard_normal((40, 8))
+    mask = rng.integers(0, 40, 300)
+    query = gallery[mask] + 1.2 * rng.standard_normal((300, 8))
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    got = identification_metrics(query, gallery, mask, chunk=64)
+    ref = _identification_loop(query, gallery, mask)
+    assert got == pytest.approx(ref, abs=1e-12)
+    assert 0.2 < got["top1"] < 1.0
+
+
+# ---- tiny IJB-like protocol on disk ----------------------------------------------------------
+
+def write_protocol(root: Path, layout: str = "adaface", n_ids: int = 6, templates_per_id: int = 3) -> dict:
+    """Loose crops filled with an identity colour, landmarks = template shifted by (20, 30)."""
+    meta = root / "IJBC" / "meta" if layout == "adaface" else root / "meta" / "IJBC_meta"
+    crops = root / "IJBC" / "loose_crop" if layout == "adaface" else root / "ijb" / "IJBC" / "loose_crop"
+    meta.mkdir(parents=True)
+    lmk_lines, tid_lines, tid_subject = [], [], {}
+    image, media = 1, 1
+    for ident in range(n_ids):
+        for k in range(templates_per_id):
+            tid = ident * 10 + k + 1
+            tid_subject[tid] = ident
+            for j in range(2):
+                name = f"{image}.jpg"
+                crop = np.zeros((160, 150, 3), np.uint8)
+                crop[:] = PALETTE[ident]
+                folder = crops / name[:2] if layout == "seed" else crops
+                folder.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(folder / name), crop)
+                pts = (TEMPLATE_112 + [20, 30]).reshape(-1)
+                lmk_lines.append(" ".join([name, *[f"{v:.3f}" for v in pts], "0.9"]))
+                tid_lines.append(f"{name} {tid} {media + j % 2 * (k % 2)}")
+                image += 1
+            media += 2
+    tids = sorted(tid_subject)
+    pairs = [f"{a} {b} {int(tid_subject[a] == tid_subject[b])}" for i, a in enumerate(tids) for b in tids[i + 1 :]]
+    (meta / "ijbc_name_5pts_score.txt").write_text("\n".join(lmk_lines) + "\n")
+    (meta / "ijbc_face_tid_mid.txt").write_text("\n".join(tid_lines) + "\n")
+    (meta / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
+    return {"meta": meta, "tids": tids, "subject": tid_subject}
+
+
+def write_identification(meta: Path, info: dict) -> None:
+    first = [t for t in info["tids"] if t % 10 == 1]
+    rest = [t for t in info["tids"] if t % 10 != 1]
+    half = len(first) // 2
+    for fname, ts in (("ijbc_1N_gallery_G1.csv", first[:half]), ("ijbc_1N_gallery_G2.csv", first[half:]),
+                      ("ijbc_1N_probe_mixed.csv", rest)):
+        rows = ["TEMPLATE_ID,SUBJECT_ID,FILENAME"] + [f"{t},{info['subject'][t]},x.jpg" for t in ts for _ in range(2)]
+        (meta / fname).write_text("\n".join(rows) + "\n")
+
+
+class ColourIdentityNet(torch.nn.Module):
+    """Perfect model for the fixture: one-hot of the nearest palette colour at the face centre."""
+
+    def __init__(self):
+        super().__init__()
+        self.palette = torch.nn.Parameter(torch.from_numpy(PALETTE.astype(np.float32) / 127.5 - 1), requires_grad=False)
+
+    def forward(self, x):
+        centre = x[:, :, 40:70, 40:70].mean((2, 3))
+        ident = torch.cdist(centre, self.palette).argmin(1)
+        emb = torch.nn.functional.one_hot(ident, len(PALETTE)).float()
+        return emb, torch.full((len(x), 1), 5.0)
+
+
+@pytest.mark.parametrize("layout", ["adaface", "seed"])
+def test_end_to_end_perfect_model(tmp_path, layout):
+    info = write_protocol(tmp_path / "data", layout)
+    write_identification(info["meta"], info)
+    out = tmp_path / "out"
+    result = run_ijb(ColourIdentityNet(), tmp_path / "data", "ijbc", out, "colour-net", batch_size=8, progress=False)
+    assert all(v == 1.0 for v in result["tar_at_far"].values())
+    assert result["mode"] == "pre_norm_vector_add-F1N1D0" and result["templates"] == 18
+    assert result["identification"]["top1"] == 1.0 and result["identification"]["tpir@fpir=0.01"] == 1.0
+    for name in ("verification_result.csv", "verification_result.json", "roc.png", "identification_result.csv"):
+        assert (out / name).stat().st_size > 0
+    # another mode reuses the cached features: a model that would fail proves no re-embedding
+    again = run_ijb(None, tmp_path / "data", "IJBC", out, "colour-net",
+                    IJBMode("average", use_detector_score=True), progress=False)
+    assert again["mode"] == "average-F1N0D1" and again["feature_cache"] == result["feature_cache"]
+
+
+def test_identification_skipped_without_1n_files(tmp_path):
+    write_protocol(tmp_path, n_ids=3, templates_per_id=2)
+    result = run_ijb(ColourIdentityNet(), tmp_path, "IJBC", tmp_path / "o", "m", IJBMode(use_flip_test=False),
+                     progress=False)
+    assert result["identification"] is None and "skipped" in result["identification_skipped"]
+
+
+def test_bad_protocol_files(tmp_path):
+    info = write_protocol(tmp_path, n_ids=2, templates_per_id=2)
+    meta = info["meta"]
+    pairs = meta / "ijbc_template_pair_label.txt"
+    pairs.write_text(pairs.read_text() + "1 999 0\n")
+    with pytest.raises(DataError, match=r"ijbc_template_pair_label.txt:\d+: template 999 has no images"):
+        load_protocol(tmp_path, "IJBC")
+    lmk = meta / "ijbc_name_5pts_score.txt"
+    lmk.write_text("\n".join(lmk.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(DataError, match="ijbc_name_5pts_score.txt: 7 landmark lines"):
+        load_protocol(tmp_path, "IJBC")
+    (meta / "ijbc_face_tid_mid.txt").unlink()
+    with pytest.raises(DataError, match="ijbc_face_tid_mid.txt: missing IJB meta file"):
+        load_protocol(tmp_path, "IJBC")
+    with pytest.raises(DataError, match="no IJBB protocol"):
+        load_protocol(tmp_path, "IJBB")

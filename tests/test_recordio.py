@@ -1,0 +1,131 @@
+import multiprocessing
+import pickle
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from data_format_fixtures import faces
+from facetrain.data.recordio import MAGIC, RecordReader, RecordWriter, write_insightface_rec
+from facetrain.errors import DataError
+
+
+def _png(img):
+    return cv2.imencode(".png", img)[1].tobytes()
+
+
+@pytest.fixture
+def images_labels():
+    images, labels = faces(12, identities=4)
+    return images, (labels * 7) % 4  # not already grouped
+
+
+def test_insightface_layout(tmp_path, images_labels):
+    images, labels = images_labels
+    rec = write_insightface_rec(tmp_path, [_png(i) for i in images], labels)
+    reader = RecordReader(tmp_path)
+    assert reader.header_record is not None and reader.header_record.flag == 2
+    assert reader.image_keys.tolist() == list(range(1, 13)) and len(reader) == 1 + 12 + 4
+    assert reader.num_classes == 4 and (tmp_path / "property").read_text().strip() == "4,112,112"
+    order = np.argsort(labels, kind="stable")
+    assert reader.labels.tolist() == labels[order].tolist()
+    for k, i in zip(reader.image_keys, order):
+        bgr, label = reader.read_image(int(k))
+        np.testing.assert_array_equal(bgr, images[i])
+        assert label == labels[i]
+    head, payload = reader.read_record(13)  # first identity record: (first image, end image)
+    assert payload == b"" and head.label.tolist() == [1.0, 4.0]
+    assert rec == tmp_path / "train.rec"
+
+
+def test_headerless_with_and_without_index(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path / "a.rec", [_png(i) for i in images], labels, header=False)
+    with_idx = RecordReader(tmp_path / "a.rec")
+    assert with_idx.header_record is None and with_idx.labels.tolist() == labels.tolist()
+    (tmp_path / "a.idx").unlink()
+    scanned = RecordReader(tmp_path / "a.rec")
+    assert scanned.idx_path is None and scanned.keys.tolist() == list(range(12))
+    assert scanned.labels.tolist() == labels.tolist()
+    np.testing.assert_array_equal(scanned.read_image(5)[0], images[5])
+
+
+def test_label_arrays_and_split_records(tmp_path, images_labels):
+    images, _ = images_labels
+    payload = _png(images[0])
+    with RecordWriter(tmp_path / "t.rec", tmp_path / "t.idx") as w:
+        w.write(0, [3.0, 9.0], payload)  # flag 2: the class is the first label
+    assert RecordReader(tmp_path / "t.rec").read_image(0)[1] == 3
+    assert RecordReader(tmp_path / "t.rec").labels.tolist() == [3]
+    # a record split by the writer at an aligned magic number: parts joined with the magic
+    body = struct.pack("<IfQQ", 0, 5.0, 0, 0) + payload
+    body += b"\0" * (-len(body) % 4)
+    cut = 24 + 4 * ((len(body) - 24) // 8)
+    first, rest = body[:cut], body[cut + 4:]
+    raw = struct.pack("<II", MAGIC, (1 << 29) | len(first)) + first + b"\0" * (-len(first) % 4)
+    raw += struct.pack("<II", MAGIC, (3 << 29) | len(rest)) + rest + b"\0" * (-len(rest) % 4)
+    (tmp_path / "s.rec").write_bytes(raw)
+    reader = RecordReader(tmp_path / "s.rec")  # no .idx: sequential scan sees one logical record
+    assert reader.keys.tolist() == [0]
+    assert reader.read_raw(0) == body[:cut] + struct.pack("<I", MAGIC) + rest
+
+
+def test_bad_magic_names_file_and_record(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:4]], labels[:4], header=False)
+    offsets = [int(line.split("\t")[1]) for line in (tmp_path / "train.idx").read_text().split("\n") if line]
+    data = bytearray((tmp_path / "train.rec").read_bytes())
+    data[offsets[2]:offsets[2] + 4] = b"\0\0\0\0"
+    (tmp_path / "train.rec").write_bytes(bytes(data))
+    reader = RecordReader(tmp_path)
+    with pytest.raises(DataError, match=r"train.rec: bad magic in record 2"):
+        reader.labels
+    with pytest.raises(DataError, match=r"train.rec: bad magic 0x00000000 in record 2"):
+        reader.read_image(2)
+    (tmp_path / "train.idx").unlink()
+    with pytest.raises(DataError, match=r"train.rec: bad magic 0x00000000 at byte \d+ \(record 2\)"):
+        RecordReader(tmp_path)
+
+
+def test_record_past_eof_and_index_past_eof(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:4]], labels[:4], header=False)
+    data = (tmp_path / "train.rec").read_bytes()
+    (tmp_path / "train.rec").write_bytes(data[:-50])
+    reader = RecordReader(tmp_path)
+    with pytest.raises(DataError, match=r"train.rec: record 3 runs past the end of the file"):
+        reader.labels
+    with pytest.raises(DataError, match=r"train.rec: record 3 runs past the end of the file"):
+        reader.read_image(3)
+    (tmp_path / "train.rec").write_bytes(data)
+    with open(tmp_path / "train.idx", "a") as f:
+        f.write(f"4\t{len(data) + 100}\n")
+    with pytest.raises(DataError, match=r"train.idx: record 4 has offset \d+ past the end of train.rec"):
+        RecordReader(tmp_path)
+
+
+def test_writer_failure_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RecordWriter(tmp_path / "x.rec", tmp_path / "x.idx") as w:
+            w.write(0, 1.0, b"abc")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def _read_in_child(reader, keys, queue):
+    queue.put([reader.read_image(k)[1] for k in keys])
+
+
+def test_reader_works_after_pickle_and_fork(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images], labels, header=False)
+    reader = RecordReader(tmp_path)
+    reader.read_image(0)  # open the descriptor in the parent first
+    assert pickle.loads(pickle.dumps(reader)).read_image(3)[1] == labels[3]
+    ctx = multiprocessing.get_context("fork")  # the child inherits the parent's open descriptor
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(reader, [1, 2], queue))
+    child.start()
+    assert queue.get(timeout=30) == labels[1:3].tolist()
+    child.join()
