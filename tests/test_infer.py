@@ -96,8 +96,9 @@ def test_compare_cli_prints_a_symmetric_matrix_and_writes_a_heatmap(small_ckpt, 
     png = tmp_path / "sim.png"
     assert main(["compare", *SAMPLES[:2], "--ckpt", str(small_ckpt), "--out", str(png)]) == 0
     out = capsys.readouterr().out
-    rows = [line.split()[1:] for line in out.splitlines() if line.startswith("[0] ") is False and line.startswith("[")]
-    matrix = np.array([[float(v) for v in row] for row in rows[-2:]])
+    lines = out.splitlines()
+    assert lines[0] == f"[0] {SAMPLES[0]}" and lines[1] == f"[1] {SAMPLES[1]}"
+    matrix = np.array([[float(v) for v in line.split()[1:]] for line in lines[3:5]])
     np.testing.assert_allclose(matrix, matrix.T, atol=1e-4)
     np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-4)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

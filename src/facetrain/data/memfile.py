@@ -19,7 +19,7 @@ import numpy as np
 
 from facetrain.data.verification_set import VAL_SET_NAMES, VerificationSet
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_path, atomic_write_json
+from facetrain.io_utils import atomic_path
 
 __all__ = ["VAL_SET_NAMES", "write_memfile", "create_memfile", "memfile_writer", "open_memfile", "write_validation_set",
            "load_validation_sets", "find_validation_sets", "read_adaface_memfile", "issame_path"]
@@ -34,6 +34,12 @@ def conf_path(path: str | os.PathLike) -> Path:
 
 def issame_path(root: str | os.PathLike, name: str) -> Path:
     return Path(root) / f"{name}_list.npy"
+
+
+def _write_conf(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Atomic but not fsync'd: on ext4 an fsync here would also force out the whole data file."""
+    with atomic_path(conf_path(path)) as tmp:
+        tmp.write_text(json.dumps({"shape": list(shape), "dtype": dtype.name}))
 
 
 @contextlib.contextmanager
@@ -55,7 +61,7 @@ def create_memfile(path: str | os.PathLike, shape: Sequence[int], dtype: str | n
         if mm is None:
             tmp.touch()
         del mm
-    atomic_write_json(conf_path(path), {"shape": list(shape), "dtype": dtype.name})
+    _write_conf(path, shape, dtype)
 
 
 @contextlib.contextmanager
@@ -80,7 +86,7 @@ def memfile_writer(path: str | os.PathLike, shape: Sequence[int],
             yield write
         if rows != shape[0]:
             raise ValueError(f"{path}: {rows} rows written for a memfile of {shape[0]}")
-    atomic_write_json(conf_path(path), {"shape": list(shape), "dtype": dtype.name})
+    _write_conf(path, shape, dtype)
 
 
 def write_memfile(path: str | os.PathLike, array: np.ndarray, chunk: int = 4096) -> None:

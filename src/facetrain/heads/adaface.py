@@ -56,5 +56,5 @@ class AdaFace(MarginHead):
 
     def target_logit(self, cos_target: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
         zhat = self.margin_scaler(norms)
-        theta = (cos_target.acos() + self.m * zhat).clamp(self.eps, math.pi - self.eps)
+        theta = (cos_target.acos() - self.m * zhat).clamp(self.eps, math.pi - self.eps)
         return theta.cos() - (self.m + self.m * zhat)

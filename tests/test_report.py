@@ -1,0 +1,44 @@
+import base64
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from facetrain.cli import main
+from facetrain.report.html import HtmlReport
+from facetrain.report.run_report import verification_rows
+
+
+def test_html_embeds_png_and_escapes_text(tmp_path):
+    png = tmp_path / "x.png"
+    cv2.imwrite(str(png), np.full((4, 4, 3), 200, np.uint8))
+    report = HtmlReport("a <title>")
+    report.text("1 < 2")
+    assert report.image(png, "cap")
+    assert not report.image(tmp_path / "missing.png")
+    page = report.render()
+    assert "a &lt;title&gt;" in page and "1 &lt; 2" in page
+    assert base64.b64encode(png.read_bytes()).decode() in page
+
+
+def test_verification_rows_put_average_last():
+    header, rows = verification_rows({"average": {"accuracy": 0.9}, "lfw": {"accuracy": 0.95, "pairs": 6000}})
+    assert header == ["set", "accuracy", "pairs"]
+    assert [r[0] for r in rows] == ["lfw", "average"]
+
+
+def test_report_cli_on_a_run_folder(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "ir_18", "head": "adaface", "epochs": 2}))
+    (tmp_path / "metrics.csv").write_text("step,epoch,name,value\n1,0,train/loss,20.5\n1,0,lr,0.1\n2,1,train/loss,15.0\n2,1,lr,0.01\n")
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"test": {"lfw": {"accuracy": 0.91, "std": 0.01, "pairs": 300}, "average": {"accuracy": 0.91}},
+         "best_epoch": 1}))
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "ir_18" in page and "0.9100" in page and "data:image/png;base64," in page  # curves drawn from the CSV
+
+
+def test_report_cli_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "not a training run folder" in capsys.readouterr().err
