@@ -62,9 +62,15 @@ def test_save_refuses_objects_weights_only_cannot_read(tmp_path, trained_mfn):
 
 
 def _register_fake_module(monkeypatch, name, **attrs):
+    """Make `name` importable (parents included) so pickle records its classes under that path."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[:i])
+        if parent not in sys.modules:
+            monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
     module = types.ModuleType(name)
     for key, value in attrs.items():
-        value.__module__ = name
+        value.__module__, value.__qualname__ = name, key
         setattr(module, key, value)
     monkeypatch.setitem(sys.modules, name, module)
 

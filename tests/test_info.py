@@ -1,7 +1,6 @@
 import json
 
 import cv2
-import numpy as np
 import pytest
 
 from data_format_fixtures import faces, make_image_folder

@@ -171,7 +171,7 @@ def find_validation_sets(root: str | os.PathLike) -> dict[str, tuple[str, Path]]
     for p in sorted(root.glob("*.bin")):
         found[p.name.split(".")[0]] = ("bin", p)
     for kind, paths in (("adaface_memfile", sorted(root.glob(f"*/{ADAFACE_MEMFILE.as_posix()}"))),
-                        ("memfile", sorted(root.glob(f"*{MEMFILE_SUFFIX}")))):
+                        ("memfile", sorted(p for p in root.glob(f"*{MEMFILE_SUFFIX}") if p.name != TRAIN_MEMFILE))):
         for p in paths:
             name = p.parent.parent.name if kind == "adaface_memfile" else p.name[: -len(MEMFILE_SUFFIX)]
             if conf_path(p).is_file() and issame_path(root, name).is_file():
