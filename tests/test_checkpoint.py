@@ -1,6 +1,7 @@
 import argparse
 import builtins
 import os
+import pickle
 import sys
 import types
 
@@ -61,6 +62,11 @@ def test_save_refuses_objects_weights_only_cannot_read(tmp_path, trained_mfn):
     assert not any(tmp_path.iterdir())
 
 
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def _register_fake_module(monkeypatch, name, **attrs):
     """Make `name` importable (parents included) so pickle records its classes under that path."""
     parts = name.split(".")
@@ -75,7 +81,7 @@ def _register_fake_module(monkeypatch, name, **attrs):
     monkeypatch.setitem(sys.modules, name, module)
 
 
-def test_official_lightning_checkpoint_loads_strictly(tmp_path, monkeypatch, trained_mfn, faces):
+def test_official_lightning_checkpoint_loads_strictly(tmp_path, monkeypatch, trained_mfn):
     """Saved the way PyTorch-Lightning saves AdaFace runs: Lightning classes and a Namespace inside."""
 
     class AttributeDict(dict):
@@ -112,7 +118,7 @@ def test_official_lightning_checkpoint_loads_strictly(tmp_path, monkeypatch, tra
     for name in list(sys.modules):
         if name.startswith("pytorch_lightning"):
             monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)  # what a plain safe load says about such files
 
     loaded = load_checkpoint(path)
@@ -122,8 +128,7 @@ def test_official_lightning_checkpoint_loads_strictly(tmp_path, monkeypatch, tra
     model, info = load_backbone(path, arch="mobilefacenet")
     assert info["hyper_parameters"]["head"] == "adaface"
     assert set(info["head_state_dict"]) == {"kernel", "t", "batch_mean", "batch_std"}
-    with torch.no_grad():
-        assert torch.equal(model(faces)[0], trained_mfn(faces)[0])
+    assert _same_weights(model, trained_mfn)
 
 
 class _WritesFile:
@@ -187,16 +192,14 @@ def test_arch_is_inferred_from_keys_and_shapes(arch):
     assert infer_arch({f"model.{k}": v for k, v in state.items()}) is None  # prefix must be stripped first
 
 
-def test_safetensors_and_prefixed_state_dicts(tmp_path, trained_mfn, faces):
+def test_safetensors_and_prefixed_state_dicts(tmp_path, trained_mfn):
     from safetensors.torch import save_file
 
     path = tmp_path / "mfn.safetensors"
     save_file({k: v.contiguous() for k, v in trained_mfn.state_dict().items()}, path)
     model, _ = load_backbone(path)
     ddp_style, _ = load_backbone({f"module.{k}": v for k, v in trained_mfn.state_dict().items()})
-    with torch.no_grad():
-        expected = trained_mfn(faces)[0]
-        assert torch.equal(model(faces)[0], expected) and torch.equal(ddp_style(faces)[0], expected)
+    assert _same_weights(model, trained_mfn) and _same_weights(ddp_style, trained_mfn)
 
 
 def test_unreadable_files_are_config_errors(tmp_path):

@@ -28,7 +28,7 @@ def test_eval_cli_writes_table_csv_json(tmp_path, checkpoint, capsys):
     images = rng.integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)
     issame = [i % 2 == 0 for i in range(20)]
     write_bin(tmp_path / "lfw.bin", images, issame)
-    write_bin(tmp_path / "cfp_fp.bin", images[::-1], issame)
+    write_bin(tmp_path / "cfp_fp.bin", images[:20][::-1], issame[:10])  # 10 pairs: one per fold
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     rc = main(["eval", "--ckpt", str(checkpoint), "--val_data_path", str(tmp_path), "--batch_size", "16",
                "--device", "cpu", "--json", str(out_json), "--csv", str(out_csv), "--no_progress"])

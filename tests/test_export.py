@@ -1,5 +1,4 @@
 """ONNX and safetensors export, checked against torch with onnxruntime."""
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -56,6 +55,7 @@ def test_export_without_an_output_is_an_error(exported, capsys):
     assert "nothing to export" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_onnx_of_an_ir_backbone(tmp_path):
     model = build_model("ir_18").eval()
     export_onnx(model, tmp_path / "ir18.onnx")

@@ -60,15 +60,12 @@ def test_missing_released_checkpoint_says_where_to_put_it(tmp_path, monkeypatch)
 def test_seed_usage_with_an_official_style_checkpoint(tmp_path, monkeypatch):
     # AdaFace's Lightning layout: the backbone under `model.`, plus head tensors.
     torch.manual_seed(1)
-    backbone = build_model("ir_18").eval()
+    backbone = build_model("mobilefacenet").eval()
     state = {f"model.{k}": v for k, v in backbone.state_dict().items()}
     state["head.kernel"] = torch.randn(512, 10)
-    (tmp_path / "pretrained").mkdir()
-    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "pretrained" / "adaface_ir18_webface4m.ckpt")
-    monkeypatch.chdir(tmp_path)
-    assert resolve_checkpoint("ir_18") == (Path("pretrained/adaface_ir18_webface4m.ckpt").resolve(), "ir_18")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "official.ckpt")
 
-    model = inference.load_pretrained_model("ir_18")
+    model = inference.load_pretrained_model(str(tmp_path / "official.ckpt"))
     assert not model.training
     face = align.get_aligned_face(SAMPLES[0])
     feature, norm = model(inference.to_input(face))
@@ -76,6 +73,15 @@ def test_seed_usage_with_an_official_style_checkpoint(tmp_path, monkeypatch):
     with torch.no_grad():
         expected, _ = backbone(to_input(face))
     torch.testing.assert_close(feature.detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_released_names_resolve_to_adaface_file_names(tmp_path, monkeypatch):
+    (tmp_path / "pretrained").mkdir()
+    for name in ("adaface_ir50_ms1mv2.ckpt", "adaface_ir101_webface12m.ckpt"):
+        (tmp_path / "pretrained" / name).touch()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("ir_50") == (tmp_path / "pretrained" / "adaface_ir50_ms1mv2.ckpt", "ir_50")
+    assert resolve_checkpoint("ir_101") == (tmp_path / "pretrained" / "adaface_ir101_webface12m.ckpt", "ir_101")
 
 
 def test_a_name_whose_file_holds_another_architecture_is_refused(tmp_path, monkeypatch, small_ckpt):

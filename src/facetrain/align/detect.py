@@ -40,15 +40,22 @@ def _normalise(batch_uint8: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
 
 
-def _run_pnet(rgb: np.ndarray, pnet: torch.nn.Module, scales: list[float], threshold: float, device: torch.device) -> np.ndarray:
-    """Candidate windows (N,9): x1,y1,x2,y2,score,dx1,dy1,dx2,dy2 after per-scale NMS 0.5."""
+def _pyramid(rgb: np.ndarray, scales: list[float]) -> list[np.ndarray]:
+    """The image at each scale, each level shrunk from the previous one (INTER_AREA's cost
+    follows the source size, so this is far cheaper than shrinking the original every time)."""
     height, width = rgb.shape[:2]
+    levels, scaled = [], rgb
+    for scale in scales:
+        scaled = cv2.resize(scaled, (int(width * scale + 1), int(height * scale + 1)), interpolation=cv2.INTER_AREA)
+        levels.append(scaled)
+    return levels
+
+
+def _run_pnet(levels: list[np.ndarray], scales: list[float], pnet: torch.nn.Module, threshold: float,
+              device: torch.device) -> np.ndarray:
+    """Candidate windows (N,9): x1,y1,x2,y2,score,dx1,dy1,dx2,dy2 after per-scale NMS 0.5."""
     found, groups = [], []
-    scaled = rgb
-    for level, scale in enumerate(scales):
-        # Each level is shrunk from the previous one: INTER_AREA cost follows the source size.
-        size = (int(width * scale + 1), int(height * scale + 1))
-        scaled = cv2.resize(scaled, size, interpolation=cv2.INTER_AREA)
+    for level, (scaled, scale) in enumerate(zip(levels, scales)):
         reg, prob = pnet(_normalise(scaled[None], device))
         face = prob[0, 1]
         ys, xs = torch.nonzero(face >= threshold, as_tuple=True)
@@ -82,25 +89,37 @@ def _square(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x1, y1, x1 + side - 1.0, y1 + side - 1.0], axis=1)
 
 
-def _crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(N,size,size,3) uint8: each box cut from the image (zero outside it) and resized."""
-    height, width = rgb.shape[:2]
+def _crops(levels: list[np.ndarray], boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N,size,size,3) uint8: each box cut out (zero outside the image) and area-resized.
+
+    `levels` are the image from full size down; each box is cut from the smallest level that
+    still shows it at `size` pixels or more, so a large face costs little to shrink.
+    """
+    height, width = levels[0].shape[:2]
     out = np.zeros((len(boxes), size, size, 3), dtype=np.uint8)
-    ints = np.round(boxes[:, :4]).astype(np.int64)
-    for k, (x1, y1, x2, y2) in enumerate(ints):
-        box_w, box_h = x2 - x1 + 1, y2 - y1 + 1
-        if box_w < 2 or box_h < 2:
-            continue
-        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width - 1), min(y2, height - 1)
-        if sx2 < sx1 or sy2 < sy1:
-            continue
-        if (sx1, sy1, sx2, sy2) == (x1, y1, x2, y2):
-            patch = rgb[y1 : y2 + 1, x1 : x2 + 1]
-        else:
-            patch = np.zeros((box_h, box_w, 3), dtype=np.uint8)
-            patch[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = rgb[sy1 : sy2 + 1, sx1 : sx2 + 1]
-        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1.0
+    for k, box in enumerate(boxes[:, :4]):
+        image = next((lvl for lvl in reversed(levels) if sides[k] * lvl.shape[1] / width >= size), levels[0])
+        sx, sy = image.shape[1] / width, image.shape[0] / height
+        # Inclusive pixel box -> the half-open span it covers, scaled, rounded back to pixels.
+        x1, x2 = round(box[0] * sx), round((box[2] + 1.0) * sx) - 1
+        y1, y2 = round(box[1] * sy), round((box[3] + 1.0) * sy) - 1
+        out[k] = _cut_resized(image, x1, y1, x2, y2, size)
     return out
+
+
+def _cut_resized(image: np.ndarray, x1: int, y1: int, x2: int, y2: int, size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    box_w, box_h = x2 - x1 + 1, y2 - y1 + 1
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width - 1), min(y2, height - 1)
+    if box_w < 2 or box_h < 2 or sx2 < sx1 or sy2 < sy1:
+        return np.zeros((size, size, 3), np.uint8)
+    if (sx1, sy1, sx2, sy2) == (x1, y1, x2, y2):
+        patch = image[y1 : y2 + 1, x1 : x2 + 1]
+    else:
+        patch = np.zeros((box_h, box_w, 3), dtype=np.uint8)
+        patch[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = image[sy1 : sy2 + 1, sx1 : sx2 + 1]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _batched(net: torch.nn.Module, crops: np.ndarray, device: torch.device) -> list[np.ndarray]:
@@ -126,13 +145,15 @@ def detect_faces(
     height, width = rgb.shape[:2]
     scales = pyramid_scales(height, width, min_face_size, factor)
 
-    windows = _run_pnet(rgb, pnet, scales, thresholds[0], device)
+    levels = _pyramid(rgb, scales)
+    windows = _run_pnet(levels, scales, pnet, thresholds[0], device)
     if len(windows) == 0:
         return _empty()
     windows = windows[nms(windows[:, :4], windows[:, 4], nms_threshold)]
     boxes = _square(_regress(windows[:, :4], windows[:, 5:9]))
 
-    offsets, prob = _batched(rnet, _crops(rgb, boxes, 24), device)
+    # R-Net only scores and nudges boxes: crops may come from the pyramid.
+    offsets, prob = _batched(rnet, _crops([rgb, *levels], boxes, 24), device)
     keep = prob[:, 1] > thresholds[1]
     boxes, offsets, scores = boxes[keep], offsets[keep], prob[keep, 1]
     if len(boxes) == 0:
@@ -140,7 +161,8 @@ def detect_faces(
     keep = nms(boxes, scores, nms_threshold)
     boxes = _square(_regress(boxes[keep], offsets[keep]))
 
-    offsets, points, prob = _batched(onet, _crops(rgb, boxes, 48), device)
+    # O-Net's landmarks are relative to its crop: cut it from the full-resolution image.
+    offsets, points, prob = _batched(onet, _crops([rgb], boxes, 48), device)
     keep = prob[:, 1] > thresholds[2]
     boxes, offsets, points, scores = boxes[keep], offsets[keep], points[keep], prob[keep, 1]
     if len(boxes) == 0:

@@ -26,7 +26,7 @@ from facetrain.eval.roc import FAR_TARGETS
 from facetrain.io_utils import atomic_write_bytes, atomic_write_json
 
 
-@dataclass
+@dataclass(frozen=True)
 class IJBMode:
     fusion_method: str = "pre_norm_vector_add"
     use_flip_test: bool = True

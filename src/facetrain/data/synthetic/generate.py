@@ -1,118 +1,138 @@
-"""Deterministic synthetic datasets: training identities, verification pairs and IJB-like templates.
+"""`generate_dataset`: write a synthetic face dataset in every format the toolkit reads.
 
-Every identity and every image has its own `np.random.Generator` seeded from (seed, stream, index...),
-so the output is the same byte for byte whatever the order or the number of worker processes. Each
-split (training, each benchmark, the IJB protocol) draws its identities from its own stream, so the
-people in the verification sets never appear in training.
+Outputs under `out_dir` (each optional): `imgs/<id_xxxxx>/<n>.jpg` (training image folder),
+`train.rec` + `train.idx` + `property` (InsightFace RecordIO, the same training images),
+`<benchmark>.bin` verification sets on held-out identities, `ijb/<NAME>/` (IJB-like protocol, read by
+`facetrain ijb --data_root <out>/ijb --dataset_name <NAME>`), and `synth_summary.json` with the
+parameters, sizes and the raw-pixel baseline accuracy of each `.bin`.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Sequence
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
 
-import numpy as np
+import cv2
+from tqdm import tqdm
 
-from facetrain.data.synthetic.identity import Identity, sample_identity
-from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance, sample_pair_nuisance
-from facetrain.data.synthetic.render import render_face
+from facetrain import __version__
+from facetrain.data.bin import write_bin
+from facetrain.data.recordio import write_insightface_rec
+from facetrain.data.synthetic.baseline import raw_pixel_accuracy
+from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
+from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
+from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
+from facetrain.errors import ConfigError
+from facetrain.io_utils import atomic_write_json
 
-# One random stream per split: the identities of different splits are disjoint by construction.
-STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7}
-_IDENTITY, _IMAGE, _PAIR = 0, 1, 2
-
-
-def stream_rng(seed: int, split: str, *path: int) -> np.random.Generator:
-    return np.random.default_rng([seed, STREAMS[split], *path])
-
-
-def make_identity(seed: int, split: str, index: int) -> Identity:
-    return sample_identity(stream_rng(seed, split, _IDENTITY, index))
-
-
-def identity_name(split: str, index: int) -> str:
-    return f"id_{index:05d}" if split == "train" else f"{split}_{index:05d}"
+TRAIN_JPEG_QUALITY = 95
 
 
-def render_training_identity(seed: int, index: int, count: int) -> list[np.ndarray]:
-    """The `count` aligned training images of training identity `index`."""
-    ident = make_identity(seed, "train", index)
-    images = []
-    for n in range(count):
-        rng = stream_rng(seed, "train", _IMAGE, index, n)
-        images.append(render_face(ident, sample_nuisance(PROFILES["train"], rng), rng).image)
-    return images
+def _quiet(progress: bool | None) -> bool | None:
+    """tqdm's `disable`: None = automatic (off when not a terminal)."""
+    return None if progress is None else not progress
 
 
-def _map(fn: Callable, items: Sequence, workers: int) -> Iterable:
-    """`map` in order, in `workers` processes when > 1 (results do not depend on it)."""
-    if workers <= 1 or len(items) < 2:
-        return map(fn, items)
-    pool = ProcessPoolExecutor(workers)
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a completed folder into place, replacing an older one (a folder cannot be os.replace'd when full)."""
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_training(out: Path, seed: int, num_identities: int, images_per_identity: int, folder: bool, rec: bool,
+                    workers: int, progress: bool | None) -> dict:
+    tmp = out / f"imgs.tmp-{os.getpid()}"
+    encoded: list[bytes] = []
+    labels: list[int] = []
+    stream = iter_training_identities(seed, num_identities, images_per_identity, workers)
     try:
-        return list(pool.map(fn, items, chunksize=max(1, len(items) // (8 * workers))))
+        for label, images in enumerate(tqdm(stream, total=num_identities, desc="train identities", disable=_quiet(progress))):
+            name = identity_name("train", label)
+            if folder:
+                (tmp / name).mkdir(parents=True)
+            for n, img in enumerate(images):
+                data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, TRAIN_JPEG_QUALITY])[1].tobytes()
+                if folder:
+                    (tmp / name / f"{n}.jpg").write_bytes(data)
+                if rec:
+                    encoded.append(data)
+                    labels.append(label)
+        if rec:
+            write_insightface_rec(out, encoded, labels)
+        if folder:
+            _replace_dir(tmp, out / "imgs")
     finally:
-        pool.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"identities": num_identities, "images": num_identities * images_per_identity,
+            "image_folder": "imgs" if folder else None, "recordio": "train.rec" if rec else None}
 
 
-class _TrainingRenderer:  # a picklable closure for worker processes
-    def __init__(self, seed: int, count: int):
-        self.seed, self.count = seed, count
-
-    def __call__(self, index: int) -> list[np.ndarray]:
-        return render_training_identity(self.seed, index, self.count)
-
-
-def iter_training_identities(seed: int, num_identities: int, images_per_identity: int,
-                             workers: int = 1) -> Iterable[list[np.ndarray]]:
-    """Yield each training identity's list of images, identity 0 first."""
-    return _map(_TrainingRenderer(seed, images_per_identity), range(num_identities), workers)
-
-
-def _pick_impostor(rng: np.random.Generator, first: int, vectors: np.ndarray, hard: bool) -> int:
-    n = len(vectors)
-    candidates = rng.choice(np.delete(np.arange(n), first), size=min(6 if hard else 1, n - 1), replace=False)
-    if not hard:
-        return int(candidates[0])
-    distances = np.linalg.norm(vectors[candidates] - vectors[first], axis=1)
-    return int(candidates[np.argmin(distances)])
+def _write_bins(out: Path, seed: int, names: Sequence[str], pairs_per_set: int, val_identities: int | None,
+                workers: int, progress: bool | None) -> dict:
+    sets = {}
+    for name in tqdm(names, desc="verification sets", disable=_quiet(progress)):
+        images, issame, plan = render_pairs(seed, name, pairs_per_set, val_identities, workers)
+        write_bin(out / f"{name}.bin", images, issame)
+        sets[name] = {
+            "pairs": int(len(issame)),
+            "genuine": int(issame.sum()),
+            "identities": int(len(set(plan.reshape(-1).tolist()))),
+            "identity_prefix": identity_name(name, 0)[:-5],
+            "raw_pixel_accuracy": raw_pixel_accuracy(images, issame),
+        }
+    return sets
 
 
-class _PairRenderer:
-    def __init__(self, seed: int, name: str, identities: list[Identity], plan: np.ndarray):
-        self.seed, self.name, self.identities, self.plan = seed, name, identities, plan
+class _IJBRenderer:  # picklable for worker processes
+    def __init__(self, seed: int):
+        self.seed = seed
 
-    def __call__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = self.plan[k]
-        rng = stream_rng(self.seed, self.name, _IMAGE, k)
-        first, second = sample_pair_nuisance(PROFILES[self.name], rng)
-        return (render_face(self.identities[a], first, rng).image, render_face(self.identities[b], second, rng).image)
+    def __call__(self, item: tuple[int, int]):
+        return render_ijb_image(self.seed, *item)
 
 
-def pair_plan(seed: int, name: str, num_pairs: int, num_identities: int) -> tuple[list[Identity], np.ndarray, np.ndarray]:
-    """Who is in each pair: (identities, (N, 2) identity indices, (N,) issame). Genuine and impostor pairs
-    alternate, so every contiguous fold of the 10-fold protocol is balanced."""
-    if num_identities < 2:
-        raise ValueError(f"{name}: need at least 2 identities for impostor pairs, got {num_identities}")
-    identities = [make_identity(seed, name, i) for i in range(num_identities)]
-    vectors = np.stack([ident.to_vector() for ident in identities])
-    vectors = (vectors - vectors.mean(0)) / (vectors.std(0) + 1e-6)
-    rng = stream_rng(seed, name, _PAIR)
-    issame = np.arange(num_pairs) % 2 == 0
-    plan = np.empty((num_pairs, 2), dtype=np.int64)
-    for k in range(num_pairs):
-        first = int(rng.integers(num_identities))
-        second = first if issame[k] else _pick_impostor(rng, first, vectors, PROFILES[name].hard_negatives)
-        plan[k] = first, second
-    return identities, plan, issame
+def _write_ijb(out: Path, seed: int, subjects: int, name: str, workers: int) -> dict:
+    plan = plan_protocol(seed, subjects)
+    rendered = list(parallel_map(_IJBRenderer(seed), [(k, im.subject) for k, im in enumerate(plan.images)], workers))
+    base = write_ijb_protocol(out / "ijb", plan, [r[0] for r in rendered], [r[1] for r in rendered], seed, name)
+    return {"root": str(base.relative_to(out)), "data_root": "ijb", "dataset_name": name, "subjects": subjects,
+            "images": len(plan.images), "templates": int(plan.pairs[:, :2].max()),
+            "pairs": int(len(plan.pairs)), "genuine_pairs": int(plan.pairs[:, 2].sum())}
 
 
-def render_pairs(seed: int, name: str, num_pairs: int, num_identities: int | None = None,
-                 workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A verification set named after a benchmark (its nuisance profile): images (2N,112,112,3) uint8 BGR,
-    issame (N,) bool and the (N, 2) identity indices within the set's own identities."""
-    num_identities = num_identities or max(2, num_pairs // 2)
-    identities, plan, issame = pair_plan(seed, name, num_pairs, num_identities)
-    images = np.empty((2 * num_pairs, 112, 112, 3), dtype=np.uint8)
-    for k, (one, two) in enumerate(_map(_PairRenderer(seed, name, identities, plan), range(num_pairs), workers)):
-        images[2 * k], images[2 * k + 1] = one, two
-    return images, issame, plan
+def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, images_per_identity: int = 30, seed: int = 0,
+                     *, folder: bool = True, bins: bool = False, rec: bool = False, ijb: bool = False,
+                     bin_names: Sequence[str] = BENCHMARK_NAMES, pairs_per_set: int = 600,
+                     val_identities: int | None = None, ijb_subjects: int = 40, ijb_name: str = "IJBC",
+                     workers: int = 1, progress: bool | None = None) -> dict:
+    """Write the requested outputs and `synth_summary.json`; returns the summary. Same arguments, same bytes."""
+    unknown = [n for n in bin_names if n not in BENCHMARK_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown verification set names {unknown}; choose from {list(BENCHMARK_NAMES)}")
+    if (folder or rec) and (num_identities < 1 or images_per_identity < 1):
+        raise ConfigError(f"need at least 1 identity and 1 image each, got {num_identities} x {images_per_identity}")
+    if bins and pairs_per_set < 2:
+        raise ConfigError(f"pairs_per_set must be >= 2 (half genuine, half impostor), got {pairs_per_set}")
+    if ijb_name.upper() not in ("IJBB", "IJBC"):
+        raise ConfigError(f"ijb_name must be IJBB or IJBC (the evaluator's file prefixes), got {ijb_name!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {
+        "generator": f"facetrain {__version__} synthetic faces",
+        "seed": seed,
+        "params": {"num_identities": num_identities, "images_per_identity": images_per_identity,
+                   "pairs_per_set": pairs_per_set, "val_identities": val_identities,
+                   "ijb_subjects": ijb_subjects, "profiles": {k: vars(v) for k, v in PROFILES.items()}},
+    }
+    if folder or rec:
+        summary["train"] = _write_training(out, seed, num_identities, images_per_identity, folder, rec, workers, progress)
+    if bins:
+        summary["verification_sets"] = _write_bins(out, seed, bin_names, pairs_per_set, val_identities, workers, progress)
+    if ijb:
+        summary["ijb"] = _write_ijb(out, seed, ijb_subjects, ijb_name.upper(), workers)
+    atomic_write_json(out / "synth_summary.json", summary)
+    return summary
