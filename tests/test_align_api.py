@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from facetrain.align.aligner import read_rgb
 from facetrain.cli import main
 from facetrain.errors import DataError
 
@@ -44,6 +45,16 @@ def test_no_face_returns_none_and_warns_with_the_image_name(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="facetrain.align"):
         assert align.get_aligned_face(str(path)) is None
     assert "coffee.jpg" in caplog.text and "no face" in caplog.text
+
+
+def test_photos_stored_sideways_are_turned_upright_by_their_exif_orientation(tmp_path):
+    upright = _astronaut()
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))  # stored turned 90 degrees left
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # EXIF Orientation: rotate 90 degrees clockwise to display
+    sideways.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    assert np.abs(read_rgb(tmp_path / "phone.jpg").astype(int) - upright).mean() < 4
+    assert align.get_aligned_face(str(tmp_path / "phone.jpg")) is not None
 
 
 def test_unreadable_file_is_a_data_error_naming_it(tmp_path):

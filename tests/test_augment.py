@@ -47,14 +47,15 @@ def test_output_is_contiguous_uint8_of_the_input_shape(face):
 def test_flip_statistics(face):
     aug = Augmenter(0.0, 0.0, 0.0, flip_p=0.5)
     rng = np.random.default_rng(3)
-    flips = sum(np.array_equal(aug(face, rng), face[:, ::-1]) for _ in range(2000))
-    assert 900 < flips < 1100
+    mirrored = face[:, ::-1]
+    flips = sum(np.array_equal(aug(face, rng), mirrored) for _ in range(800))
+    assert 340 < flips < 460
 
 
 def test_crop_box_follows_torchvision_constraints():
     rng = np.random.default_rng(1)
     areas = []
-    for _ in range(2000):
+    for _ in range(1000):
         top, left, h, w = random_resized_crop_box(rng, 112, 112)
         assert 0 <= top and 0 <= left and top + h <= 112 and left + w <= 112 and h > 0 and w > 0
         areas.append(h * w / 112**2)

@@ -47,7 +47,7 @@ def plot_similarity(faces: list[np.ndarray], similarity: np.ndarray, names: list
     fig = plt.figure(figsize=(cell * (n + 1) + 1.0, cell * (n + 1)))
     grid = fig.add_gridspec(n + 1, n + 2, width_ratios=[1] * (n + 1) + [0.25], wspace=0.05, hspace=0.05)
     heat = fig.add_subplot(grid[1:, 1 : n + 1])
-    image = heat.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdYlGn")
+    image = heat.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdYlGn", aspect="auto")  # rows meet the faces
     for i in range(n):
         for j in range(n):
             heat.text(j, i, f"{similarity[i, j]:.3f}", ha="center", va="center", fontsize=9)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facetrain.align.mtcnn import MTCNN
 from facetrain.align.transform import align_face
@@ -27,10 +27,11 @@ class NoFaceError(DataError):
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file (PIL, as AdaFace's `get_aligned_face` reads it)."""
+    """HxWx3 uint8 RGB of an image file, read with PIL as AdaFace does, and turned upright by its
+    EXIF orientation (phone photos are often stored sideways; MTCNN does not find sideways faces)."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"{path}: cannot read image ({exc})") from exc
 
@@ -54,10 +55,12 @@ class FaceAligner:
         select: str = "score",
         size: int = 112,
         detector: MTCNN | None = None,
+        factor: float = 0.709,
     ) -> None:
+        """`factor`: MTCNN's pyramid step (0.709 as in the paper; AdaFace used 0.85: more levels, slower)."""
         if select not in SELECT_MODES:
             raise ConfigError(f"face selection must be one of {SELECT_MODES}, got {select!r}")
-        self.detector = detector if detector is not None else MTCNN(device=device)
+        self.detector = detector if detector is not None else MTCNN(device=device, factor=factor)
         self.select = select
         self.size = size
 

@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", choices=SELECT_MODES, default="score",
                         help="face kept when several are found: highest detection score or largest box")
     parser.add_argument("--device", default="cpu", help="torch device for MTCNN, e.g. cpu or cuda:0")
+    parser.add_argument("--factor", type=float, default=0.709,
+                        help="MTCNN pyramid step; AdaFace used 0.85 (more scales: a little more recall, slower)")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
 
 
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.align.batch import REPORT_NAME, align_folder
 
     report = align_folder(args.in_dir, args.out_dir, workers=args.workers, select=args.select,
-                          device=args.device, progress=False if args.no_progress else None)
+                          device=args.device, factor=args.factor, progress=False if args.no_progress else None)
     print(report.summary())
     for path in report.no_face:
         print(f"  no face: {path}")

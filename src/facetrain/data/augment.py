@@ -64,6 +64,10 @@ def low_resolution(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(small, (img.shape[1], img.shape[0]), interpolation=up)
 
 
+# Luminance weights of a BGR pixel (ITU-R 601, as cv2's BGR2GRAY and PIL's "L" conversion of RGB)
+BGR_LUMA = np.array([0.114, 0.587, 0.299])
+
+
 def grey(img: np.ndarray) -> np.ndarray:
     """Luminance of a BGR image: 0.114 B + 0.587 G + 0.299 R (cv2's BGR2GRAY), uint8 HxW."""
     return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
@@ -76,15 +80,17 @@ def adjust_brightness(img: np.ndarray, factor: float) -> np.ndarray:
 
 def adjust_contrast(img: np.ndarray, factor: float) -> np.ndarray:
     """Blend with the mean luminance (a uniform grey image), as torchvision does."""
-    mean = float(grey(img).mean())
+    mean = float(np.dot(cv2.mean(img)[:3], BGR_LUMA))
     return cv2.addWeighted(img, factor, img, 0.0, (1.0 - factor) * mean)
 
 
 def adjust_saturation(img: np.ndarray, factor: float) -> np.ndarray:
-    """Blend with the image's own luminance. AdaFace runs torchvision's ColorJitter on its BGR array as if it
-    were RGB, so its grey weights land on the wrong channels (0.299 on blue); here the weights match BGR."""
-    grey3 = cv2.cvtColor(grey(img), cv2.COLOR_GRAY2BGR)
-    return cv2.addWeighted(img, factor, grey3, 1.0 - factor, 0.0)
+    """Blend with the image's own luminance, in one per-pixel colour matrix (factor * I + (1 - factor) * luma).
+
+    AdaFace runs torchvision's ColorJitter on its BGR array as if it were RGB, so its grey weights land on
+    the wrong channels (0.299 on blue); here the weights match BGR."""
+    matrix = factor * np.eye(3) + (1.0 - factor) * np.tile(BGR_LUMA, (3, 1))
+    return cv2.transform(img, matrix)
 
 
 def photometric(img: np.ndarray, rng: np.random.Generator, jitter: float = JITTER) -> np.ndarray:

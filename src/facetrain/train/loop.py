@@ -82,6 +82,8 @@ class Trainer:
 
         self.model, self.head = build_model_and_head(config, self.num_classes)
         if ctx.enabled and config.sync_bn:
+            if ctx.device.type != "cuda":
+                raise ConfigError("--sync_bn needs GPUs (torch's SyncBatchNorm does not run on CPU processes)")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.precision = Precision(resolve_precision(config.precision, ctx.device, config.use_16bit), ctx.device,
                                    config.channels_last)
