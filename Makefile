@@ -11,7 +11,7 @@ test: .venv/installed
 install: .venv/installed
 
 # torch==2.13.0 first: on this kind of machine it is a local CPU wheel; elsewhere pip picks the
-# default build for the platform (CUDA on Linux x86_64). The project itself accepts torch>=2.1,
+# default build for the platform (CUDA on Linux x86_64). The project itself accepts torch>=2.6,
 # so a torch you installed into .venv beforehand is kept.
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv

@@ -200,6 +200,7 @@ class Trainer:
             bar.update(1)
             if not last:
                 continue
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             if self.optimizer_step(group_loss, saved):
                 window_loss, window_n = window_loss + group_loss.item(), window_n + 1
             self.scheduler.step()
@@ -209,9 +210,8 @@ class Trainer:
             if window_n and (step % cfg.log_every == 0 or b + 1 == self.batches):
                 mean = D.all_reduce_mean(torch.tensor([window_loss / window_n]), self.ctx).item()
                 speed = images_seen / (time.perf_counter() - tic)
-                self.logger.log({"train_loss": mean, "lr": self.optimizer.param_groups[0]["lr"],
-                                 "img_per_sec": speed}, step, epoch)
-                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{speed:.0f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2g}")
+                self.logger.log({"train_loss": mean, "lr": lr, "img_per_sec": speed}, step, epoch)
+                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{speed:.0f}", lr=f"{lr:.2g}")
                 epoch_loss, epoch_n = epoch_loss + window_loss, epoch_n + window_n
                 window_loss, window_n = 0.0, 0
             if cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < self.batches:

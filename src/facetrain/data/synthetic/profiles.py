@@ -56,24 +56,24 @@ class Profile:
     shift: float = 3.0
     age: tuple[float, float] = (0.0, 0.4)
     age_gap: tuple[float, float] | None = None
-    light: float = 0.6
-    blur: float = 1.2
-    noise: float = 6.0
-    jpeg: tuple[int, int] = (40, 95)
-    occlusion_p: float = 0.1
+    light: float = 0.45
+    blur: float = 1.0
+    noise: float = 5.0
+    jpeg: tuple[int, int] = (50, 95)
+    occlusion_p: float = 0.06
     hard_negatives: bool = False  # negatives are the most similar of a few candidates
 
 
 PROFILES: dict[str, Profile] = {
-    "train": Profile(yaw=(0.0, 65.0), age=(0.0, 1.0), occlusion_p=0.12),
+    "train": Profile(yaw=(0.0, 50.0), age=(0.0, 1.0)),
     "lfw": Profile(yaw=(0.0, 25.0), age=(0.0, 0.5), age_gap=(0.0, 0.2)),
     "cfp_ff": Profile(yaw=(0.0, 12.0), yaw_second=(0.0, 12.0)),
-    "cfp_fp": Profile(yaw=(0.0, 12.0), yaw_second=(50.0, 72.0)),
-    "cplfw": Profile(yaw=(0.0, 40.0), yaw_second=(25.0, 60.0), hard_negatives=True),
-    "calfw": Profile(yaw=(0.0, 20.0), age=(0.0, 0.3), age_gap=(0.5, 0.9), hard_negatives=True),
+    "cfp_fp": Profile(yaw=(0.0, 12.0), yaw_second=(40.0, 60.0)),
+    "cplfw": Profile(yaw=(0.0, 35.0), yaw_second=(20.0, 50.0), hard_negatives=True),
+    "calfw": Profile(yaw=(0.0, 20.0), age=(0.0, 0.3), age_gap=(0.4, 0.8), hard_negatives=True),
     "agedb_30": Profile(yaw=(0.0, 20.0), age=(0.0, 0.5), age_gap=(0.3, 0.6)),
     # mixed quality, like IJB: stronger blur, noise and compression, any pose
-    "ijb": Profile(yaw=(0.0, 60.0), age=(0.0, 0.6), blur=2.5, noise=12.0, jpeg=(20, 90), occlusion_p=0.15),
+    "ijb": Profile(yaw=(0.0, 60.0), age=(0.0, 0.6), blur=2.0, noise=10.0, jpeg=(30, 90), occlusion_p=0.1),
 }
 BENCHMARK_NAMES = ("lfw", "cfp_fp", "cfp_ff", "cplfw", "calfw", "agedb_30")
 
@@ -108,10 +108,10 @@ def sample_nuisance(profile: Profile, rng: np.random.Generator, yaw_range: tuple
         age=float(rng.uniform(*profile.age) if age is None else np.clip(age, 0.0, 1.0)),
         light_angle=float(rng.uniform(0, 2 * np.pi)),
         light_strength=float(rng.uniform(0, profile.light)),
-        brightness=float(rng.uniform(0.65, 1.3)),
-        colour_cast=tuple(float(g) for g in rng.uniform(0.85, 1.15, 3)),
+        brightness=float(rng.uniform(0.75, 1.25)),
+        colour_cast=tuple(float(g) for g in rng.uniform(0.92, 1.08, 3)),
         background=(tuple(float(c) for c in bg_a), tuple(float(c) for c in bg_b)),
-        background_texture=float(rng.uniform(0, 60)),
+        background_texture=float(rng.uniform(0, 35)),
         clothes=_colour(rng, 20, 235),
         occluder=occluder,
         blur_sigma=float(max(0.0, rng.uniform(-0.3, profile.blur))),

@@ -310,10 +310,9 @@ def _photometric(image: np.ndarray, nz: Nuisance, rng: np.random.Generator) -> n
     gain = cv2.merge([light * np.float32(nz.brightness * c) for c in nz.colour_cast])
     if nz.blur_sigma > 0.3:
         image = cv2.GaussianBlur(image, (0, 0), nz.blur_sigma * size / 112.0)
-    out = cv2.multiply(image.astype(np.float32), gain)
-    if nz.noise_sigma > 0:
-        out = cv2.scaleAdd(_noise(rng, size), float(nz.noise_sigma), out)
-    out = np.clip(out, 0, 255).astype(np.uint8)
+    lit = cv2.multiply(image, gain, dtype=cv2.CV_32F)
+    noise = _noise(rng, size) if nz.noise_sigma > 0 else np.zeros_like(lit)
+    out = cv2.addWeighted(lit, 1.0, noise, float(nz.noise_sigma), 0.0, dtype=cv2.CV_8U)  # saturates to 0..255
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(nz.jpeg_quality)])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 

@@ -1,0 +1,34 @@
+"""`facetrain demo [--out DIR]`: synthetic data -> training -> evaluation -> report, no data needed."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output folder (default ./demo_out)")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long run of the same pipeline (for tests)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the number of training epochs")
+    parser.add_argument("--arch", default=None, help="override the backbone (default mobilefacenet)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from facetrain.demo import DemoSettings, run_demo
+    from facetrain.report.demo_report import accuracy_table
+    from facetrain.report.html import format_cell
+
+    settings = DemoSettings.tiny() if args.tiny else DemoSettings()
+    if args.epochs is not None:
+        settings.epochs = args.epochs
+    if args.arch is not None:
+        settings.arch = args.arch
+    results = run_demo(args.out, settings)
+    header, rows = accuracy_table(results)
+    print("\n" + "".join(f"{h:>15}" for h in header))
+    for row in rows:
+        print("".join(f"{format_cell(v):>15}" for v in row))
+    tar = results["ijb"]["tar_at_far"] or {}
+    print("\nIJB-like TAR@FAR: " + ", ".join(f"{k}: {v:.4f}" for k, v in tar.items()))
+    t = results["training"]
+    print(f"training: {t['seconds']:.0f} s, {t['img_per_sec'] or 0:.0f} img/s")
+    print(f"\nreport: {results['report']}\nresults: {args.out}/results.json")
+    return 0

@@ -1,0 +1,157 @@
+"""`facetrain demo`: the whole pipeline on synthetic faces, on a machine with no data.
+
+generate identities -> .bin verification sets -> memfiles (the seed's convert.py path) -> train with
+AdaFace -> five-set test (fp32) and the IJB-like protocol -> a similarity heatmap -> report.html and
+results.json. Every step is the library code that the CLI verbs run on real data.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from facetrain.checkpoint import load_backbone
+from facetrain.data.bin import read_bin
+from facetrain.data.convert import bins_to_memfiles
+from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.eval.ijb import run_ijb
+from facetrain.eval.ijb_features import checkpoint_key
+from facetrain.eval.verification import STANDARD_SETS
+from facetrain.io_utils import atomic_path, atomic_write_json
+from facetrain.train.config import TrainConfig
+from facetrain.train.loop import train
+
+
+@dataclass
+class DemoSettings:
+    """Sizes chosen so the whole demo fits in ~10 minutes on 2 CPU cores."""
+
+    identities: int = 300
+    images_per_identity: int = 24
+    pairs_per_set: int = 600
+    ijb_subjects: int = 40
+    arch: str = "mobilefacenet"
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_milestones: tuple[int, ...] = (5, 7)
+    augmentation_prob: float = 0.1
+    seed: int = 0
+    workers: int = 2
+
+    @classmethod
+    def tiny(cls) -> "DemoSettings":
+        """Minutes -> seconds: the same pipeline for tests (accuracy is not the point there)."""
+        return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, epochs=1,
+                   batch_size=24, lr_milestones=(1,), workers=1)
+
+
+def _sample_grid(images: list[np.ndarray], path: Path, cols: int = 8) -> None:
+    rows = -(-len(images) // cols)
+    grid = np.zeros((rows * 112, cols * 112, 3), np.uint8)
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        grid[r * 112 : (r + 1) * 112, c * 112 : (c + 1) * 112] = img
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp.with_suffix(".png")), grid):
+            raise OSError(f"could not write {path}")
+        tmp.with_suffix(".png").replace(tmp)
+
+
+def _train_speed(run_dir: Path) -> float | None:
+    from facetrain.train.logger import read_metrics
+
+    speeds = [r["value"] for r in read_metrics(run_dir / "metrics.csv") if r["name"] == "img_per_sec"]
+    return float(np.median(speeds)) if speeds else None
+
+
+def _compare_faces(model: torch.nn.Module, lfw_bin: Path, out_png: Path, pairs: int = 3) -> dict:
+    """Cosine similarity of the first `pairs` genuine pairs of a verification set: high within a pair."""
+    from facetrain.compare import plot_similarity
+    from facetrain.data.transforms import normalize_batch
+
+    vset = read_bin(lfw_bin)
+    first = np.flatnonzero(vset.issame)[:pairs]
+    faces = [vset.images[2 * k + j] for k in first for j in (0, 1)]
+    names = [f"person {i}{'ab'[j]}" for i in range(len(first)) for j in (0, 1)]
+    model.eval()
+    with torch.inference_mode():
+        emb, _ = model(normalize_batch(torch.from_numpy(np.stack(faces))))
+    similarity = (emb @ emb.T).numpy()
+    plot_similarity([f[:, :, ::-1] for f in faces], similarity, names, out_png)  # BGR -> RGB for display
+    return {"names": names, "similarity": similarity.round(4).tolist()}
+
+
+def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, progress: bool = True) -> dict:
+    s = settings or DemoSettings()
+    out = Path(out_dir)
+    data, run_dir = out / "data", out / "run"
+    timings: dict[str, float] = {}
+
+    tic = time.perf_counter()
+    print(f"[1/5] synthetic faces: {s.identities} identities x {s.images_per_identity} images, "
+          f"6 verification sets of {s.pairs_per_set} pairs, IJB-like protocol -> {data}")
+    summary = generate_dataset(data, s.identities, s.images_per_identity, s.seed, folder=True, bins=True, ijb=True,
+                               pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, workers=s.workers,
+                               progress=progress)
+    _sample_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
+    timings["generate_s"] = time.perf_counter() - tic
+
+    print("[2/5] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")
+    tic = time.perf_counter()
+    validation = data / "validation"
+    bins_to_memfiles(data, validation, progress=progress)
+    timings["convert_s"] = time.perf_counter() - tic
+
+    print(f"[3/5] training {s.arch} + AdaFace for {s.epochs} epochs")
+    config = TrainConfig(
+        data_root=str(data), train_data_path="imgs", val_data_path="validation", arch=s.arch, head="adaface",
+        epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_milestones=list(s.lr_milestones),
+        low_res_augmentation_prob=s.augmentation_prob, crop_augmentation_prob=s.augmentation_prob,
+        photometric_augmentation_prob=s.augmentation_prob, num_workers=s.workers, seed=s.seed,
+        output_dir=str(run_dir), progress=progress,
+    )
+    config.validate()
+    tic = time.perf_counter()
+    result = train(config)
+    timings["train_s"] = time.perf_counter() - tic
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+
+    print("[4/5] IJB-like protocol (1:1 TAR@FAR, 1:N)")
+    tic = time.perf_counter()
+    model, _ = load_backbone(checkpoint)
+    ijb_info = summary["ijb"]
+    ijb = run_ijb(model, data / ijb_info["data_root"], ijb_info["dataset_name"], out / "ijb", checkpoint_key(checkpoint, model.arch),
+                  batch_size=s.batch_size, workers=s.workers, progress=progress)
+    timings["ijb_s"] = time.perf_counter() - tic
+
+    print("[5/5] similarity of a few faces, report")
+    compare = _compare_faces(model, data / "lfw.bin", out / "compare.png")
+    baseline = {k: v["raw_pixel_accuracy"] for k, v in summary["verification_sets"].items()}
+    baseline["average"] = float(np.mean([baseline[k] for k in STANDARD_SETS if k in baseline]))
+    test = result.test_metrics
+    results = {
+        "settings": asdict(s),
+        "dataset": {"train_identities": summary["train"]["identities"], "train_images": summary["train"]["images"],
+                    "verification_sets": summary["verification_sets"], "ijb": ijb_info},
+        "accuracy": {k: v["accuracy"] for k, v in test.items()},
+        "verification": test,
+        "raw_pixel_baseline": baseline,
+        "ijb": {"tar_at_far": ijb.get("tar_at_far"), "mode": ijb.get("mode"),
+                "identification": ijb.get("identification")},
+        "training": {"seconds": timings["train_s"], "img_per_sec": _train_speed(run_dir),
+                     "epochs": result.epochs_completed, "best_epoch": result.best_epoch,
+                     "checkpoint": str(checkpoint)},
+        "compare": compare,
+        "timings": timings,
+    }
+    atomic_write_json(out / "results.json", results)
+    from facetrain.report.demo_report import write_demo_report
+
+    results["report"] = str(write_demo_report(out, results))
+    return results

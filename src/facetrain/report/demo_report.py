@@ -1,0 +1,45 @@
+"""The demo's report.html: results against the raw-pixel baseline, IJB, curves, faces, dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from facetrain.report.html import HtmlReport
+from facetrain.report.run_report import add_run_sections, verification_rows
+
+
+def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per set: the trained model's accuracy next to raw-pixel cosine on the same pairs."""
+    baseline = results["raw_pixel_baseline"]
+    names = [n for n in results["accuracy"] if n != "average"] + ["average"]
+    rows = [[n, results["accuracy"].get(n), baseline.get(n)] for n in names if n in results["accuracy"]]
+    return ["set", "trained model", "raw pixels"], rows
+
+
+def write_demo_report(out_dir: Path, results: dict[str, Any]) -> Path:
+    report = HtmlReport("facetrain demo: AdaFace on synthetic faces")
+    s, train = results["settings"], results["training"]
+    report.text(f"{s['arch']} trained with AdaFace for {train['epochs']} epochs on {results['dataset']['train_identities']} "
+                f"synthetic identities ({results['dataset']['train_images']} images) in {train['seconds']:.0f} s "
+                f"({train['img_per_sec'] or 0:.0f} img/s). Verification sets hold other identities.")
+    report.heading("Verification accuracy (10-fold, fp32, best checkpoint)")
+    report.table(*accuracy_table(results))
+    report.table(*verification_rows(results["verification"]))
+    ijb = results["ijb"]
+    if ijb.get("tar_at_far"):
+        report.heading(f"IJB-like protocol, 1:1 verification ({ijb['mode']})")
+        report.table(["FAR"] + list(ijb["tar_at_far"]), [["TAR"] + list(ijb["tar_at_far"].values())])
+        report.image(out_dir / "ijb" / "roc.png", "ROC of template pairs (log FAR)")
+        if ijb.get("identification"):
+            report.table(["1:N metric", "value"], [[k, v] for k, v in ijb["identification"].items()])
+    report.heading("Similarity of a few held-out faces")
+    report.image(out_dir / "compare.png", "cosine similarity; a/b are two images of the same person")
+    add_run_sections(report, out_dir / "run")
+    report.heading("Dataset")
+    rows = [["train", results["dataset"]["train_identities"], results["dataset"]["train_images"], ""]]
+    rows += [[name, v["identities"], 2 * v["pairs"], v["pairs"]] for name, v in results["dataset"]["verification_sets"].items()]
+    report.table(["split", "identities", "images", "pairs"], rows)
+    report.image(out_dir / "samples.png", "first image of some training identities")
+    report.heading("Time")
+    report.table(["step", "seconds"], [[k.removesuffix("_s"), v] for k, v in results["timings"].items()])
+    return report.write(out_dir / "report.html")

@@ -1,0 +1,103 @@
+"""DistributedDataParallel on CPU (gloo): two processes with half a batch each take the same step as
+one process with the whole batch, and keep identical AdaFace statistics; torchrun runs the CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facetrain.data.transforms import normalize_batch
+from facetrain.train.config import TrainConfig
+from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
+from facetrain.train.loop import Trainer, _snapshot
+from train_fixtures import make_dataset, train_args
+
+GLOBAL_BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("faces"))
+
+
+def _config(data: Path, out: Path) -> TrainConfig:
+    # h=0: AdaFace's margin does not depend on the batch statistics, so one step is comparable exactly;
+    # the statistics themselves are still updated and synchronised.
+    return TrainConfig(data_root=str(data), train_data_path="train/imgs", val_data_path="val", arch="mobilefacenet",
+                       head="adaface", h=0.0, batch_size=GLOBAL_BATCH, num_workers=0, gpus=0, output_dir=str(out),
+                       progress=False, precision="fp32", lr=0.01)
+
+
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.integers(0, 256, (GLOBAL_BATCH, 112, 112, 3), dtype=np.uint8))
+    return images, torch.from_numpy(rng.integers(0, 6, GLOBAL_BATCH))
+
+
+def _one_step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, whole_batch: torch.Tensor) -> dict:
+    # Batch norm in eval mode: DDP normalises with per-process batch statistics (SyncBatchNorm does
+    # not run on CPU), which differ from the whole batch's. With running statistics measured once on
+    # the whole batch, identically in every process, both set-ups compute the same function.
+    bns = [m for m in trainer.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass gives the batch's statistics
+    with torch.no_grad():
+        trainer.model.train()(normalize_batch(whole_batch))
+    for m in bns:
+        m.eval()
+    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    assert trainer.optimizer_step(loss, _snapshot(trainer.net))
+    return {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+
+
+def _ddp_worker(data: Path, out: Path) -> None:
+    torch.set_num_threads(1)
+    ctx = init_distributed(gpus=0)
+    try:
+        trainer = Trainer(_config(data, out / "run"), ctx)
+        assert trainer.batch_size == GLOBAL_BATCH // 2
+        images, labels = _global_batch()
+        shard = slice(ctx.rank * trainer.batch_size, (ctx.rank + 1) * trainer.batch_size)
+        torch.save(_one_step(trainer, images[shard], labels[shard], images), out / f"rank{ctx.rank}.pt")
+    finally:
+        cleanup_distributed()
+
+
+def test_two_processes_step_like_one_process_on_the_whole_batch(data, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spawn(_ddp_worker, 2, (data, tmp_path))
+        images, labels = _global_batch()
+        single = _one_step(Trainer(_config(data, tmp_path / "single"), DistContext()), images, labels, images)
+    finally:
+        torch.set_num_threads(threads)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    initial = Trainer(_config(data, tmp_path / "init"), DistContext()).net.state_dict()
+    assert not torch.equal(single["head.kernel"], initial["head.kernel"])  # a real step happened
+    assert (single["model.conv_sep.0.weight"] - initial["model.conv_sep.0.weight"]).abs().max() > 1e-4
+    for key, value in single.items():
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+        if key != "head.batch_std":  # the mean of per-process stds is not the whole batch's std
+            assert torch.allclose(rank0[key].float(), value.float(), rtol=0, atol=1e-5), key
+    assert not torch.equal(rank0["head.batch_mean"], initial["head.batch_mean"])
+
+
+@pytest.mark.slow
+def test_torchrun_cpu_training_end_to_end(data, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", "0", "-m", "facetrain", "train",
+           *train_args(data, out, "--epochs", "1", "--limit_train_batches", "2", "--batch_size", "8")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["global_step"] == 2 and "lfw_val_acc" in results["test"]
+    assert "4 x 2 process(es)" in proc.stdout
