@@ -184,7 +184,7 @@ def test_strict_loading_reports_missing_weights(trained_mfn):
         load_backbone(state, arch="mobilefacenet")
 
 
-@pytest.mark.parametrize("arch", ["ir_18", "ir_50", "ir_se_50", "ir_101", "ir_152", "mobilefacenet"])
+@pytest.mark.parametrize("arch", ["ir_18", "ir_50", "ir_se_50", "ir_101", "ir_152", "mobilefacenet", "tinynet"])
 def test_arch_is_inferred_from_keys_and_shapes(arch):
     with torch.device("meta"):
         state = build_model(arch).state_dict()

@@ -27,7 +27,7 @@ def test_parameter_counts_match_adaface(name, expected):
 
 def test_registry_names_and_alias():
     assert list_models() == ["ir_18", "ir_34", "ir_50", "ir_101", "ir_152", "ir_200",
-                             "ir_se_50", "ir_se_101", "ir_se_152", "ir_se_200", "mobilefacenet"]
+                             "ir_se_50", "ir_se_101", "ir_se_152", "ir_se_200", "mobilefacenet", "tinynet"]
     assert canonical_name("ir_100") == "ir_101"
     model = _on_meta("ir_100")
     assert model.arch == "ir_101" and model.embedding_size == 512
@@ -68,7 +68,7 @@ def test_initialisation_as_adaface():
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
-@pytest.mark.parametrize("name", ["ir_18", "mobilefacenet"])
+@pytest.mark.parametrize("name", ["ir_18", "mobilefacenet", "tinynet"])
 def test_forward_returns_unit_embedding_and_norm(name):
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -98,9 +98,21 @@ def test_mobilefacenet_is_small():
     assert model.embedding_size == 512
 
 
-def test_training_step_backpropagates_to_every_parameter():
+def test_tinynet_is_much_cheaper_than_mobilefacenet():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def macs(name):
+        with FlopCounterMode(display=False) as counter:
+            build_model(name).eval()(torch.randn(1, 3, 112, 112))
+        return counter.get_total_flops() / 2
+
+    assert macs("tinynet") < 0.2 * macs("mobilefacenet")
+
+
+@pytest.mark.parametrize("name", ["mobilefacenet", "tinynet"])
+def test_training_step_backpropagates_to_every_parameter(name):
     torch.manual_seed(0)
-    model = build_model("mobilefacenet").train()
+    model = build_model(name).train()
     emb, norm = model(torch.randn(2, 3, 112, 112))
     (emb.sum() + norm.sum()).backward()
     assert all(p.grad is not None for p in model.parameters())

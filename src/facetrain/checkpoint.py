@@ -187,6 +187,8 @@ def infer_arch(state: Mapping[str, torch.Tensor]) -> str | None:
     """Registry name of the backbone whose keys and shapes `state` has (no prefix), or None."""
     if "conv_sep.0.weight" in state:
         return "mobilefacenet"
+    if "stem_and_body.0.weight" in state:
+        return "tinynet"
     units = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
     if not units or units != list(range(len(units))):
         return None

@@ -35,7 +35,7 @@ class DemoSettings:
     images_per_identity: int = 24
     pairs_per_set: int = 600
     ijb_subjects: int = 40
-    arch: str = "mobilefacenet"
+    arch: str = "tinynet"
     epochs: int = 8
     batch_size: int = 128
     lr: float = 0.1

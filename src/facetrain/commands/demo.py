@@ -8,7 +8,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default ./demo_out)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run of the same pipeline (for tests)")
     parser.add_argument("--epochs", type=int, default=None, help="override the number of training epochs")
-    parser.add_argument("--arch", default=None, help="override the backbone (default mobilefacenet)")
+    parser.add_argument("--arch", default=None, help="override the backbone (default tinynet)")
 
 
 def run(args: argparse.Namespace) -> int:

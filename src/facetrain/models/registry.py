@@ -9,10 +9,12 @@ from torch import nn
 from facetrain.errors import ConfigError
 from facetrain.models.iresnet import IRESNET_SPECS, IResNet
 from facetrain.models.mobilefacenet import MobileFaceNet
+from facetrain.models.tinynet import TinyNet
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     **{name: partial(IResNet, spec) for name, spec in IRESNET_SPECS.items()},
     "mobilefacenet": MobileFaceNet,
+    "tinynet": TinyNet,
 }
 # InsightFace calls the 100-layer IResNet "r100"; AdaFace calls the same network "ir_101".
 _ALIASES = {"ir_100": "ir_101", "ir_se_100": "ir_se_101"}
