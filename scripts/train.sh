@@ -13,7 +13,7 @@ GPUS=${GPUS:-1}
 BATCH_SIZE=${BATCH_SIZE:-512}
 NUM_WORKERS=${NUM_WORKERS:-8}
 
-python main.py \
+python "$(dirname "$0")/../main.py" \
     --data_root "$DATA_ROOT" \
     --train_data_path "$TRAIN_DATA_PATH" \
     --val_data_path "$VAL_DATA_PATH" \

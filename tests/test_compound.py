@@ -26,8 +26,8 @@ def test_merge_same_named_identities_with_absolute_links(tmp_path, two_sets, cap
     assert "result:      3 identities          7 images" in capsys.readouterr().out
     folder = ImageFolder(out)
     assert folder.classes == ["alice", "bob", "carol"] and len(folder) == 7
-    assert sorted(p.name for p in (out / "alice").iterdir()) == ["d0_0.jpg", "d1_0.jpg", "d1_1.jpg"]
-    link = out / "alice" / "d1_1.jpg"
+    assert sorted(p.name for p in (out / "alice").iterdir()) == ["d1_0.jpg", "d2_0.jpg", "d2_1.jpg"]
+    link = out / "alice" / "d2_1.jpg"
     assert link.is_symlink() and os.path.isabs(os.readlink(link))
     report = json.loads((tmp_path / "all" / "compound_report.json").read_text())
     assert [i["images"] for i in report["inputs"]] == [2, 5]
@@ -42,8 +42,8 @@ def test_keep_apart_and_copy_via_seed_script(tmp_path, two_sets):
                            "--keep_apart", "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     folder = ImageFolder(out)  # not named imgs: written to out/imgs
-    assert folder.classes == ["d0_alice", "d0_bob", "d1_alice", "d1_carol"] and len(folder) == 7
-    assert not (out / "imgs" / "d1_carol" / "d1_0.jpg").is_symlink()
+    assert folder.classes == ["d1_alice", "d1_bob", "d2_alice", "d2_carol"] and len(folder) == 7
+    assert not (out / "imgs" / "d2_carol" / "d2_0.jpg").is_symlink()
 
 
 def test_existing_output_and_bad_input_are_errors(tmp_path, two_sets, capsys):

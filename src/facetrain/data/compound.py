@@ -1,7 +1,7 @@
 """Merge several image-folder datasets into one (e.g. a synthetic set's "references" and "variants").
 
 Default: identity folders with the same name merge into one class; every image is renamed
-`d{k}_<name>` (k = the dataset's position in the list) so files never clash. `keep_apart`
+`d{k}_<name>` (k = the dataset's position in the list, from 1 as in the seed's script) so files never clash. `keep_apart`
 instead renames identity folders `d{k}_<identity>`, so each input keeps its own classes
 (labels offset by the classes before it). Images are absolute symlinks, or copies with
 `copy=True`. The result is built in a temporary folder and renamed into place, so an
@@ -41,12 +41,12 @@ def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.
     folders = [ImageFolder(p, require_imgs=False) for p in inputs]
     plan: dict[str, list[tuple[Path, str]]] = {}
     report_inputs = []
-    for k, folder in enumerate(folders):
+    for k, folder in enumerate(folders, start=1):
         for path, label in folder.samples:
             identity = folder.classes[label]
             target_identity = f"d{k}_{identity}" if keep_apart else identity
             plan.setdefault(target_identity, []).append((Path(path).resolve(), f"d{k}_{Path(path).name}"))
-        report_inputs.append({"path": str(Path(inputs[k]).resolve()), "imgs": str(folder.root.resolve()),
+        report_inputs.append({"path": str(Path(inputs[k - 1]).resolve()), "imgs": str(folder.root.resolve()),
                               "identities": folder.num_classes - len(folder.empty_classes), "images": len(folder)})
     tmp = imgs_dir.with_name(f"{imgs_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,7 +76,7 @@ def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.
 
 def format_report(report: dict) -> str:
     lines = [f"compound ({report['mode']}, {report['links']}):"]
-    for k, item in enumerate(report["inputs"]):
+    for k, item in enumerate(report["inputs"], start=1):
         lines.append(f"  d{k}: {item['identities']:>8} identities {item['images']:>10} images  {item['imgs']}")
     res = report["result"]
     lines.append(f"  result: {res['identities']:>6} identities {res['images']:>10} images  {res['path']}")
