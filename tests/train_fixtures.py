@@ -39,7 +39,7 @@ def make_dataset(root: Path, classes: int = 6, per_class: int = 8, val_pairs: in
 
 
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:
-    """Small CPU run: mobilefacenet, 6 batches of 8 per epoch, no workers."""
+    """Small CPU run: tinynet, 6 batches of 8 per epoch, no workers."""
     return ["--data_root", str(root), "--train_data_path", "train/imgs", "--val_data_path", "val",
-            "--arch", "mobilefacenet", "--batch_size", "8", "--num_workers", "0", "--gpus", "0",
+            "--arch", "tinynet", "--batch_size", "8", "--num_workers", "0", "--gpus", "0",
             "--output_dir", str(out), "--no_progress", *extra]

@@ -159,7 +159,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--use_mxrecord", action="store_true", help="read train.rec/train.idx")
     g.add_argument("--custom_num_class", type=int, default=d.custom_num_class,
                    help="number of identities (default: counted from the data)")
-    g.add_argument("--swap_color_channel", action="store_true", help="randomly swap B and R during training")
+    g.add_argument("--swap_color_channel", action="store_true", help="reverse the channel order of every training image (for data stored RGB; AdaFace's flag)")
     g.add_argument("--low_res_augmentation_prob", type=float, default=d.low_res_augmentation_prob)
     g.add_argument("--crop_augmentation_prob", type=float, default=d.crop_augmentation_prob)
     g.add_argument("--photometric_augmentation_prob", type=float, default=d.photometric_augmentation_prob)

@@ -22,6 +22,7 @@ from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.errors import ConfigError, FacetrainError
+from facetrain.eval.verification_report import format_results
 from facetrain.io_utils import atomic_path, atomic_write_json
 from facetrain.train import distributed as D
 from facetrain.train.config import TrainConfig
@@ -31,7 +32,7 @@ from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler
 from facetrain.train.precision import Precision, maybe_compile, resolve_precision
 from facetrain.train.state import BestResult, Position, capture_rng, load_training_state, restore_rng, save_training_state
-from facetrain.train.validation import format_table, load_val_sets, validate
+from facetrain.train.validation import load_val_sets, validate, validation_logs
 
 LAST, BEST, RESULTS = "last.ckpt", "best.ckpt", "results.json"
 
@@ -47,7 +48,7 @@ class TrainResult:
     best_checkpoint: Path | None = None
     best_val_acc: float | None = None
     best_epoch: int = -1
-    test_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, dict] = field(default_factory=dict)  # per set (and 'average'), fp32
     global_step: int = 0
     epochs_completed: int = 0
     skipped_steps: int = 0
@@ -107,6 +108,7 @@ class Trainer:
         self.val_sets = load_val_sets(config.data_root, config.val_data_path) if ctx.is_main else {}
         self.logger = MetricLogger(self.output_dir, enabled=ctx.is_main)
         self.nonfinite_streak = 0
+        self.best_fp32_results: dict[str, dict] | None = None
         self.skipped_steps = 0
 
     # ----------------------------------------------------------------- state
@@ -226,13 +228,16 @@ class Trainer:
         is_last = epoch + 1 == cfg.epochs
         improved = False
         if self.ctx.is_main and self.val_sets and ((epoch + 1) % cfg.val_every == 0 or is_last):
-            logs.update(validate(self.model, self.val_sets, self.batch_size, self.precision.name,
-                                 cfg.channels_last, cfg.progress))
+            results = validate(self.model, self.val_sets, self.batch_size, self.precision.name,
+                               cfg.channels_last, cfg.progress)
+            logs.update(validation_logs(results))
             self.precision.prepare_model(self.model)  # evaluation hands the model back contiguous
             self.best.history.append({"epoch": epoch, "val_acc": logs["val_acc"]})
             improved = logs["val_acc"] > self.best.metric
             if improved:
                 self.best.metric, self.best.epoch, self.best.path = logs["val_acc"], epoch, str(self.output_dir / BEST)
+                # already the final test's numbers when validation ran in fp32 (see finish)
+                self.best_fp32_results = results if self.precision.name == "fp32" else None
             tqdm.write(f"epoch {epoch}: val_acc {100 * logs['val_acc']:.2f}% (best {100 * self.best.metric:.2f}% "
                        f"at epoch {self.best.epoch})")
         self.logger.log(logs, self.position.global_step, epoch)
@@ -272,9 +277,13 @@ class Trainer:
                              self.position.global_step, self.position.epoch, self.skipped_steps)
         if self.ctx.is_main:
             if self.val_sets and (best or result.last_checkpoint):
-                model, _ = load_backbone(best or last, arch=self.model.arch)
-                result.test_metrics = validate(model, self.val_sets, self.batch_size, "fp32", False, self.config.progress)
-                print(f"final test ({(best or last).name}, fp32):\n{format_table(result.test_metrics, list(self.val_sets))}")
+                if best and self.best_fp32_results is not None:  # same weights, same protocol: no second pass
+                    result.test_metrics = self.best_fp32_results
+                else:
+                    model, _ = load_backbone(best or last, arch=self.model.arch)
+                    result.test_metrics = validate(model, self.val_sets, self.batch_size, "fp32", False,
+                                                   self.config.progress)
+                print(f"final test ({(best or last).name}, fp32):\n{format_results(result.test_metrics)}")
             atomic_write_json(self.output_dir / RESULTS, _result_json(result))
         D.barrier(self.ctx)
         return result

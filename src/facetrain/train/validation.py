@@ -30,27 +30,23 @@ def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationS
 
 
 def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: int, precision: str,
-             channels_last: bool, progress: bool) -> dict[str, float]:
+             channels_last: bool, progress: bool) -> dict[str, dict]:
+    """Per-set metrics of the shared protocol (accuracy, std, best_threshold, TAR@FAR, ...) and 'average'."""
+    return evaluate_verification_sets(model, sets, batch_size=batch_size, precision=precision,
+                                      channels_last=channels_last, progress=progress)
+
+
+def validation_logs(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """AdaFace's logged names: `<set>_val_acc`, `<set>_best_threshold`, `<set>_num_val_samples`, and
     `val_acc`, the mean over the standard sets present (over all sets when none is standard)."""
-    results = evaluate_verification_sets(model, sets, batch_size=batch_size, precision=precision,
-                                         channels_last=channels_last, progress=progress)
+    names = [name for name in results if name != "average"]
     logs: dict[str, float] = {}
-    for name in sets:
+    for name in names:
         logs[f"{name}_val_acc"] = results[name]["accuracy"]
         logs[f"{name}_best_threshold"] = results[name]["best_threshold"]
         logs[f"{name}_num_val_samples"] = 2 * results[name]["pairs"]
     average = results["average"]["accuracy"]
     if average != average:  # NaN: none of the five standard sets, e.g. only cfp_ff or custom sets
-        average = sum(results[n]["accuracy"] for n in sets) / len(sets)
+        average = sum(results[n]["accuracy"] for n in names) / len(names)
     logs["val_acc"] = average
     return logs
-
-
-def format_table(logs: Mapping[str, float], names: list[str]) -> str:
-    """Final test as a text table: set, accuracy (%), best threshold."""
-    rows = [f"{'set':<12} {'accuracy %':>10} {'threshold':>10}"]
-    for name in names:
-        rows.append(f"{name:<12} {100 * logs[f'{name}_val_acc']:>10.2f} {logs[f'{name}_best_threshold']:>10.3f}")
-    rows.append(f"{'mean':<12} {100 * logs['val_acc']:>10.2f}")
-    return "\n".join(rows)
