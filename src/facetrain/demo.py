@@ -36,11 +36,14 @@ class DemoSettings:
     pairs_per_set: int = 600
     ijb_subjects: int = 40
     arch: str = "tinynet"
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
-    lr_milestones: tuple[int, ...] = (5, 7)
-    augmentation_prob: float = 0.1
+    lr_milestones: tuple[int, ...] = (6, 9)
+    # AdaFace's augmentations slow down a 10-epoch run more than they help on these sets (measured:
+    # 93.9% after 8 epochs at p=0.1, 95.2% after 10 without); real recipes use 0.2 (scripts/train.sh)
+    augmentation_prob: float = 0.0
+    val_every: int = 2
     seed: int = 0
     workers: int = 2
 
@@ -48,7 +51,7 @@ class DemoSettings:
     def tiny(cls) -> "DemoSettings":
         """Minutes -> seconds: the same pipeline for tests (accuracy is not the point there)."""
         return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, epochs=1,
-                   batch_size=24, lr_milestones=(1,), workers=1)
+                   batch_size=24, lr_milestones=(1,), workers=1, val_every=1)
 
 
 def _sample_grid(images: list[np.ndarray], path: Path, cols: int = 8) -> None:
@@ -114,7 +117,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_milestones=list(s.lr_milestones),
         low_res_augmentation_prob=s.augmentation_prob, crop_augmentation_prob=s.augmentation_prob,
         photometric_augmentation_prob=s.augmentation_prob, num_workers=s.workers, seed=s.seed,
-        output_dir=str(run_dir), progress=progress,
+        output_dir=str(run_dir), val_every=s.val_every, progress=progress,
     )
     config.validate()
     tic = time.perf_counter()
@@ -139,7 +142,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
         "settings": asdict(s),
         "dataset": {"train_identities": summary["train"]["identities"], "train_images": summary["train"]["images"],
                     "verification_sets": summary["verification_sets"], "ijb": ijb_info},
-        "accuracy": {k: v["accuracy"] for k, v in test.items()},
+        "accuracy": {k: v["accuracy"] for k, v in test.items()},  # 'average': the five standard sets
         "verification": test,
         "raw_pixel_baseline": baseline,
         "ijb": {"tar_at_far": ijb.get("tar_at_far"), "mode": ijb.get("mode"),

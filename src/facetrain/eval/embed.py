@@ -38,7 +38,7 @@ def _prefetch(images: ImageSource, starts: Sequence[int], batch_size: int, depth
             for s in starts:
                 if stop.is_set():
                     return
-                slots.put(np.ascontiguousarray(images[s : s + batch_size]))
+                slots.put(np.array(images[s : s + batch_size]))  # a writable copy: the read happens here, off the main thread
             slots.put(None)
         except BaseException as exc:  # handed to the consumer, which re-raises it with its traceback
             slots.put(exc)
