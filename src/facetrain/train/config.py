@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix", default=d.prefix)
     g.add_argument("--save_all_models", action="store_true", help="also keep epoch=NN.ckpt for every epoch")
     g.add_argument("--test_run", action="store_true", help=f"{TEST_RUN_BATCHES} batches per epoch")
+    # accepted so that scripts written for AdaFace run unchanged
+    g.add_argument("--distributed_backend", default="ddp", choices=["ddp"],
+                   help="AdaFace's flag; DistributedDataParallel is the only backend")
+    g.add_argument("--use_wandb", action="store_true",
+                   help="AdaFace's flag; not supported: values go to metrics.csv (and TensorBoard when installed)")
     g = parser.add_argument_group("facetrain additions")
     g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="auto: bf16 on GPUs that have it and on CPUs with AMX, else fp32 (fp16 with --use_16bit)")
@@ -214,6 +220,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if getattr(args, "use_wandb", False):
+        warnings.warn("--use_wandb: Weights & Biases logging is not supported; see metrics.csv and curves.png",
+                      stacklevel=2)
     config = TrainConfig.from_dict(vars(args))
     config.validate()
     return config
