@@ -22,7 +22,7 @@ from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.eval.ijb import run_ijb
 from facetrain.eval.ijb_features import checkpoint_key
 from facetrain.eval.verification import STANDARD_SETS
-from facetrain.io_utils import atomic_path, atomic_write_json
+from facetrain.io_utils import atomic_write_bytes, atomic_write_json
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import train
 
@@ -60,10 +60,10 @@ def _sample_grid(images: list[np.ndarray], path: Path, cols: int = 8) -> None:
     for k, img in enumerate(images):
         r, c = divmod(k, cols)
         grid[r * 112 : (r + 1) * 112, c * 112 : (c + 1) * 112] = img
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp.with_suffix(".png")), grid):
-            raise OSError(f"could not write {path}")
-        tmp.with_suffix(".png").replace(tmp)
+    ok, png = cv2.imencode(".png", grid)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write_bytes(path, png.tobytes())
 
 
 def _train_speed(run_dir: Path) -> float | None:
