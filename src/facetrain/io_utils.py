@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _tmp_name(path: Path) -> Path:
+def temporary_name(path: str | os.PathLike) -> Path:
+    """Where a file or folder is built before it is renamed onto `path` (same folder, so the rename is atomic)."""
+    path = Path(path)
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
@@ -17,7 +19,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

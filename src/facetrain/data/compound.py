@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from facetrain.data.image_folder import IMGS, ImageFolder
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_write_json
+from facetrain.io_utils import atomic_write_json, temporary_name
 
 REPORT_NAME = "compound_report.json"
 
@@ -48,7 +48,7 @@ def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.
             plan.setdefault(target_identity, []).append((Path(path).resolve(), f"d{k}_{Path(path).name}"))
         report_inputs.append({"path": str(Path(inputs[k - 1]).resolve()), "imgs": str(folder.root.resolve()),
                               "identities": folder.num_classes - len(folder.empty_classes), "images": len(folder)})
-    tmp = imgs_dir.with_name(f"{imgs_dir.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(imgs_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     total = sum(map(len, plan.values()))
     try:

@@ -24,6 +24,7 @@ from facetrain.data.image_codec import decode_bgr, encode_image, is_jpeg, parall
 from facetrain.data.memfile import MEMFILE_SUFFIX, memfile_writer, save_issame
 from facetrain.data.recordio import RecordReader
 from facetrain.errors import DataError
+from facetrain.io_utils import temporary_name
 
 
 def find_bins(folder: str | os.PathLike) -> list[Path]:
@@ -68,7 +69,7 @@ def _write_tree(out: Path, items: Sequence[tuple[str, Callable[[], bytes]]], des
     """Write `relative path -> bytes` items under a temporary folder, then rename it to `out`."""
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: already exists and is not empty; remove it to convert again")
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
 
     def write(item: tuple[str, Callable[[], bytes]]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from facetrain.data.image_codec import decode_bgr, encode_image
 from facetrain.errors import DataError
+from facetrain.io_utils import temporary_name
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -222,8 +223,8 @@ class RecordWriter:
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike):
         self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_rec = self.rec_path.with_name(f"{self.rec_path.name}.tmp-{os.getpid()}")
-        self._tmp_idx = self.idx_path.with_name(f"{self.idx_path.name}.tmp-{os.getpid()}")
+        self._tmp_rec = temporary_name(self.rec_path)
+        self._tmp_idx = temporary_name(self.idx_path)
         self._rec, self._idx = open(self._tmp_rec, "wb"), open(self._tmp_idx, "w")
 
     def write(self, key: int, label: float | Sequence[float], payload: bytes, id2: int = 0) -> None:

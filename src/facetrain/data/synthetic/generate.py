@@ -24,7 +24,7 @@ from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_imag
 from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
 from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_write_json
+from facetrain.io_utils import atomic_write_json, temporary_name
 
 TRAIN_JPEG_QUALITY = 95
 
@@ -45,7 +45,7 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 def _write_training(out: Path, seed: int, num_identities: int, images_per_identity: int, folder: bool, rec: bool,
                     workers: int, progress: bool | None) -> dict:
-    tmp = out / f"imgs.tmp-{os.getpid()}"
+    tmp = temporary_name(out / "imgs")
     encoded: list[bytes] = []
     labels: list[int] = []
     stream = iter_training_identities(seed, num_identities, images_per_identity, workers)
