@@ -3,7 +3,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 
 from facetrain.cli import main
 from facetrain.report.html import HtmlReport
