@@ -16,22 +16,20 @@ import math
 
 import torch
 
-from facetrain.heads.base import MarginHead
+from facetrain.heads.margin import Margin
 
 
-class AdaFace(MarginHead):
+class AdaFaceMargin(Margin):
     name = "adaface"
 
     def __init__(
         self,
-        embedding_size: int = 512,
-        class_num: int = 70722,
         m: float = 0.4,
         h: float = 0.333,
         s: float = 64.0,
         t_alpha: float = 0.01,
     ) -> None:
-        super().__init__(embedding_size, class_num, m=m, s=s, eps=1e-3)
+        super().__init__(m=m, s=s, eps=1e-3)
         self.h = h
         self.t_alpha = t_alpha
         # `t` is unused, as in AdaFace; it exists so that state_dicts match key for key.
@@ -43,7 +41,8 @@ class AdaFace(MarginHead):
         return {**super().hparams(), "h": self.h, "t_alpha": self.t_alpha}
 
     def margin_scaler(self, norms: torch.Tensor) -> torch.Tensor:
-        """zhat (B,1) from the norms; in training mode the EMA statistics are updated first, as AdaFace does."""
+        """zhat (B,1) from the norms; in training mode the EMA statistics are updated first, as AdaFace does.
+        Under Partial FC the norms are the global batch's, so the statistics are too."""
         safe_norms = norms.detach().float().clamp(0.001, 100)
         # a single sample has no (unbiased) std: keep the statistics rather than poison them with NaN
         if self.training and safe_norms.numel() > 1:

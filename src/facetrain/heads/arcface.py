@@ -5,14 +5,14 @@ import math
 
 import torch
 
-from facetrain.heads.base import MarginHead
+from facetrain.heads.margin import Margin
 
 
-class ArcFace(MarginHead):
+class ArcFaceMargin(Margin):
     name = "arcface"
 
-    def __init__(self, embedding_size: int = 512, class_num: int = 70722, m: float = 0.5, s: float = 64.0) -> None:
-        super().__init__(embedding_size, class_num, m=m, s=s, eps=1e-4)
+    def __init__(self, m: float = 0.5, s: float = 64.0) -> None:
+        super().__init__(m=m, s=s, eps=1e-4)
 
     def target_logit(self, cos_target: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
         # the clip keeps theta + m below pi, where cos would turn back up and reward wrong classes

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from facetrain.heads.base import MarginHead
+from facetrain.heads.margin import Margin
 
 
-class CosFace(MarginHead):
+class CosFaceMargin(Margin):
     name = "cosface"
 
-    def __init__(self, embedding_size: int = 512, class_num: int = 70722, m: float = 0.4, s: float = 64.0) -> None:
-        super().__init__(embedding_size, class_num, m=m, s=s, eps=1e-4)
+    def __init__(self, m: float = 0.4, s: float = 64.0) -> None:
+        super().__init__(m=m, s=s, eps=1e-4)
 
     def target_logit(self, cos_target: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
         return cos_target - self.m
