@@ -1,11 +1,144 @@
-"""Atomic writes: a final output either exists complete or not at all (killed runs leave no half-files)."""
+"""Atomic writes: a final output either exists complete or not at all (killed runs leave no half-files).
+
+Files are built under `<path>.tmp-<pid>` next to their final path and renamed onto it. Writing
+the same output again first removes the leftovers (`*.tmp-<pid>`, `*.old-<pid>`) of processes
+that no longer run, so killed runs do not pile up temporaries.
+
+Fault injection for the crash-consistency tests: with `FACETRAIN_CRASH_AFTER_WRITES=N` the
+process SIGKILLs itself at its N-th write event. Events are each rename onto a final path
+(`replace`, `atomic_path`) and each `write` through `open_write` (the kill then falls between
+two halves of the data, i.e. inside the file). With `FACETRAIN_WRITE_EVENTS_FILE=F` the number
+of events of a run is written to F at exit, so a test can pick N within an uninterrupted run.
+Counters are per process; without either variable the hooks cost nothing.
+"""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import re
+import shutil
+import signal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
+
+CRASH_ENV = "FACETRAIN_CRASH_AFTER_WRITES"
+EVENTS_FILE_ENV = "FACETRAIN_WRITE_EVENTS_FILE"
+
+
+class _WriteEvents:
+    """Counts write events of this process; kills it at the configured one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.crash_at = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
+        self.events_file = os.environ.get(EVENTS_FILE_ENV) or None
+        self.owner = os.getpid()
+        if self.events_file:
+            atexit.register(self._save_count)
+
+    @property
+    def active(self) -> bool:
+        return self.crash_at is not None or self.events_file is not None
+
+    def event(self) -> None:
+        self.count += 1
+        if self.count == self.crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _save_count(self) -> None:
+        if os.getpid() == self.owner:  # forked workers inherit the handler but not the job
+            Path(self.events_file).write_text(f"{self.count}\n")
+
+
+_events = _WriteEvents()
+
+
+def write_event() -> None:
+    """One fault-injection point (see the module doc); a no-op unless the test variables are set."""
+    if _events.active:
+        _events.event()
+
+
+class _EventFile:
+    """A file whose every `write` is a write event placed halfway through the data."""
+
+    def __init__(self, f: IO) -> None:
+        self._f = f
+
+    def write(self, data: Any) -> int:
+        if not isinstance(data, str):
+            data = memoryview(data).cast("B")
+        half = len(data) // 2
+        self._f.write(data[:half])
+        self._f.flush()  # what a killed process leaves: the first half on disk
+        write_event()
+        self._f.write(data[half:])
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> "_EventFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._f.close()
+
+
+def open_write(path: str | os.PathLike, mode: str = "wb") -> IO:
+    """`open(path, mode)` for writing; under fault injection every write is a kill point."""
+    f = open(path, mode)
+    return _EventFile(f) if _events.active else f
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Plain (non-atomic) write of a file inside a folder that is itself committed atomically."""
+    with open_write(path, "wb") as f:
+        f.write(data)
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """`os.replace` as a write event (the commit point of an atomic output)."""
+    write_event()
+    os.replace(src, dst)
+
+
+_LEFTOVER = re.compile(r"\.(?:tmp|old)-(\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove `<path>.tmp-<pid>` / `<path>.old-<pid>` left by processes that are no longer running."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = path.name + "."
+    with os.scandir(path.parent) as it:
+        names = [e.name for e in it if e.name.startswith(prefix)]
+    for name in names:
+        match = _LEFTOVER.fullmatch(name[len(path.name):])
+        if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
+        leftover = path.parent / name
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        removed.append(leftover)
+    return removed
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -14,15 +147,26 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
+def fresh_temporary(path: str | os.PathLike) -> Path:
+    """`temporary_name(path)`, after removing dead processes' leftovers for `path` and our own old one."""
+    tmp = temporary_name(path)
+    remove_stale_temporaries(path)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp)
+    else:
+        tmp.unlink(missing_ok=True)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
+    tmp = fresh_temporary(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -31,7 +175,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with open_write(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
