@@ -31,7 +31,7 @@ def test_adaface_flags_parse_with_their_meanings(tmp_path):
                 "--lr_milestones", "12,20,26", "--batch_size", "512", "--use_16bit", "--m", "0.4", "--h", "0.333",
                 "--low_res_augmentation_prob", "0.2", "--save_all_models", "--weight_decay", "1e-4")
     assert cfg.lr_milestones == [12, 20, 26] and cfg.batch_size == 512 and cfg.use_16bit
-    assert cfg.train_path == "/d/x/imgs" and cfg.val_path == "/d/v"
+    assert (cfg.data_root, cfg.train_data_path, cfg.val_data_path) == ("/d", "x/imgs", "v")
     assert (cfg.m, cfg.h, cfg.weight_decay, cfg.low_res_augmentation_prob) == (0.4, 0.333, 1e-4, 0.2)
     defaults = parse()
     assert defaults.weight_decay == 5e-4 and defaults.m is None and defaults.epochs == 24

@@ -15,6 +15,7 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, free_port, init_distributed, spawn
 from facetrain.train.loop import Trainer, _snapshot
+from facetrain.train.run import build_run
 from train_fixtures import make_dataset, train_args
 
 GLOBAL_BATCH = 8
@@ -43,31 +44,31 @@ def _one_step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, whol
     # Batch norm in eval mode: DDP normalises with per-process batch statistics (SyncBatchNorm does
     # not run on CPU), which differ from the whole batch's. With running statistics measured once on
     # the whole batch, identically in every process, both set-ups compute the same function.
-    bns = [m for m in trainer.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in trainer.run.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one pass gives the batch's statistics
-    trainer.model.train()
-    for m in trainer.model.modules():  # dropout masks are drawn per process: no way to match them
+    trainer.run.model.train()
+    for m in trainer.run.model.modules():  # dropout masks are drawn per process: no way to match them
         if isinstance(m, nn.Dropout):
             m.eval()
     with torch.no_grad():
-        trainer.model(normalize_batch(whole_batch))
+        trainer.run.model(normalize_batch(whole_batch))
     for m in bns:
         m.eval()
     loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    assert trainer.optimizer_step(loss, _snapshot(trainer.net))
-    return {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+    assert trainer.optimizer_step(loss, _snapshot(trainer.run.net))
+    return {k: v.detach().clone() for k, v in trainer.run.net.state_dict().items()}
 
 
 def _ddp_worker(data: Path, out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
-        trainer = Trainer(_config(data, out / "run"), ctx)
-        assert trainer.batch_size == GLOBAL_BATCH // 2
+        trainer = Trainer(build_run(_config(data, out / "run"), ctx))
+        assert trainer.run.batch_size == GLOBAL_BATCH // 2
         images, labels = _global_batch()
-        shard = slice(ctx.rank * trainer.batch_size, (ctx.rank + 1) * trainer.batch_size)
+        shard = slice(ctx.rank * trainer.run.batch_size, (ctx.rank + 1) * trainer.run.batch_size)
         torch.save(_one_step(trainer, images[shard], labels[shard], images), out / f"rank{ctx.rank}.pt")
     finally:
         cleanup_distributed()
@@ -79,11 +80,11 @@ def test_two_processes_step_like_one_process_on_the_whole_batch(data, tmp_path):
     try:
         spawn(_ddp_worker, 2, (data, tmp_path))
         images, labels = _global_batch()
-        single = _one_step(Trainer(_config(data, tmp_path / "single"), DistContext()), images, labels, images)
+        single = _one_step(Trainer(build_run(_config(data, tmp_path / "single"), DistContext())), images, labels, images)
     finally:
         torch.set_num_threads(threads)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    initial = Trainer(_config(data, tmp_path / "init"), DistContext()).net.state_dict()
+    initial = build_run(_config(data, tmp_path / "init"), DistContext()).net.state_dict()
     assert not torch.equal(single["head.kernel"], initial["head.kernel"])  # a real step happened
     first_conv = next(k for k, v in single.items() if k.startswith("model.") and v.ndim == 4)
     assert (single[first_conv] - initial[first_conv]).abs().max() > 1e-4  # large enough to tell 1e-5 apart

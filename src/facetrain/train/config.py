@@ -81,14 +81,6 @@ class TrainConfig:
     progress: bool = True
 
     @property
-    def train_path(self) -> str:
-        return os.path.join(self.data_root, self.train_data_path)
-
-    @property
-    def val_path(self) -> str:
-        return os.path.join(self.data_root, self.val_data_path)
-
-    @property
     def batches_per_epoch_limit(self) -> int:
         """0 = the whole epoch."""
         return TEST_RUN_BATCHES if self.test_run and not self.limit_train_batches else self.limit_train_batches

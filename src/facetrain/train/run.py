@@ -1,0 +1,151 @@
+"""Building a training run apart from its loop: `build_run(config, ctx)` opens the data, builds the
+model, head, precision policy, optimizer, schedule, DDP wrapper, validation sets and logger, and
+restores a checkpoint's state when resuming (before anything is written). `save_run` writes the run's state (collective).
+
+The loop (`facetrain.train.loop`) then only steps through what this module built.
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from facetrain.data.augment import Augmenter
+from facetrain.data.training_source import open_training_source
+from facetrain.data.verification_set import VerificationSet
+from facetrain.errors import ConfigError
+from facetrain.train import distributed as D
+from facetrain.train.config import TrainConfig
+from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
+                                  optimizer_steps_per_epoch)
+from facetrain.train.logger import MetricLogger
+from facetrain.train.module import RecognitionNet, build_model_and_head
+from facetrain.train.optim import build_optimizer, build_scheduler
+from facetrain.train.precision import Precision, maybe_compile, resolve_precision
+from facetrain.train.state import BestResult, Position, capture_rng, load_training_state, restore_rng, save_training_state
+from facetrain.train.validation import load_val_sets
+
+
+@dataclass
+class TrainingRun:
+    """Everything a training job is made of. `position` and `best` change as it trains."""
+    config: TrainConfig
+    ctx: D.DistContext
+    output_dir: Path
+    dataset: FaceTrainDataset
+    loader: DataLoader
+    sampler: EpochSampler
+    batch_size: int  # per process
+    batches: int  # per epoch, per process
+    steps_per_epoch: int  # optimizer steps
+    num_classes: int
+    model: nn.Module
+    head: nn.Module
+    precision: Precision
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    net: RecognitionNet  # backbone + head + loss: what the step calls
+    ddp_net: nn.Module  # `net`, wrapped in DistributedDataParallel when there are several processes
+    val_sets: dict[str, VerificationSet]  # rank 0 only
+    logger: MetricLogger
+    position: Position
+    best: BestResult
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
+    """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
+    config.validate()
+    output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    seed_everything(config.seed)
+    if ctx.world_size > 1 and config.batch_size % ctx.world_size:
+        raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
+    batch_size = config.batch_size // ctx.world_size
+
+    source = open_training_source(config.data_root, config.train_data_path, config.use_mxrecord)
+    num_classes = config.custom_num_class if config.custom_num_class > 0 else source.num_classes
+    augmenter = Augmenter(config.crop_augmentation_prob, config.low_res_augmentation_prob,
+                          config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
+    dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
+    loader, sampler = build_train_loader(dataset, batch_size, config.num_workers, ctx.rank, ctx.world_size,
+                                         config.seed, pin_memory=ctx.device.type == "cuda")
+    batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
+
+    model, head = build_model_and_head(config, num_classes)
+    if ctx.enabled and config.sync_bn:
+        if ctx.device.type != "cuda":
+            raise ConfigError("--sync_bn needs GPUs (torch's SyncBatchNorm does not run on CPU processes)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    precision = Precision(resolve_precision(config.precision, ctx.device, config.use_16bit), ctx.device,
+                          config.channels_last)
+    model = precision.prepare_model(model.to(ctx.device))
+    head.to(ctx.device)
+    steps_per_epoch = optimizer_steps_per_epoch(batches, config.accumulate_grad_batches)
+    optimizer = build_optimizer(model, head, config.lr, config.momentum, config.weight_decay)
+    scheduler = build_scheduler(optimizer, steps_per_epoch, config.lr_milestones, config.lr_gamma,
+                                config.warmup_epochs)
+    scaler = precision.make_scaler()
+    position, best = Position(), BestResult()
+    if config.resume_from_checkpoint:
+        position, best = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer, scheduler,
+                                      scaler, batches)
+    elif ctx.enabled:
+        torch.manual_seed(config.seed + ctx.rank)  # independent dropout masks per process
+    net = RecognitionNet(model, head, precision, maybe_compile(model, config.compile))
+    # validation sets are read before DDP exists, so no other rank waits in a collective meanwhile
+    val_sets = load_val_sets(config.data_root, config.val_data_path) if ctx.is_main else {}
+    ddp_net: nn.Module = net
+    if ctx.enabled:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
+                       num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
+                       MetricLogger(output_dir, enabled=ctx.is_main), position, best)
+
+
+def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                 scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult]:
+    """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position and best result."""
+    state = load_training_state(path, model.arch, config.head, head.class_num)
+    model.load_state_dict(state.model_state, strict=True)
+    head.load_state_dict(state.head_state, strict=True)
+    optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    scheduler.load_state_dict(state.extra["lr_schedulers"][0])
+    scaler.load_state_dict(state.extra["scaler"])
+    position = state.position
+    if position.batch % config.accumulate_grad_batches and position.batch < batches:
+        raise ConfigError(f"{path}: saved inside an accumulation group; resume with the same "
+                          "--accumulate_grad_batches")
+    rngs = state.extra["rng_per_rank"]
+    if len(rngs) == ctx.world_size:
+        restore_rng(rngs[ctx.rank])
+    else:
+        warnings.warn(f"{path}: saved by {len(rngs)} processes, resumed with {ctx.world_size}: "
+                      "random streams restart from the seed", stacklevel=2)
+        torch.manual_seed(config.seed + ctx.rank + position.global_step)
+    return position, state.best
+
+
+def save_run(run: TrainingRun, path: Path) -> None:
+    """Collective: every rank hands its RNG state to rank 0, which writes the file."""
+    rngs = [capture_rng()]
+    if run.ctx.enabled:
+        rngs = [None] * run.ctx.world_size
+        torch.distributed.all_gather_object(rngs, capture_rng())
+    if run.ctx.is_main:
+        save_training_state(path, run.model, run.head, run.optimizer, run.scheduler, run.scaler, run.position,
+                            run.best, run.config.to_dict(), rngs, run.ctx.world_size)
+    D.barrier(run.ctx)
