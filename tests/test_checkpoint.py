@@ -8,7 +8,8 @@ import types
 import pytest
 import torch
 
-from facetrain.checkpoint import InertObject, infer_arch, load_backbone, load_checkpoint, save_checkpoint
+from facetrain.checkpoint import InertObject, load_backbone, load_checkpoint, save_checkpoint
+from facetrain.models import infer_arch
 from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model

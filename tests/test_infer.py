@@ -12,7 +12,8 @@ from skimage import data
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
 from facetrain.errors import ConfigError, DataError
-from facetrain.infer import load_pretrained_model, resolve_checkpoint, to_input
+from facetrain.infer import load_pretrained_model, to_input
+from facetrain.models.released import resolve_checkpoint
 from facetrain.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_to_input_rejects_missing_or_unaligned_faces():
 
 def test_missing_released_checkpoint_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"adaface_ir50_ms1mv2\.ckpt not found.*pretrained/.*nothing is downloaded"):
+    with pytest.raises(ConfigError, match=r"adaface_ir50_ms1mv2\.ckpt not found.*pretrained.*nothing is downloaded"):
         load_pretrained_model("ir_50")
     with pytest.raises(ConfigError, match="released model name"):
         load_pretrained_model("resnet_1000")

@@ -37,10 +37,23 @@ def test_released_state_dicts_load_strictly():
         net.load_state_dict(state, strict=True)
 
 
-def test_missing_weights_name_the_install_command(tmp_path, monkeypatch):
+def test_missing_weights_name_the_folder_and_files(tmp_path, monkeypatch):
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
-    with pytest.raises(ConfigError, match="pip install --no-deps facenet-pytorch==2.6.0"):
+    with pytest.raises(ConfigError, match=f"pnet.pt, rnet.pt, onet.pt not found in .{WEIGHTS_ENV}={tmp_path}"):
         MTCNN()
+
+
+def test_weights_ship_inside_the_package_with_facenet_pytorchs_bytes():
+    """The packaged copies are facenet-pytorch 2.6.0's data files, byte for byte (sha256 of its wheel's files)."""
+    import hashlib
+
+    expected = {"pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+                "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+                "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"}
+    folder = find_weights_dir()
+    assert folder.parent.name == "align" and (folder / "LICENSE.md").is_file()
+    for name, digest in expected.items():
+        assert hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest() == digest
 
 
 def test_facenet_package_is_never_imported(detector):

@@ -13,7 +13,6 @@ pickled arguments and never imports or calls the original.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import pickle
 from collections.abc import Mapping
@@ -26,8 +25,7 @@ from torch import nn
 import facetrain
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_path
-from facetrain.models import build_model, canonical_name
-from facetrain.models.iresnet import IRESNET_SPECS, IResNetSpec
+from facetrain.models import build_model, canonical_name, infer_arch
 
 PathLike = str | os.PathLike
 _PLAIN_SCALARS = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
@@ -181,30 +179,6 @@ def _as_dict(hyper_parameters: Any) -> dict:
     if isinstance(hyper_parameters, argparse.Namespace):
         return vars(hyper_parameters)
     return dict(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
-
-
-def infer_arch(state: Mapping[str, torch.Tensor]) -> str | None:
-    """Registry name of the backbone whose keys and shapes `state` has (no prefix), or None."""
-    if "conv_sep.0.weight" in state:
-        return "mobilefacenet"
-    if "stem_and_body.0.weight" in state:
-        return "tinynet"
-    units = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
-    if not units or units != list(range(len(units))):
-        return None
-    bottleneck = "body.0.res_layer.8.weight" in state
-    last_conv = 7 if bottleneck else 4
-    try:
-        widths = [state[f"body.{i}.res_layer.{last_conv}.weight"].shape[0] for i in units]
-    except KeyError:
-        return None
-    stages = [(width, len(list(group))) for width, group in itertools.groupby(widths)]
-    se = "body.0.res_layer.se_block.fc1.weight" in state
-    spec = IResNetSpec(tuple(count for _, count in stages), bottleneck=bottleneck, se=se)
-    for name, known in IRESNET_SPECS.items():
-        if known == spec and known.widths == tuple(width for width, _ in stages):
-            return name
-    return None
 
 
 def load_backbone(

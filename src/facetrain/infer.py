@@ -1,8 +1,8 @@
 """Use a trained backbone: load it (AdaFace's released files or ours), turn an aligned face into its
 input (`to_input`), and embed a whole folder of faces.
 
-Nothing is downloaded: released checkpoints are looked up in `pretrained/` (current directory,
-then the repository root), where the user puts them (see pretrained/README.md).
+Nothing is downloaded unless asked: released checkpoints are looked up in `./pretrained/`, then
+`$FACETRAIN_HOME/pretrained/` (see `facetrain.models.released` and pretrained/README.md).
 """
 from __future__ import annotations
 
@@ -23,54 +23,13 @@ from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file
 from facetrain.data.transforms import to_tensor
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_path
+from facetrain.models.released import resolve_checkpoint
 
-PRETRAINED_DIR = "pretrained"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# AdaFace's released checkpoints (README table); the file names are the ones it publishes.
-ADAFACE_CHECKPOINTS = {
-    "ir18_casia": ("ir_18", "adaface_ir18_casia.ckpt"),
-    "ir18_vgg2": ("ir_18", "adaface_ir18_vgg2.ckpt"),
-    "ir18_webface4m": ("ir_18", "adaface_ir18_webface4m.ckpt"),
-    "ir50_casia": ("ir_50", "adaface_ir50_casia.ckpt"),
-    "ir50_webface4m": ("ir_50", "adaface_ir50_webface4m.ckpt"),
-    "ir50_ms1mv2": ("ir_50", "adaface_ir50_ms1mv2.ckpt"),
-    "ir101_ms1mv2": ("ir_101", "adaface_ir101_ms1mv2.ckpt"),
-    "ir101_ms1mv3": ("ir_101", "adaface_ir101_ms1mv3.ckpt"),
-    "ir101_webface4m": ("ir_101", "adaface_ir101_webface4m.ckpt"),
-    "ir101_webface12m": ("ir_101", "adaface_ir101_webface12m.ckpt"),
-}
-# A bare architecture name means: the seed's ir_50 file, else the largest-data release.
-ARCH_DEFAULTS = {"ir_50": "ir50_ms1mv2", "ir_101": "ir101_webface12m", "ir_18": "ir18_webface4m"}
-_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
-
-
-def resolve_checkpoint(arch_or_path: str | os.PathLike) -> tuple[Path, str | None]:
-    """(file, architecture or None) for a checkpoint path or a released-model name (`ir_50`, `ir101_webface12m`)."""
-    text = str(arch_or_path)
-    path = Path(text)
-    if path.is_file():
-        return path, None
-    name = ARCH_DEFAULTS.get(text, text)
-    if name not in ADAFACE_CHECKPOINTS:
-        if path.suffix in _CHECKPOINT_SUFFIXES or os.sep in text:
-            raise ConfigError(f"{text}: checkpoint not found")
-        known = ", ".join([*ARCH_DEFAULTS, *ADAFACE_CHECKPOINTS])
-        raise ConfigError(f"{text!r} is neither a checkpoint file nor a released model name ({known})")
-    arch, filename = ADAFACE_CHECKPOINTS[name]
-    candidates = [Path.cwd() / PRETRAINED_DIR / filename, REPO_ROOT / PRETRAINED_DIR / filename]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, arch
-    raise ConfigError(
-        f"{filename} not found (looked in {', '.join(str(c.parent) for c in dict.fromkeys(candidates))}). "
-        f"Download AdaFace's {name} checkpoint from the AdaFace README's model table and put it in "
-        f"{PRETRAINED_DIR}/ (nothing is downloaded automatically), or pass the path of a checkpoint."
-    )
-
-
-def load_pretrained_model(arch_or_path: str | os.PathLike = "ir_50", device: str | torch.device = "cpu") -> nn.Module:
-    """The backbone of a released AdaFace model (by name) or of any checkpoint file, in eval mode on `device`."""
-    path, arch = resolve_checkpoint(arch_or_path)
+def load_pretrained_model(arch_or_path: str | os.PathLike = "ir_50", device: str | torch.device = "cpu",
+                          sha256: str | None = None, download: bool = False) -> nn.Module:
+    """The backbone of a released AdaFace model (by name), of `hf://owner/repo/file`, or of any checkpoint
+    file, in eval mode on `device` (see `facetrain.models.released.resolve_checkpoint`)."""
+    path, arch = resolve_checkpoint(arch_or_path, sha256=sha256, download=download)
     model, _ = load_backbone(path, arch=arch, map_location="cpu")
     return model.to(device).eval()
 

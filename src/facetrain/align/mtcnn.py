@@ -1,12 +1,12 @@
 """MTCNN's three networks (P-Net, R-Net, O-Net) and the detector that runs them.
 
 The modules reproduce facenet-pytorch's layer names and shapes so that its released state
-dicts (`facenet_pytorch/data/{pnet,rnet,onet}.pt`) load strictly. The package itself is never
-imported (it needs torchvision): only its data files are read, found without executing it.
+dicts (`facenet_pytorch/data/{pnet,rnet,onet}.pt`, MIT licence) load strictly. Those three files
+ship inside this package (`facetrain/align/weights/`, with their licence); the facenet-pytorch
+package itself is never imported (it needs torchvision).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from facetrain.align import detect
 from facetrain.errors import ConfigError
 
 WEIGHTS_ENV = "FACETRAIN_MTCNN_WEIGHTS"
-_INSTALL_HINT = "pip install --no-deps facenet-pytorch==2.6.0"
+PACKAGED_WEIGHTS = Path(__file__).with_name("weights")
 
 
 class PNet(nn.Module):
@@ -105,27 +105,16 @@ class ONet(nn.Module):
 
 
 def find_weights_dir() -> Path:
-    """Folder holding pnet.pt, rnet.pt and onet.pt: $FACETRAIN_MTCNN_WEIGHTS, else facenet-pytorch's data/.
-
-    `find_spec` of a top-level package locates it without running its `__init__` (which would
-    import torchvision).
-    """
+    """Folder holding pnet.pt, rnet.pt and onet.pt: $FACETRAIN_MTCNN_WEIGHTS when set, else the copy
+    installed with this package."""
     override = os.environ.get(WEIGHTS_ENV)
-    if override:
-        candidates = [Path(override)]
-    else:
-        spec = importlib.util.find_spec("facenet_pytorch")
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        candidates = [Path(loc) / "data" for loc in locations]
-    for folder in candidates:
-        if all((folder / f"{name}.pt").is_file() for name in ("pnet", "rnet", "onet")):
-            return folder
-    where = f"${WEIGHTS_ENV}={override}" if override else "the facenet-pytorch package"
-    raise ConfigError(
-        f"MTCNN weights (pnet.pt, rnet.pt, onet.pt) not found in {where}. Install them with "
-        f"`{_INSTALL_HINT}` (only its weight files are used; nothing is downloaded at run time), "
-        f"or set {WEIGHTS_ENV} to a folder holding the three files."
-    )
+    folder = Path(override) if override else PACKAGED_WEIGHTS
+    missing = [f"{name}.pt" for name in ("pnet", "rnet", "onet") if not (folder / f"{name}.pt").is_file()]
+    if missing:
+        where = f"${WEIGHTS_ENV}={override}" if override else f"{folder} (installed with facetrain)"
+        raise ConfigError(f"MTCNN weights {', '.join(missing)} not found in {where}; set {WEIGHTS_ENV} to a "
+                          "folder holding pnet.pt, rnet.pt and onet.pt, or reinstall facetrain")
+    return folder
 
 
 def load_nets(device: str | torch.device = "cpu", weights_dir: str | os.PathLike | None = None) -> tuple[PNet, RNet, ONet]:

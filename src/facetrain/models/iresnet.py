@@ -7,6 +7,8 @@ files load into these modules strictly (`input_layer.{0,1,2}`, `body.{i}.res_lay
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -160,3 +162,24 @@ class IResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_embedding(self.output_layer(self.body(self.input_layer(x))))
+
+
+def iresnet_arch_from_state(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the IResNet whose stage layout `state` (keys without prefix) has, or None: units are
+    counted per stage from the output widths of each unit's last convolution."""
+    units = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
+    if not units or units != list(range(len(units))):
+        return None
+    bottleneck = "body.0.res_layer.8.weight" in state
+    last_conv = 7 if bottleneck else 4
+    try:
+        widths = [state[f"body.{i}.res_layer.{last_conv}.weight"].shape[0] for i in units]
+    except KeyError:
+        return None
+    stages = [(width, len(list(group))) for width, group in itertools.groupby(widths)]
+    se = "body.0.res_layer.se_block.fc1.weight" in state
+    spec = IResNetSpec(tuple(count for _, count in stages), bottleneck=bottleneck, se=se)
+    for name, known in IRESNET_SPECS.items():
+        if known == spec and known.widths == tuple(width for width, _ in stages):
+            return name
+    return None
