@@ -22,7 +22,8 @@ from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.eval.ijb import run_ijb
 from facetrain.eval.ijb_features import checkpoint_key
 from facetrain.eval.verification import STANDARD_SETS
-from facetrain.io_utils import atomic_write_bytes, atomic_write_json
+from facetrain.io_utils import atomic_write_json
+from facetrain.report.image_grid import write_image_grid
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import train
 
@@ -52,18 +53,6 @@ class DemoSettings:
         """Minutes -> seconds: the same pipeline for tests (accuracy is not the point there)."""
         return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, epochs=1,
                    batch_size=24, lr_milestones=(1,), workers=1, val_every=1)
-
-
-def _sample_grid(images: list[np.ndarray], path: Path, cols: int = 8) -> None:
-    rows = -(-len(images) // cols)
-    grid = np.zeros((rows * 112, cols * 112, 3), np.uint8)
-    for k, img in enumerate(images):
-        r, c = divmod(k, cols)
-        grid[r * 112 : (r + 1) * 112, c * 112 : (c + 1) * 112] = img
-    ok, png = cv2.imencode(".png", grid)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, png.tobytes())
 
 
 def _train_speed(run_dir: Path) -> float | None:
@@ -102,7 +91,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     summary = generate_dataset(data, s.identities, s.images_per_identity, s.seed, folder=True, bins=True, ijb=True,
                                pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, workers=s.workers,
                                progress=progress)
-    _sample_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
+    write_image_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
     timings["generate_s"] = time.perf_counter() - tic
 
     print("[2/5] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")

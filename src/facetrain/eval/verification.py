@@ -40,6 +40,12 @@ def kfold_bounds(n: int, nrof_folds: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)])
 
 
+def l2_to_cosine(squared_l2: float) -> float:
+    """The cosine similarity threshold equivalent to a squared-L2 distance threshold between unit
+    vectors: ||a - b||^2 = 2 - 2 cos(a, b), so cos = 1 - d / 2 (d in [0, 4] -> cos in [1, -1])."""
+    return 1.0 - squared_l2 / 2.0
+
+
 def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     """Squared L2 distance between rows 2i and 2i+1."""
     diff = np.subtract(embeddings[0::2], embeddings[1::2])
@@ -112,8 +118,8 @@ def evaluate_pairs(embeddings: np.ndarray | tuple[np.ndarray, np.ndarray | None]
 
     `embeddings` is either the final (2N, D) pair embeddings, used as given (insightface's
     `evaluate`), or `(features, flip_features)` un-normalised as `extract_features` returns them,
-    fused with `fusion` (flip_features may be None). Returns accuracy, std, best_threshold,
-    tar_at_far_1e-3 (+ tar_std, far), pairs, mean_norm, fold_accuracies.
+    fused with `fusion` (flip_features may be None). Returns accuracy, std, best_threshold (squared
+    L2, the protocol's unit) and best_threshold_cosine (the same threshold as a cosine), tar_at_far_1e-3 (+ tar_std, far), pairs, mean_norm, fold_accuracies.
     """
     if isinstance(embeddings, tuple):
         features, flip_features = embeddings
@@ -134,6 +140,7 @@ def evaluate_pairs(embeddings: np.ndarray | tuple[np.ndarray, np.ndarray | None]
         "accuracy": float(acc["fold_accuracies"].mean()),
         "std": float(acc["fold_accuracies"].std()),
         "best_threshold": float(acc["fold_thresholds"].mean()),
+        "best_threshold_cosine": l2_to_cosine(float(acc["fold_thresholds"].mean())),
         "tar_at_far_1e-3": val["tar"],
         "tar_at_far_1e-3_std": val["tar_std"],
         "far_at_far_1e-3": val["far"],
@@ -151,7 +158,7 @@ def average_over_standard_sets(results: Mapping[str, dict]) -> dict:
         return {"sets": [], "accuracy": float("nan")}
     keys = ("accuracy", "best_threshold", "tar_at_far_1e-3", "mean_norm")
     avg = {k: float(np.mean([results[n][k] for n in names])) for k in keys}
-    return {"sets": names, **avg}
+    return {"sets": names, **avg, "best_threshold_cosine": l2_to_cosine(avg["best_threshold"])}
 
 
 def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: int = 256, device: str | None = None,

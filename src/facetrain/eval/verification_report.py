@@ -8,7 +8,7 @@ from typing import Sequence
 
 from facetrain.io_utils import atomic_write_bytes, atomic_write_json
 
-COLUMNS = ("accuracy", "std", "best_threshold", "tar_at_far_1e-3", "mean_norm", "pairs")
+COLUMNS = ("accuracy", "std", "best_threshold", "best_threshold_cosine", "tar_at_far_1e-3", "mean_norm", "pairs")
 
 
 def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLike, sets: Sequence[str] | None = None,
@@ -31,16 +31,18 @@ def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLik
 
 def format_results(results: dict[str, dict]) -> str:
     """Aligned text table: one row per set, then the average; accuracy in %."""
-    lines = [f"{'set':<10} {'pairs':>6} {'acc %':>8} {'std %':>7} {'thresh':>7} {'TAR@1e-3':>9} {'norm':>8}"]
+    lines = [f"{'set':<10} {'pairs':>6} {'acc %':>8} {'std %':>7} {'thr L2':>7} {'thr cos':>7} {'TAR@1e-3':>9} "
+             f"{'norm':>8}"]
     for name, r in results.items():
         if name == "average":
             continue
         lines.append(f"{name:<10} {r['pairs']:>6d} {100 * r['accuracy']:8.2f} {100 * r['std']:7.2f} "
-                     f"{r['best_threshold']:7.3f} {100 * r['tar_at_far_1e-3']:9.2f} {r['mean_norm']:8.2f}")
+                     f"{r['best_threshold']:7.3f} {r['best_threshold_cosine']:7.3f} {100 * r['tar_at_far_1e-3']:9.2f} "
+                     f"{r['mean_norm']:8.2f}")
     avg = results.get("average")
     if avg and avg.get("sets"):
         lines.append(f"{'average':<10} {'':>6} {100 * avg['accuracy']:8.2f} {'':>7} {avg['best_threshold']:7.3f} "
-                     f"{100 * avg['tar_at_far_1e-3']:9.2f} {avg['mean_norm']:8.2f}   ({', '.join(avg['sets'])})")
+                     f"{avg['best_threshold_cosine']:7.3f} {100 * avg['tar_at_far_1e-3']:9.2f} {avg['mean_norm']:8.2f}   ({', '.join(avg['sets'])})")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from facetrain.report.html import HtmlReport
 
 REPORT_NAME = "report.html"
 # Columns of the verification table, in this order when present.
-METRIC_COLUMNS = ("accuracy", "std", "best_threshold", "tar_at_far_1e-3", "mean_norm", "pairs")
+METRIC_COLUMNS = ("accuracy", "std", "best_threshold", "best_threshold_cosine", "tar_at_far_1e-3", "mean_norm", "pairs")
 CONFIG_KEYS = ("arch", "head", "m", "h", "s", "epochs", "batch_size", "lr", "lr_milestones", "weight_decay",
                "precision", "data_root", "train_data_path", "val_data_path", "custom_num_class")
 

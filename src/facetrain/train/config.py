@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import json
 import os
 import time
 import warnings
@@ -39,7 +41,7 @@ class TrainConfig:
     low_res_augmentation_prob: float = 0.0
     crop_augmentation_prob: float = 0.0
     photometric_augmentation_prob: float = 0.0
-    num_workers: int = 16
+    num_workers: int = field(default_factory=lambda: min(16, os.cpu_count() or 1))  # per process
     # model and head
     arch: str = "ir_18"
     head: str = "adaface"
@@ -79,6 +81,9 @@ class TrainConfig:
     test_run: bool = False
     max_nonfinite_steps: int = 5
     progress: bool = True
+    # experiment tracking (AdaFace's --use_wandb: project adaface_face_recognition, run = output folder name)
+    use_wandb: bool = False
+    wandb_project: str = "adaface_face_recognition"
 
     @property
     def batches_per_epoch_limit(self) -> int:
@@ -130,8 +135,12 @@ class TrainConfig:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], strict: bool = False) -> "TrainConfig":
+        """A config from field values; `strict` makes an unknown name an error instead of ignoring it."""
         known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if strict and unknown:
+            raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
@@ -143,78 +152,118 @@ def parse_milestones(text: str) -> list[int]:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every training flag. Defaults are not put into the parsed namespace (argparse.SUPPRESS): a flag
+    is there only when given, so `config_from_args` can layer defaults < --config file < flags."""
     d = TrainConfig()
+    parser.argument_default = argparse.SUPPRESS
+
+    def add(group: argparse._ArgumentGroup, flag: str, help: str = "", **kw: Any) -> None:
+        dest = kw.get("dest", flag.lstrip("-"))
+        default = getattr(d, dest, None)
+        if kw.get("action") not in ("store_true", "store_false") and default not in (None, ""):
+            help = f"{help} (default: {default})" if help else f"default: {default}"
+        group.add_argument(flag, help=help or None, **kw)
+
+    g = parser.add_argument_group("configuration")
+    g.add_argument("--config", help="a run's config.json (or a JSON/YAML file of TrainConfig fields): strict, "
+                                    "an unknown key is an error; flags given on the command line override it")
     g = parser.add_argument_group("data (AdaFace)")
-    g.add_argument("--data_root", default=d.data_root, help="training/validation paths are relative to it")
-    g.add_argument("--train_data_path", default=d.train_data_path,
-                   help="image folder (<...>/imgs), RecordIO folder (with --use_mxrecord) or training memfile")
-    g.add_argument("--val_data_path", default=d.val_data_path, help="folder with the .bin files or their memfiles")
-    g.add_argument("--use_mxrecord", action="store_true", help="read train.rec/train.idx")
-    g.add_argument("--custom_num_class", type=int, default=d.custom_num_class,
-                   help="number of identities (default: counted from the data)")
-    g.add_argument("--swap_color_channel", action="store_true", help="reverse the channel order of every training image (for data stored RGB; AdaFace's flag)")
-    g.add_argument("--low_res_augmentation_prob", type=float, default=d.low_res_augmentation_prob)
-    g.add_argument("--crop_augmentation_prob", type=float, default=d.crop_augmentation_prob)
-    g.add_argument("--photometric_augmentation_prob", type=float, default=d.photometric_augmentation_prob)
-    g.add_argument("--num_workers", type=int, default=min(d.num_workers, os.cpu_count() or 1),
-                   help="data-loader processes per training process (default: min(16, CPUs))")
+    add(g, "--data_root", "training/validation paths are relative to it")
+    add(g, "--train_data_path", "image folder (<...>/imgs), RecordIO folder (with --use_mxrecord) or training memfile")
+    add(g, "--val_data_path", "folder with the .bin files or their memfiles")
+    add(g, "--use_mxrecord", "read train.rec/train.idx", action="store_true")
+    add(g, "--custom_num_class", "number of identities (default: counted from the data)", type=int)
+    add(g, "--swap_color_channel", "reverse the channel order of every training image (for data stored RGB; "
+                                   "AdaFace's flag)", action="store_true")
+    add(g, "--low_res_augmentation_prob", type=float)
+    add(g, "--crop_augmentation_prob", type=float)
+    add(g, "--photometric_augmentation_prob", type=float)
+    add(g, "--num_workers", "data-loader processes per training process", type=int)
     g = parser.add_argument_group("model and head (AdaFace)")
-    g.add_argument("--arch", default=d.arch, help="backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
-    g.add_argument("--head", default=d.head, choices=HEADS)
-    g.add_argument("--m", type=float, default=None, help="margin (default: the head's, adaface 0.4)")
-    g.add_argument("--h", type=float, default=None, help="AdaFace h (default 0.333)")
-    g.add_argument("--s", type=float, default=None, help="logit scale (default 64)")
-    g.add_argument("--t_alpha", type=float, default=None, help="AdaFace EMA rate of the norm statistics (0.01)")
+    add(g, "--arch", "backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
+    add(g, "--head", choices=HEADS)
+    add(g, "--m", "margin (default: the head's, adaface 0.4)", type=float)
+    add(g, "--h", "AdaFace h (default 0.333)", type=float)
+    add(g, "--s", "logit scale (default 64)", type=float)
+    add(g, "--t_alpha", "AdaFace EMA rate of the norm statistics (default 0.01)", type=float)
     g = parser.add_argument_group("optimisation (AdaFace)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch_size", type=int, default=d.batch_size, help="total batch over all processes")
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--lr_milestones", type=parse_milestones, default=d.lr_milestones, help="e.g. 12,20,24")
-    g.add_argument("--lr_gamma", type=float, default=d.lr_gamma)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight_decay", type=float, default=d.weight_decay, help="not applied to batch-norm parameters")
-    g.add_argument("--accumulate_grad_batches", type=int, default=d.accumulate_grad_batches)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--gpus", type=int, default=d.gpus,
-                   help="GPUs to use (0 = CPU); >1 starts one process per GPU unless run under torchrun")
-    g.add_argument("--use_16bit", action="store_true", help="fp16 mixed precision with loss scaling on GPUs (on a CPU: as --precision auto)")
+    add(g, "--epochs", type=int)
+    add(g, "--batch_size", "total batch over all processes", type=int)
+    add(g, "--lr", type=float)
+    add(g, "--lr_milestones", "epochs, e.g. 12,20,24", type=parse_milestones)
+    add(g, "--lr_gamma", type=float)
+    add(g, "--momentum", type=float)
+    add(g, "--weight_decay", "not applied to batch-norm parameters", type=float)
+    add(g, "--accumulate_grad_batches", type=int)
+    add(g, "--seed", type=int)
+    add(g, "--gpus", "GPUs to use (0 = CPU); >1 starts one process per GPU unless run under torchrun", type=int)
+    add(g, "--use_16bit", "fp16 mixed precision with loss scaling on GPUs (on a CPU: as --precision auto)",
+        action="store_true")
     g = parser.add_argument_group("run control (AdaFace)")
-    g.add_argument("--resume_from_checkpoint", default="", help="continue a run exactly from its .ckpt")
-    g.add_argument("--start_from_model_statedict", default="", help="initialise the backbone from a .ckpt")
-    g.add_argument("--evaluate", action="store_true", help="only evaluate --start_from_model_statedict")
-    g.add_argument("--output_dir", default="", help="run folder (default: experiments/<prefix>_<MM-DD>_<n>)")
-    g.add_argument("--prefix", default=d.prefix)
-    g.add_argument("--save_all_models", action="store_true", help="also keep epoch=NN.ckpt for every epoch")
-    g.add_argument("--test_run", action="store_true", help=f"{TEST_RUN_BATCHES} batches per epoch")
+    add(g, "--resume_from_checkpoint", "continue a run exactly from its .ckpt")
+    add(g, "--start_from_model_statedict", "initialise the backbone from a .ckpt")
+    add(g, "--evaluate", "only evaluate --start_from_model_statedict", action="store_true")
+    add(g, "--output_dir", "run folder (default: experiments/<prefix>_<MM-DD>_<n>)")
+    add(g, "--prefix")
+    add(g, "--save_all_models", "also keep epoch=NN.ckpt for every epoch", action="store_true")
+    add(g, "--test_run", f"{TEST_RUN_BATCHES} batches per epoch", action="store_true")
     # accepted so that scripts written for AdaFace run unchanged
-    g.add_argument("--distributed_backend", default="ddp", choices=["ddp"],
+    g.add_argument("--distributed_backend", choices=["ddp"],
                    help="AdaFace's flag; DistributedDataParallel is the only backend")
-    g.add_argument("--use_wandb", action="store_true",
-                   help="AdaFace's flag; not supported: values go to metrics.csv (and TensorBoard when installed)")
+    add(g, "--use_wandb", "also log to Weights & Biases (pip install facetrain[wandb]; WANDB_MODE=offline works "
+                          "without network); run name: the output folder's name, as AdaFace", action="store_true")
+    add(g, "--wandb_project", "W&B project")
     g = parser.add_argument_group("facetrain additions")
-    g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
-                   help="auto: bf16 on GPUs that have it and on CPUs with AMX, else fp32 (fp16 with --use_16bit)")
-    g.add_argument("--channels_last", dest="channels_last", action="store_true", default=d.channels_last,
-                   help="NHWC memory layout (default on)")
-    g.add_argument("--no_channels_last", dest="channels_last", action="store_false")
-    g.add_argument("--compile", action="store_true", help="torch.compile the backbone")
-    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm across processes (DDP)")
-    g.add_argument("--warmup_epochs", type=float, default=d.warmup_epochs, help="linear LR warm-up length")
-    g.add_argument("--val_every", type=int, default=d.val_every, help="validate every N epochs (and the last)")
-    g.add_argument("--save_every_steps", type=int, default=d.save_every_steps,
-                   help="also write last.ckpt every N optimizer steps (0 = per epoch only)")
-    g.add_argument("--log_every", type=int, default=d.log_every, help="log training values every N steps")
-    g.add_argument("--limit_train_batches", type=int, default=d.limit_train_batches,
-                   help="batches per epoch (0 = all)")
-    g.add_argument("--max_nonfinite_steps", type=int, default=d.max_nonfinite_steps,
-                   help="stop after this many non-finite losses in a row (each one skips its step)")
-    g.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
+    add(g, "--precision", "auto: bf16 where it is fast (GPUs that have it, CPUs with AMX/AVX512-BF16), else fp32 "
+                          "(fp16 with --use_16bit)", choices=PRECISIONS)
+    add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
+    add(g, "--no_channels_last", dest="channels_last", action="store_false")
+    add(g, "--compile", "torch.compile the backbone", action="store_true")
+    add(g, "--sync_bn", "SyncBatchNorm across processes (DDP)", action="store_true")
+    add(g, "--warmup_epochs", "linear LR warm-up length", type=float)
+    add(g, "--val_every", "validate every N epochs (and the last)", type=int)
+    add(g, "--save_every_steps", "also write last.ckpt every N optimizer steps (0 = per epoch only)", type=int)
+    add(g, "--log_every", "log training values every N steps", type=int)
+    add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
+    add(g, "--max_nonfinite_steps", "stop after this many non-finite losses in a row (each one skips its step)",
+        type=int)
+    add(g, "--no_progress", dest="progress", help="no progress bar", action="store_false")
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a JSON (e.g. a run's config.json) or YAML file; ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's parse errors
+        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
+                          f"({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: a config file holds a mapping of option names to values")
+    return values
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if getattr(args, "use_wandb", False):
-        warnings.warn("--use_wandb: Weights & Biases logging is not supported; see metrics.csv and curves.png",
-                      stacklevel=2)
-    config = TrainConfig.from_dict(vars(args))
+    """Defaults, then the --config file, then the flags given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "distributed_backend")}
+    values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    try:
+        config = TrainConfig.from_dict({**values, **given}, strict=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc}" if getattr(args, "config", None) else str(exc)) from None
+    if config.use_wandb and importlib.util.find_spec("wandb") is None:
+        warnings.warn("--use_wandb: wandb is not installed (pip install facetrain[wandb]); values go to metrics.csv "
+                      "and curves.png only", stacklevel=2)
     config.validate()
     return config

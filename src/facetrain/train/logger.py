@@ -1,5 +1,6 @@
 """Training logs in the run folder: metrics.csv (every logged value, one row per log call),
-TensorBoard events when tensorboard is installed, and curves.png (loss, learning rate, validation)."""
+TensorBoard events when tensorboard is installed, Weights & Biases when asked (`--use_wandb`), and
+curves.png (loss, learning rate, validation)."""
 from __future__ import annotations
 
 import csv
@@ -22,17 +23,29 @@ def _tensorboard_writer(log_dir: Path):
     return SummaryWriter(log_dir=str(log_dir))
 
 
+def _wandb_run(output_dir: Path, project: str, config: dict[str, Any] | None):
+    """A W&B run named after the run folder, as AdaFace's WandbLogger; None when wandb is not installed
+    (config_from_args has warned). WANDB_MODE=offline keeps it on disk (`wandb sync` uploads later)."""
+    try:
+        import wandb
+    except ImportError:
+        return None
+    return wandb.init(project=project, name=output_dir.name, dir=str(output_dir), config=config, reinit=True)
+
+
 class MetricLogger:
     """`log(values, step, epoch)` appends a row (long format: step, epoch, name, value), so new metric
     names never rewrite the header and a resumed run appends to the same file."""
 
-    def __init__(self, output_dir: str | os.PathLike, enabled: bool = True):
+    def __init__(self, output_dir: str | os.PathLike, enabled: bool = True, wandb_project: str | None = None,
+                 config: dict[str, Any] | None = None):
         self.enabled = enabled
         self.output_dir = Path(output_dir)
         self.csv_path = self.output_dir / CSV_NAME
         self._file = None
         self._writer = None
         self._tb = None
+        self._wandb = None
         if enabled:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
@@ -41,6 +54,8 @@ class MetricLogger:
             if new:
                 self._writer.writerow(["step", "epoch", "name", "value"])
             self._tb = _tensorboard_writer(self.output_dir / "tensorboard")
+            if wandb_project:
+                self._wandb = _wandb_run(self.output_dir, wandb_project, config)
 
     def log(self, values: dict[str, Any], step: int, epoch: int) -> None:
         if not self.enabled:
@@ -49,6 +64,8 @@ class MetricLogger:
             self._writer.writerow([step, epoch, name, repr(float(value))])
             if self._tb is not None:
                 self._tb.add_scalar(name, float(value), step)
+        if self._wandb is not None:
+            self._wandb.log({name: float(value) for name, value in values.items()}, step=step)
         self._file.flush()
 
     def truncate_after(self, step: int) -> None:
@@ -77,6 +94,9 @@ class MetricLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
 
 def read_metrics(csv_path: str | os.PathLike) -> list[dict[str, Any]]:

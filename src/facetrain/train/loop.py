@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +21,16 @@ from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
 from facetrain.io_utils import atomic_path, atomic_write_json
 from facetrain.train import distributed as D
+from facetrain.report.image_grid import write_image_grid
 from facetrain.train.config import TrainConfig
+from facetrain.train.data import FaceTrainDataset
 from facetrain.train.run import TrainingRun, build_run, save_run
+from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import Position
-from facetrain.train.validation import validate, validation_logs
+from facetrain.train.validation import mean_threshold, validate, validation_logs
 
 LAST, BEST, RESULTS = "last.ckpt", "best.ckpt", "results.json"
+SAMPLES = "training_samples.jpg"  # augmented inputs as the model sees them (BGR): a wrong colour order shows at once
 
 
 class TrainingDiverged(FacetrainError):
@@ -83,7 +86,7 @@ class Trainer:
             if self.nonfinite_streak >= run.config.max_nonfinite_steps:
                 raise TrainingDiverged(f"{self.nonfinite_streak} non-finite losses in a row at step "
                                        f"{run.position.global_step}: lower --lr or use --precision fp32")
-            warnings.warn(f"non-finite loss at step {run.position.global_step}: step skipped", stacklevel=2)
+            warn(f"non-finite loss at step {run.position.global_step}: step skipped")
             return False
         self.nonfinite_streak = 0
         run.scaler.step(run.optimizer)
@@ -151,9 +154,10 @@ class Trainer:
             improved = logs["val_acc"] > run.best.metric
             if improved:
                 run.best.metric, run.best.epoch, run.best.path = logs["val_acc"], epoch, str(run.output_dir / BEST)
+                run.best.threshold_l2, run.best.threshold_cosine = mean_threshold(results)
                 # already the final test's numbers when validation ran in fp32 (see finish)
                 self.best_fp32_results = results if run.precision.name == "fp32" else None
-            tqdm.write(f"epoch {epoch}: val_acc {100 * logs['val_acc']:.2f}% (best {100 * run.best.metric:.2f}% "
+            log.info(f"epoch {epoch}: val_acc {100 * logs['val_acc']:.2f}% (best {100 * run.best.metric:.2f}% "
                        f"at epoch {run.best.epoch})")
         run.logger.log(logs, run.position.global_step, epoch)
         run.logger.plot()
@@ -167,21 +171,26 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         run, cfg = self.run, self.run.config
+        run_log = RunLog(run.output_dir, enabled=run.ctx.is_main)
         if run.ctx.is_main:
-            run.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save_json(run.output_dir / "config.json")
             run.logger.truncate_after(run.position.global_step)
-            print(f"{run.dataset.source.describe()}\n{run.num_classes} classes, {run.batches} batches of "
-                  f"{run.batch_size} x {run.ctx.world_size} process(es) per epoch, precision {run.precision.name}"
-                  f"{', channels_last' if run.precision.channels_last else ''}, device {run.ctx.device}, "
-                  f"output {run.output_dir}")
+            log.info(f"{run.dataset.source.describe()}\n{run.num_classes} classes, {run.batches} batches of "
+                     f"{run.batch_size} x {run.ctx.world_size} process(es) per epoch, precision {run.precision.name}"
+                     f"{', channels_last' if run.precision.channels_last else ''}, device {run.ctx.device}, "
+                     f"output {run.output_dir}")
+            if run.position.global_step == 0:
+                write_training_samples(run.dataset, run.output_dir / SAMPLES)
         if run.position.batch >= run.batches:  # saved at the very end of an epoch
             run.position = Position(run.position.epoch + 1, 0, run.position.global_step)
-        for epoch in range(run.position.epoch, cfg.epochs):
-            loss = self.run_epoch(epoch)
-            self.end_epoch(epoch, loss)
-        run.logger.close()
-        return self.finish()
+        try:
+            for epoch in range(run.position.epoch, cfg.epochs):
+                loss = self.run_epoch(epoch)
+                self.end_epoch(epoch, loss)
+            run.logger.close()
+            return self.finish()
+        finally:
+            run_log.close()
 
     def finish(self) -> TrainResult:
         """Final test (rank 0) with the best checkpoint, else the last, in fp32; results.json."""
@@ -199,7 +208,7 @@ class Trainer:
                     model, _ = load_backbone(best or last, arch=run.model.arch)
                     result.test_metrics = validate(model, run.val_sets, run.batch_size, "fp32", False,
                                                    run.config.progress)
-                print(f"final test ({(best or last).name}, fp32):\n{format_results(result.test_metrics)}")
+                log.info(f"final test ({(best or last).name}, fp32):\n{format_results(result.test_metrics)}")
             atomic_write_json(run.output_dir / RESULTS, _result_json(result))
         D.barrier(run.ctx)
         return result
@@ -224,6 +233,12 @@ def _snapshot(module: nn.Module) -> list[torch.Tensor]:
 def _copy_file(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 32) -> None:
+    """The first epoch's first augmented samples as a grid, as AdaFace writes at the start of training."""
+    dataset.set_epoch(0)
+    write_image_grid([dataset[i][0] for i in range(min(count, len(dataset)))], path)
 
 
 def train(config: TrainConfig) -> TrainResult:

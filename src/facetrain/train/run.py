@@ -84,6 +84,11 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
 
     model, head = build_model_and_head(config, num_classes)
+    # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
+    # checkpoints say what ran and a run replays from its config.json
+    for name, value in head.hparams().items():
+        if getattr(config, name, "") is None:
+            setattr(config, name, value)
     if ctx.enabled and config.sync_bn:
         if ctx.device.type != "cuda":
             raise ConfigError("--sync_bn needs GPUs (torch's SyncBatchNorm does not run on CPU processes)")
@@ -112,7 +117,12 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
         ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
                        num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
-                       MetricLogger(output_dir, enabled=ctx.is_main), position, best)
+                       _metric_logger(config, output_dir, ctx.is_main), position, best)
+
+
+def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
+    return MetricLogger(output_dir, enabled=enabled, wandb_project=config.wandb_project if config.use_wandb else None,
+                        config=config.to_dict())
 
 
 def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,

@@ -35,6 +35,9 @@ class BestResult:
     epoch: int = -1
     path: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    # the best validation's mean decision threshold, in both units (facetrain.verify's default)
+    threshold_l2: float | None = None
+    threshold_cosine: float | None = None
 
 
 def capture_rng() -> dict[str, Any]:
@@ -75,7 +78,8 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
         "scaler": scaler.state_dict(),
         "rng_per_rank": rng_per_rank,
         "world_size": world_size,
-        "best": {"metric": best.metric, "epoch": best.epoch, "path": best.path, "history": best.history},
+        "best": {"metric": best.metric, "epoch": best.epoch, "path": best.path, "history": best.history,
+                 "threshold_l2": best.threshold_l2, "threshold_cosine": best.threshold_cosine},
         "config": _plain(config),
     }
     # the model and head report their own canonical arch and resolved m/h/s/t_alpha
@@ -102,7 +106,8 @@ class TrainingState:
     @property
     def best(self) -> BestResult:
         b = self.extra["best"]
-        return BestResult(b["metric"], b["epoch"], b["path"], list(b["history"]))
+        return BestResult(b["metric"], b["epoch"], b["path"], list(b["history"]), b.get("threshold_l2"),
+                          b.get("threshold_cosine"))
 
 
 def load_training_state(path: str | Path, arch: str, head_name: str, num_classes: int) -> TrainingState:

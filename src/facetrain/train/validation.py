@@ -11,7 +11,7 @@ from facetrain.data.memfile import find_validation_sets, load_validation_sets
 from facetrain.data.paths import resolve_data_path
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import DataError
-from facetrain.eval.verification import evaluate_verification_sets
+from facetrain.eval.verification import evaluate_verification_sets, l2_to_cosine
 
 
 def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationSet]:
@@ -34,6 +34,16 @@ def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: 
     """Per-set metrics of the shared protocol (accuracy, std, best_threshold, TAR@FAR, ...) and 'average'."""
     return evaluate_verification_sets(model, sets, batch_size=batch_size, precision=precision,
                                       channels_last=channels_last, progress=progress)
+
+
+def mean_threshold(results: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
+    """(squared-L2, cosine) decision threshold: the mean over the standard sets, else over all sets."""
+    average = results["average"]
+    if average.get("sets"):
+        return average["best_threshold"], average["best_threshold_cosine"]
+    names = [name for name in results if name != "average"]
+    l2 = sum(results[n]["best_threshold"] for n in names) / len(names)
+    return l2, l2_to_cosine(l2)
 
 
 def validation_logs(results: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

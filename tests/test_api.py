@@ -1,0 +1,74 @@
+"""The Python API of README's example, on a real photo and a run trained here: the checkpoint carries
+its validation threshold, `verify` uses it, and `align`/`embed` agree with the seed's API."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import facetrain
+from facetrain.align.aligner import get_aligned_face
+from facetrain.cli import main
+from facetrain.infer import to_input
+from train_fixtures import make_dataset, train_args
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = make_dataset(tmp_path_factory.mktemp("faces"))
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", *train_args(root, out, "--epochs", "1", "--limit_train_batches", "3")]) == 0
+    torch.set_num_threads(threads)
+    return out
+
+
+def test_api_is_reachable_from_the_package():
+    assert set(facetrain.__all__) == {"load_model", "align", "align_all", "embed", "verify", "train", "evaluate"}
+    assert callable(facetrain.verify)
+    with pytest.raises(AttributeError):
+        facetrain.not_a_function
+
+
+def test_checkpoint_threshold_reaches_verify(run_dir, photo):
+    results = json.loads((run_dir / "results.json").read_text())
+    l2 = results["test"]["average"]["best_threshold"]
+    model = facetrain.load_model(run_dir / "best.ckpt", device="cpu")
+    assert model.threshold_cosine == pytest.approx(1 - l2 / 2) and not model.training
+    same = facetrain.verify(model, photo, photo)
+    assert same.similarity == pytest.approx(1.0, abs=1e-5) and same.threshold == model.threshold_cosine and same.same
+    flipped = Image.fromarray(np.ascontiguousarray(data.astronaut()[:, ::-1]))
+    explicit = facetrain.verify(model, photo, flipped, threshold=2.0)  # no cosine reaches 2: never the same
+    assert explicit.threshold == 2.0 and explicit.same is False and -1 <= explicit.similarity <= 1
+
+
+def test_align_and_embed_match_the_seed_api(run_dir, photo):
+    model = facetrain.load_model(run_dir / "last.ckpt", device="cpu")
+    face = facetrain.align(photo)
+    assert np.array_equal(np.asarray(face), np.asarray(get_aligned_face(photo)))
+    assert [np.asarray(f).shape for f in facetrain.align_all([photo, Image.open(photo)])] == [(112, 112, 3)] * 2
+    features, norms = facetrain.embed(model, [face, np.asarray(face)])
+    with torch.no_grad():
+        expected, expected_norm = model(to_input(face))
+    np.testing.assert_allclose(features[0], expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(features[1], features[0], atol=1e-6)
+    assert norms[0] == pytest.approx(expected_norm.item(), rel=1e-5)
+    fused, _ = facetrain.embed(model, [face], flip=True)
+    assert abs(np.linalg.norm(fused[0]) - 1) < 1e-5 and not np.allclose(fused[0], features[0])
+
+
+def test_evaluate_returns_the_protocol_with_both_threshold_units(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    results = facetrain.evaluate(run_dir / "best.ckpt", f"{config['data_root']}/val", progress=False)
+    lfw = results["lfw"]
+    assert lfw["best_threshold_cosine"] == pytest.approx(1 - lfw["best_threshold"] / 2)
