@@ -21,14 +21,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from facetrain.devices import resolve_device
 from facetrain.errors import DataError
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-def default_device() -> torch.device:
-    """The first GPU when there is one, else the CPU."""
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None,
@@ -43,7 +39,7 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     model, info = load_backbone(path, arch=arch)
     best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
     model.threshold_cosine = best.get("threshold_cosine")
-    return model.to(device or default_device()).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu") -> Image.Image | None:

@@ -160,18 +160,23 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
     return checkpoint
 
 
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries whose key starts with `prefix` (e.g. "model.", "head."), with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def _split_state(checkpoint: Mapping, source: str) -> tuple[dict, dict]:
     """(backbone state, head state) with the `model.` / `head.` (and DDP `module.`) prefixes removed."""
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{source}: no state_dict of tensors found")
-    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    head = strip_prefix(state, "head.")
     if any(k.startswith("model.") for k in state):
-        backbone = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        backbone = strip_prefix(state, "model.")
     else:
         backbone = {k: v for k, v in state.items() if not k.startswith("head.")}
     if backbone and all(k.startswith("module.") for k in backbone):
-        backbone = {k[len("module."):]: v for k, v in backbone.items()}
+        backbone = strip_prefix(backbone, "module.")
     return backbone, head
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_quiet
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list_datasets", nargs="+", required=True,
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--copy", action="store_true", help="copy images instead of absolute symlinks")
     parser.add_argument("--keep_apart", action="store_true",
                         help="keep each dataset's identities as separate classes (folders renamed d<k>_<identity>)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:

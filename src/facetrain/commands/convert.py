@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from facetrain.commands.options import add_quiet
 from pathlib import Path
 
 from facetrain.errors import ConfigError
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="swap red and blue in the image files written (AdaFace's option, for loaders that expect "
                              "BGR data in files read with PIL)")
     parser.add_argument("--out", default=None, help="output folder (default: the --rec_path folder)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,24 +3,29 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="folder of aligned 112x112 faces (searched recursively), or raw photos with --align")
-    parser.add_argument("--ckpt", required=True, help="checkpoint file, or a released model name such as ir_50")
+    add_ckpt(parser)
     parser.add_argument("--out", required=True, help="output .npz (embeddings, norms, paths, failed_paths, failed_errors)")
     parser.add_argument("--align", action="store_true", help="detect and align each photo with MTCNN first")
-    parser.add_argument("--batch_size", type=int, default=256)
+    add_batch_size(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    add_device(parser)
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from facetrain.devices import resolve_device
+
     from facetrain.infer import embed_folder, load_pretrained_model, save_embeddings
 
-    model = load_pretrained_model(args.ckpt, device=args.device)
-    result = embed_folder(model, args.folder, batch_size=args.batch_size, device=args.device,
-                          precision=args.precision, align=args.align, progress=not args.no_progress)
+    device = resolve_device(args.device)
+    model = load_pretrained_model(args.ckpt, device=device)
+    result = embed_folder(model, args.folder, batch_size=args.batch_size, device=device,
+                          precision=args.precision, align=args.align, progress=not args.quiet)
     save_embeddings(args.out, result)
     print(f"embedded {len(result.paths)} images of {args.folder} -> {args.out} "
           f"({result.embeddings.shape[1]}-d); failed: {len(result.failed)}")

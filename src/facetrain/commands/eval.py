@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_batch_size, add_device, add_quiet
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from facetrain.eval.fusion import FUSION_METHODS
@@ -13,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sets", nargs="+", default=None,
                         help="sets to evaluate (default: all found; standard five first)")
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_batch_size(parser)
+    add_device(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32 gives the reference numbers; bf16/fp16 are faster approximations")
     parser.add_argument("--channels_last", action="store_true", help="channels-last memory format (with bf16)")
@@ -22,18 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how image and flip features are fused (none = no flip test)")
     parser.add_argument("--json", default=None, help="write the results as JSON here")
     parser.add_argument("--csv", default=None, help="write the results as CSV here")
-    parser.add_argument("--no_progress", action="store_true")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from facetrain.devices import resolve_device
 
     from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_csv, write_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     results = evaluate_checkpoint(args.ckpt, args.val_data_path, args.sets, arch=args.arch, batch_size=args.batch_size,
                                   device=device, precision=args.precision, fusion=args.fusion,
-                                  channels_last=args.channels_last, progress=not args.no_progress)
+                                  channels_last=args.channels_last, progress=not args.quiet)
     print(format_results(results))
     meta = {"ckpt": str(args.ckpt), "val_data_path": str(args.val_data_path), "precision": args.precision,
             "fusion": args.fusion, "protocol": "10-fold, squared L2, thresholds arange(0,4,0.01)"}

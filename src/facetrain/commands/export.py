@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_ckpt
+
 from facetrain.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ckpt", required=True, help="checkpoint file, or a released model name such as ir_50")
+    add_ckpt(parser)
     parser.add_argument("--onnx", help="ONNX output: input (B,3,112,112) BGR in [-1,1] -> embedding, norm")
     parser.add_argument("--safetensors", help="safetensors output of the backbone state_dict (AdaFace key names)")
     parser.add_argument("--opset", type=int, default=17)

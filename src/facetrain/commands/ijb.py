@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet, add_workers
+
 
 def _bool(text: str) -> bool:
     value = text.strip().lower()
@@ -16,11 +18,11 @@ def _bool(text: str) -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_root", required=True, help="folder holding <IJBX>/loose_crop + <IJBX>/meta (or the seed layout)")
     parser.add_argument("--dataset_name", default="IJBC", help="IJBB or IJBC (any case)")
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint (ours or an official AdaFace .ckpt)")
+    add_ckpt(parser, "--ckpt_path")
     parser.add_argument("--output_dir", required=True, help="results and the feature cache go here")
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_batch_size(parser, 128)
+    add_device(parser)
     parser.add_argument("--gpu", type=int, default=None, help="AdaFace's flag: GPU index (same as --device cuda:N)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--channels_last", action="store_true")
@@ -32,27 +34,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(kept for pre_norm_vector_add only)")
     parser.add_argument("--use_detector_score", type=_bool, default=False,
                         help="weight image features by the faceness score (insightface D1)")
-    parser.add_argument("--workers", type=int, default=4, help="threads reading and aligning loose crops")
-    parser.add_argument("--no_progress", action="store_true")
+    add_workers(parser, 4, "threads reading and aligning loose crops")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from facetrain.devices import resolve_device
 
-    import torch
+    from pathlib import Path
 
     from facetrain.checkpoint import load_backbone
     from facetrain.eval.ijb import IJBMode, format_table, run_ijb
     from facetrain.eval.ijb_features import checkpoint_key
 
-    if args.device is None:
-        args.device = f"cuda:{args.gpu or 0}" if torch.cuda.is_available() else "cpu"
-    model, info = load_backbone(args.ckpt_path, args.arch)
+    device = resolve_device(f"cuda:{args.gpu}" if args.gpu is not None and args.device == "auto" else args.device)
+    model, info = load_backbone(args.ckpt, args.arch)
     mode = IJBMode(args.fusion_method, args.use_flip_test, args.use_norm_score, args.use_detector_score)
-    print(f"dataset {args.dataset_name.upper()}  mode {mode.name}  model {info['arch']} ({args.ckpt_path})")
-    result = run_ijb(model, args.data_root, args.dataset_name, args.output_dir, checkpoint_key(args.ckpt_path, info["arch"]),
-                     mode, args.batch_size, args.device, args.precision, args.channels_last, args.workers,
-                     label=Path(args.ckpt_path).stem, progress=not args.no_progress)
+    print(f"dataset {args.dataset_name.upper()}  mode {mode.name}  model {info['arch']} ({args.ckpt})")
+    result = run_ijb(model, args.data_root, args.dataset_name, args.output_dir, checkpoint_key(args.ckpt, info["arch"]),
+                     mode, args.batch_size, device, args.precision, args.channels_last, args.workers,
+                     label=Path(args.ckpt).stem, progress=not args.quiet)
     tar = {float(k): v for k, v in result["tar_at_far"].items()}
     print(format_table(result["dataset"], result["method"], tar))
     ident = result["identification"]

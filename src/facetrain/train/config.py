@@ -227,7 +227,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
     add(g, "--max_nonfinite_steps", "stop after this many non-finite losses in a row (each one skips its step)",
         type=int)
-    add(g, "--no_progress", dest="progress", help="no progress bar", action="store_false")
+    g.add_argument("--quiet", "--no_progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

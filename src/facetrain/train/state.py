@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetrain.checkpoint import load_checkpoint, save_checkpoint
+from facetrain.checkpoint import load_checkpoint, save_checkpoint, strip_prefix
 from facetrain.errors import ConfigError
 
 STATE_VERSION = 1
@@ -123,6 +123,4 @@ def load_training_state(path: str | Path, arch: str, head_name: str, num_classes
         if key in hp and hp[key] != wanted:
             raise ConfigError(f"{path}: was trained with {key}={hp[key]}, this run has {key}={wanted}")
     state = checkpoint["state_dict"]
-    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    return TrainingState(model_state, head_state, extra, hp)
+    return TrainingState(strip_prefix(state, "model."), strip_prefix(state, "head."), extra, hp)

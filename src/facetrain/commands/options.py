@@ -1,0 +1,27 @@
+"""The options several verbs share, spelled and defaulted the same way everywhere."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_ckpt(parser: argparse.ArgumentParser, *aliases: str, required: bool = True, default: str | None = None) -> None:
+    """--ckpt: a checkpoint file, a released model name (ir_50, ...) or hf://owner/repo/file."""
+    parser.add_argument("--ckpt", *aliases, dest="ckpt", required=required, default=default,
+                        help="checkpoint file, released model name (e.g. ir_50) or hf://owner/repo/file"
+                             + (f" (default {default})" if default else ""))
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="torch device: auto (first GPU, else CPU), cpu, cuda:1, ...")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", "--no_progress", dest="quiet", action="store_true", help="no progress bars")
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int = 256) -> None:
+    parser.add_argument("--batch_size", type=int, default=default, help=f"images per forward pass (default {default})")
+
+
+def add_workers(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    parser.add_argument("--workers", type=int, default=default, help=f"{what} (default {default})")
