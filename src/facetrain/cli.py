@@ -24,11 +24,12 @@ VERBS: dict[str, str] = {
     "compare": "similarity matrix (and heatmap PNG) of a few face images",
     "export": "export a checkpoint to ONNX and/or safetensors",
     "report": "write an HTML report for a training run directory",
+    "make-bin": "build a .bin verification set from an image folder (random or listed pairs)",
 }
 
 
 def build_parser(verb: str) -> tuple[argparse.ArgumentParser, object]:
-    module = importlib.import_module(f"facetrain.commands.{verb}")
+    module = importlib.import_module(f"facetrain.commands.{verb.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog=f"facetrain {verb}", description=VERBS[verb])
     module.add_arguments(parser)
     return parser, module
