@@ -47,6 +47,7 @@ class DemoSettings:
     val_every: int = 2
     seed: int = 0
     workers: int = 2
+    precision: str = "auto"
 
     @classmethod
     def tiny(cls) -> "DemoSettings":
@@ -107,6 +108,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
         low_res_augmentation_prob=s.augmentation_prob, crop_augmentation_prob=s.augmentation_prob,
         photometric_augmentation_prob=s.augmentation_prob, num_workers=s.workers, seed=s.seed,
         output_dir=str(run_dir), val_every=s.val_every, gpus=int(torch.cuda.is_available()), progress=progress,
+        precision=s.precision,
     )
     config.validate()
     tic = time.perf_counter()

@@ -9,6 +9,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run of the same pipeline (for tests)")
     parser.add_argument("--epochs", type=int, default=None, help="override the number of training epochs")
     parser.add_argument("--arch", default=None, help="override the backbone (default tinynet)")
+    parser.add_argument("--seed", type=int, default=None, help="data and training seed (default 0); other seeds "
+                                                                "show the run-to-run spread")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help="training precision (default auto: bf16 on CPUs with AMX/AVX512-BF16, else fp32)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
         settings.epochs = args.epochs
     if args.arch is not None:
         settings.arch = args.arch
+    if args.seed is not None:
+        settings.seed = args.seed
+    if args.precision is not None:
+        settings.precision = args.precision
     results = run_demo(args.out, settings)
     header, rows = accuracy_table(results)
     print("\n" + "".join(f"{h:>15}" for h in header))
