@@ -78,7 +78,7 @@ def test_training_source_errors(tmp_path):
     write_insightface_rec(tmp_path / "rec", images, labels)
     with pytest.raises(DataError, match="--use_mxrecord"):
         open_training_source(tmp_path, "rec", use_mxrecord=False)
-    with pytest.raises(DataError, match="training data not found"):
+    with pytest.raises(DataError, match=r"training data \(--train_data_path\) not found"):
         open_training_source(tmp_path, "nope", use_mxrecord=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -15,6 +15,7 @@ import numpy as np
 
 from facetrain.data.image_folder import IMGS, ImageFolder
 from facetrain.data.memfile import TRAIN_MEMFILE, open_training_memfile
+from facetrain.data.paths import resolve_data_path
 from facetrain.data.recordio import RecordReader
 from facetrain.errors import DataError
 
@@ -112,20 +113,9 @@ class MemfileSource:
         return f"training memfile {self.root / TRAIN_MEMFILE}: {len(self)} images, {_class_summary(self.labels, self.num_classes)}"
 
 
-def resolve_train_path(data_root: str | os.PathLike, train_data_path: str | os.PathLike) -> Path:
-    """`<data_root>/<train_data_path>`, or `train_data_path` alone when only that exists (the seed's scripts pass
-    paths that already include the root)."""
-    joined = Path(data_root or ".") / train_data_path
-    if joined.exists():
-        return joined
-    if Path(train_data_path).exists():
-        return Path(train_data_path)
-    raise DataError(f"{joined}: training data not found (--data_root {data_root!r} + --train_data_path {train_data_path!r})")
-
-
 def open_training_source(data_root: str | os.PathLike, train_data_path: str | os.PathLike,
                          use_mxrecord: bool = False) -> ImageFolderSource | RecordSource | MemfileSource:
-    path = resolve_train_path(data_root, train_data_path)
+    path = resolve_data_path(data_root, train_data_path, "training data (--train_data_path)")
     if use_mxrecord:
         for candidate in (path, path.parent if path.name == IMGS else None):
             if candidate is not None and (candidate.suffix == ".rec" or (candidate / "train.rec").is_file()):
