@@ -77,21 +77,85 @@ def test_prep_data_train_folder_from_a_dcface_release(synth, tmp_path):
     assert written == sorted(names)
 
 
+# The fork's recipe as typed in its scripts/train.sh: what must reach main.py, in this order.
+RECIPE_FLAGS = ["--data_root", "./all_data", "--train_data_path", "./all_data/train_{task}/", "--val_data_path", "./validation/",
+                "--prefix", "ir50_{task}_adaface", "--output_dir", "./experiments", "--custom_num_class", "{n_ids}",
+                "--gpus", "1", "--use_16bit", "--arch", "ir_50", "--batch_size", "256", "--num_workers", "8",
+                "--epochs", "30", "--lr_milestones", "12,20,26", "--lr", "0.1", "--head", "adaface", "--m", "0.4",
+                "--h", "0.333", "--low_res_augmentation_prob", "0.2", "--crop_augmentation_prob", "0.2",
+                "--photometric_augmentation_prob", "0.2"]
+
+
+RECIPE_VARIABLES = ("task_num", "n_ids", "train_data_d1", "train_data_d2")
+
+
+def _recorded_python_calls(tmp_path, script, *args, **env):
+    """Run a seed script with a stand-in `python` first on PATH that records its argv instead of running."""
+    stand_in = tmp_path / "bin" / "python"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/usr/bin/env bash\n{ printf \'%s\\n\' "$@"; echo "<end>"; } >> "$ARGV_LOG"\n')
+    stand_in.chmod(0o755)
+    log = tmp_path / "argv.log"
+    work = tmp_path / "work"
+    work.mkdir()
+    inherited = {k: v for k, v in os.environ.items() if k not in RECIPE_VARIABLES}  # the defaults, unless given
+    full_env = dict(inherited, PATH=f"{stand_in.parent}{os.pathsep}{_env()['PATH']}", ARGV_LOG=str(log), **env)
+    proc = subprocess.run(["bash", str(REPO / script), *args], cwd=work, env=full_env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    calls = [call.strip("\n").split("\n") for call in log.read_text().split("<end>\n") if call.strip()]
+    for call in calls:  # the scripts call python files by their own location
+        call[0] = os.path.relpath(os.path.realpath(call[0]), REPO)
+    return work, calls
+
+
+def _expected_calls(task, n_ids, d1, d2, extra=()):
+    return [["scripts/compound_multiple_datasets.py", "--final_path", f"./all_data/train_{task}/imgs",
+             "--list_datasets", d1, d2],
+            ["main.py", *[f.format(task=task, n_ids=n_ids) for f in RECIPE_FLAGS], *extra]]
+
+
+def test_train_sh_passes_the_fork_recipe_with_its_defaults(tmp_path):
+    work, calls = _recorded_python_calls(tmp_path, "scripts/train.sh")
+    assert calls == _expected_calls("1", "30000", "./sg2_n30k_ir50_r14_k10_w01_e001_it100_lang/images_arcface_112x112",
+                                    "./sg2_n30k_ir50_r14_disco_n64_rl14/images_arcface_112x112")
+    assert (work / "all_data" / "train_1").is_dir()
+
+
+def test_train_sh_variables_come_from_the_environment(tmp_path):
+    work, calls = _recorded_python_calls(tmp_path, "scripts/train.sh", "--epochs", "2", task_num="7", n_ids="123",
+                                         train_data_d1="refs/imgs", train_data_d2="/data/variants")
+    assert calls == _expected_calls("7", "123", "refs/imgs", "/data/variants", extra=["--epochs", "2"])
+
+
+def test_prep_and_train_prepares_validation_then_runs_the_recipe(tmp_path, synth):
+    work, calls = _recorded_python_calls(tmp_path, "scripts/prep_and_train.sh", "--arch", "ir_18", BIN_DIR=str(synth),
+                                         task_num="2", n_ids="8", train_data_d1="a", train_data_d2="b")
+    assert calls == _expected_calls("2", "8", "a", "b", extra=["--arch", "ir_18"])
+    assert (work / "all_data" / "validation" / "lfw.bin").resolve() == (synth / "lfw.bin").resolve()
+
+
 @pytest.fixture(scope="module")
 def trained(synth, tmp_path_factory):
-    """scripts/prep_and_train.sh end to end (validation prep, compound, scripts/train.sh, main.py)."""
+    """scripts/prep_and_train.sh end to end (validation prep, scripts/train.sh: compound, main.py), for real."""
     work = tmp_path_factory.mktemp("work")
-    run_dir = work / "run"
-    out = _run(["bash", str(REPO / "scripts/prep_and_train.sh"), *FAST_TRAIN, "--output_dir", str(run_dir)], work,
-               BIN_DIR=str(synth), TRAIN_DATASETS=str(synth / "imgs"), WORK=str(work / "all_data"))
-    return work, run_dir, out
+    shutil.copytree(synth / "imgs", work / "refs")
+    shutil.copytree(synth / "imgs", work / "variants")
+    out = _run(["bash", str(REPO / "scripts/prep_and_train.sh"), *FAST_TRAIN], work, BIN_DIR=str(synth),
+               task_num="5", n_ids="8", train_data_d1="./refs", train_data_d2="./variants")
+    return work, work / "experiments", out
 
 
 def test_prep_and_train_runs_the_whole_recipe(trained):
     work, run_dir, out = trained
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["head"] == "adaface" and config["m"] == 0.4 and config["h"] == 0.333
-    assert config["lr_milestones"] == [12, 20, 26] and config["arch"] == "tinynet"
+    # the recipe's values that FAST_TRAIN does not override reach the run
+    assert config["head"] == "adaface" and config["m"] == 0.4 and config["h"] == 0.333 and config["lr"] == 0.1
+    assert config["lr_milestones"] == [12, 20, 26] and config["arch"] == "tinynet" and config["use_16bit"] is True
+    assert config["custom_num_class"] == 8 and config["prefix"] == "ir50_5_adaface"
+    assert config["train_data_path"] == "./all_data/train_5/" and config["data_root"] == "./all_data"
+    merged = work / "all_data" / "train_5" / "imgs"
+    assert len(list(merged.iterdir())) == 8 and len(list(merged.glob("*/d1_*"))) == len(list(merged.glob("*/d2_*"))) == 32
     assert (run_dir / "last.ckpt").is_file() and (run_dir / "results.json").is_file()
     assert (work / "all_data" / "validation" / "lfw.dat.conf").is_file()
     assert "final test" in out
