@@ -20,7 +20,7 @@ from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
 from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.eval.ijb import run_ijb
-from facetrain.eval.ijb_features import checkpoint_key
+from facetrain.eval.feature_cache import checkpoint_key
 from facetrain.eval.verification import STANDARD_SETS
 from facetrain.io_utils import atomic_write_json
 from facetrain.report.image_grid import write_image_grid

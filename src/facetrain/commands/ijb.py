@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from facetrain.checkpoint import load_backbone
     from facetrain.eval.ijb import IJBMode, format_table, run_ijb
-    from facetrain.eval.ijb_features import checkpoint_key
+    from facetrain.eval.feature_cache import checkpoint_key
 
     device = resolve_device(f"cuda:{args.gpu}" if args.gpu is not None and args.device == "auto" else args.device)
     model, info = load_backbone(args.ckpt, args.arch)

@@ -103,7 +103,7 @@ def run_ijb(model: torch.nn.Module, data_root: str | os.PathLike, dataset_name: 
             precision: str = "fp32", channels_last: bool = False, workers: int = 4, label: str = "model",
             progress: bool = True) -> dict:
     """Read the protocol, embed (or read cached features), evaluate; `model_key` identifies the model
-    for the feature cache (see `ijb_features.checkpoint_key`)."""
+    for the feature cache (see `feature_cache.checkpoint_key`)."""
     protocol = load_protocol(data_root, dataset_name)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
