@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "train": "train a backbone with a margin head (seed's main.py)",
     "eval": "evaluate a checkpoint on the five high-quality verification sets",
     "ijb": "evaluate a checkpoint on IJB-B / IJB-C (1:1 and 1:N)",
+    "tinyface": "evaluate a checkpoint on TinyFace (rank-1/5/20 identification, low-resolution faces)",
     "align": "detect and align faces of a folder of photos to 112x112 (MTCNN)",
     "embed": "embed a folder of faces into a .npz of features",
     "compare": "similarity matrix (and heatmap PNG) of a few face images",

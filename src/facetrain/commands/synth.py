@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ijb_subjects", type=int, default=40)
     parser.add_argument("--ijb_name", default="IJBC", choices=("IJBC", "IJBB"),
                         help="file names/prefixes of the protocol, as the evaluator expects them")
+    parser.add_argument("--tinyface", action="store_true",
+                        help="write a TinyFace-like test set (release layout + aligned copy) under <out>/tinyface_root/")
+    parser.add_argument("--tinyface_subjects", type=int, default=40, help="identities with gallery images and probes")
+    parser.add_argument("--tinyface_distractors", type=int, default=200, help="gallery distractors (one identity each)")
     parser.add_argument("--no_folder", action="store_true", help="do not write the <out>/imgs image folder")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
 
@@ -35,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.identities, args.images_per_identity, args.seed, folder=not args.no_folder, bins=args.bins,
         rec=args.rec, ijb=args.ijb, bin_names=args.bin_names, pairs_per_set=args.pairs_per_set,
         val_identities=args.val_identities, ijb_subjects=args.ijb_subjects, ijb_name=args.ijb_name,
+        tinyface=args.tinyface, tinyface_subjects=args.tinyface_subjects, tinyface_distractors=args.tinyface_distractors,
         workers=args.workers,
     )
     if "train" in summary:
@@ -48,5 +53,9 @@ def run(args: argparse.Namespace) -> int:
         ijb = summary["ijb"]
         print(f"{ijb['dataset_name']}: {ijb['images']} images, {ijb['templates']} templates, {ijb['pairs']} pairs "
               f"under {args.out}/{ijb['root']} (facetrain ijb --data_root {args.out}/ijb --dataset_name {ijb['dataset_name']})")
+    if "tinyface" in summary:
+        tiny = summary["tinyface"]
+        print(f"TinyFace: {tiny['probes']} probes, {tiny['gallery_match']} gallery images of {tiny['subjects']} subjects, "
+              f"{tiny['distractors']} distractors (facetrain tinyface --data_root {args.out}/{tiny['data_root']})")
     print(f"wrote {args.out}/synth_summary.json in {time.perf_counter() - start:.1f}s")
     return 0

@@ -37,7 +37,7 @@ def cache_path(output_dir: str | os.PathLike, prefix: str, dataset: str, count: 
 def cached_features(model: torch.nn.Module, images: ImageSource, output_dir: str | os.PathLike, prefix: str,
                     dataset: str, model_key: str, use_flip_test: bool = True, batch_size: int = 128,
                     device: str | None = None, precision: str = "fp32", channels_last: bool = False,
-                    progress: bool = True) -> tuple[np.ndarray, np.ndarray | None, Path]:
+                    progress: bool = True, desc: str | None = None) -> tuple[np.ndarray, np.ndarray | None, Path]:
     """(features, flip_features or None, cache file) of `images`; read from the cache when one matches
     (a flip cache also serves a no-flip request), else embedded and written atomically. `images` is
     only read on a miss, so a lazy source costs nothing when the cache hits."""
@@ -50,7 +50,7 @@ def cached_features(model: torch.nn.Module, images: ImageSource, output_dir: str
                 return cached["features"], cached["flip_features"] if use_flip_test else None, path
     features, flips = extract_features(model, images, batch_size=batch_size, device=device, precision=precision,
                                        channels_last=channels_last, flip=use_flip_test, progress=progress,
-                                       desc=f"{dataset} images")
+                                       desc=desc or f"{dataset} images")
     path = candidates[-1]
     arrays = {"features": features} | ({"flip_features": flips} if flips is not None else {})
     with atomic_path(path) as tmp:

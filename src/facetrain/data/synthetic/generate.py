@@ -3,7 +3,8 @@
 Outputs under `out_dir` (each optional): `imgs/<id_xxxxx>/<n>.jpg` (training image folder),
 `train.rec` + `train.idx` + `property` (InsightFace RecordIO, the same training images),
 `<benchmark>.bin` verification sets on held-out identities, `ijb/<NAME>/` (IJB-like protocol, read by
-`facetrain ijb --data_root <out>/ijb --dataset_name <NAME>`), and `synth_summary.json` with the
+`facetrain ijb --data_root <out>/ijb --dataset_name <NAME>`), `tinyface_root/` (TinyFace's release layout
+plus its aligned copy, read by `facetrain tinyface --data_root <out>/tinyface_root`), and `synth_summary.json` with the
 parameters, sizes and the raw-pixel baseline accuracy of each `.bin`.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from facetrain.data.synthetic.baseline import raw_pixel_accuracy
 from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
 from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
 from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
+from facetrain.data.synthetic.tinyface import plan_tinyface, render_tinyface_image, write_tinyface
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json, temporary_name
 
@@ -104,10 +106,31 @@ def _write_ijb(out: Path, seed: int, subjects: int, name: str, workers: int) -> 
             "pairs": int(len(plan.pairs)), "genuine_pairs": int(plan.pairs[:, 2].sum())}
 
 
+class _TinyFaceRenderer:  # picklable for worker processes
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, item: tuple[int, int]):
+        return render_tinyface_image(self.seed, *item)
+
+
+def _write_tinyface(out: Path, seed: int, subjects: int, distractors: int, workers: int) -> dict:
+    plan = plan_tinyface(seed, subjects, distractors)
+    rendered = list(parallel_map(_TinyFaceRenderer(seed), [(k, im.identity) for k, im in enumerate(plan)], workers))
+    tmp = temporary_name(out / "tinyface_root")
+    try:
+        counts = write_tinyface(tmp, plan, rendered)
+        _replace_dir(tmp, out / "tinyface_root")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"data_root": "tinyface_root", "subjects": subjects} | counts
+
+
 def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, images_per_identity: int = 30, seed: int = 0,
                      *, folder: bool = True, bins: bool = False, rec: bool = False, ijb: bool = False,
                      bin_names: Sequence[str] = BENCHMARK_NAMES, pairs_per_set: int = 600,
                      val_identities: int | None = None, ijb_subjects: int = 40, ijb_name: str = "IJBC",
+                     tinyface: bool = False, tinyface_subjects: int = 40, tinyface_distractors: int = 200,
                      workers: int = 1, progress: bool | None = None) -> dict:
     """Write the requested outputs and `synth_summary.json`; returns the summary. Same arguments, same bytes."""
     unknown = [n for n in bin_names if n not in BENCHMARK_NAMES]
@@ -117,6 +140,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         raise ConfigError(f"need at least 1 identity and 1 image each, got {num_identities} x {images_per_identity}")
     if bins and pairs_per_set < 2:
         raise ConfigError(f"pairs_per_set must be >= 2 (half genuine, half impostor), got {pairs_per_set}")
+    if tinyface and (tinyface_subjects < 1 or tinyface_distractors < 0):
+        raise ConfigError(f"TinyFace needs >= 1 subject and >= 0 distractors, got {tinyface_subjects} and {tinyface_distractors}")
     if ijb_name.upper() not in ("IJBB", "IJBC"):
         raise ConfigError(f"ijb_name must be IJBB or IJBC (the evaluator's file prefixes), got {ijb_name!r}")
     out = Path(out_dir)
@@ -126,7 +151,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         "seed": seed,
         "params": {"num_identities": num_identities, "images_per_identity": images_per_identity,
                    "pairs_per_set": pairs_per_set, "val_identities": val_identities,
-                   "ijb_subjects": ijb_subjects, "profiles": {k: vars(v) for k, v in PROFILES.items()}},
+                   "ijb_subjects": ijb_subjects, "tinyface_subjects": tinyface_subjects,
+                   "tinyface_distractors": tinyface_distractors, "profiles": {k: vars(v) for k, v in PROFILES.items()}},
     }
     if folder or rec:
         summary["train"] = _write_training(out, seed, num_identities, images_per_identity, folder, rec, workers, progress)
@@ -134,5 +160,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         summary["verification_sets"] = _write_bins(out, seed, bin_names, pairs_per_set, val_identities, workers, progress)
     if ijb:
         summary["ijb"] = _write_ijb(out, seed, ijb_subjects, ijb_name.upper(), workers)
+    if tinyface:
+        summary["tinyface"] = _write_tinyface(out, seed, tinyface_subjects, tinyface_distractors, workers)
     atomic_write_json(out / "synth_summary.json", summary)
     return summary

@@ -17,7 +17,7 @@ from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance, sample_
 from facetrain.data.synthetic.render import render_face
 
 # One random stream per split: the identities of different splits are disjoint by construction.
-STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7}
+STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7, "tinyface": 8}
 _IDENTITY, _IMAGE, _PAIR = 0, 1, 2
 
 
