@@ -28,15 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facetrain.eval.tinyface_data import load_tinyface
+
+    protocol = load_tinyface(args.data_root, args.aligned_dir)  # a missing or incomplete release fails first, fast
+
     import torch
 
     from facetrain.checkpoint import load_backbone
     from facetrain.eval.feature_cache import checkpoint_key
     from facetrain.eval.tinyface import run_tinyface
-    from facetrain.eval.tinyface_data import load_tinyface
     from facetrain.io_utils import atomic_write_json
 
-    protocol = load_tinyface(args.data_root, args.aligned_dir)  # a missing or incomplete release fails first
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, info = load_backbone(args.ckpt, args.arch)
     result = run_tinyface(model, protocol, args.cache_dir, checkpoint_key(args.ckpt, info["arch"]), args.fusion,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from facetrain.eval.embed import ImageSource, extract_features
-from facetrain.io_utils import atomic_path
+from facetrain.io_utils import atomic_path, open_write
 
 
 def checkpoint_key(ckpt_path: str | os.PathLike | None, arch: str | None) -> str:
@@ -54,6 +54,6 @@ def cached_features(model: torch.nn.Module, images: ImageSource, output_dir: str
     path = candidates[-1]
     arrays = {"features": features} | ({"flip_features": flips} if flips is not None else {})
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+        with open_write(tmp, "wb") as f:
             np.savez(f, **arrays)
     return features, flips, path

@@ -26,7 +26,7 @@ from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
 from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
 from facetrain.data.synthetic.tinyface import plan_tinyface, render_tinyface_image, write_tinyface
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_write_json, temporary_name
+from facetrain.io_utils import atomic_write_json, fresh_temporary, temporary_name
 
 TRAIN_JPEG_QUALITY = 95
 
@@ -117,7 +117,7 @@ class _TinyFaceRenderer:  # picklable for worker processes
 def _write_tinyface(out: Path, seed: int, subjects: int, distractors: int, workers: int) -> dict:
     plan = plan_tinyface(seed, subjects, distractors)
     rendered = list(parallel_map(_TinyFaceRenderer(seed), [(k, im.identity) for k, im in enumerate(plan)], workers))
-    tmp = temporary_name(out / "tinyface_root")
+    tmp = fresh_temporary(out / "tinyface_root")
     try:
         counts = write_tinyface(tmp, plan, rendered)
         _replace_dir(tmp, out / "tinyface_root")

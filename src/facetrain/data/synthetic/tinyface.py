@@ -26,7 +26,7 @@ from facetrain.data.synthetic.profiles import Profile, sample_nuisance
 from facetrain.data.synthetic.render import render_face
 from facetrain.data.synthetic.splits import make_identity, stream_rng
 from facetrain.eval.tinyface_data import ALIGNED_DIR, DISTRACTOR, MAT_FILES, MATCH, PROBE, RELEASE_DIR
-from facetrain.io_utils import atomic_write_bytes
+from facetrain.io_utils import write_bytes
 
 # Surveillance-like quality on top of the low resolution: any pose, some blur, noise and compression.
 TINYFACE_PROFILE = Profile(yaw=(0.0, 45.0), age=(0.0, 0.8), blur=1.5, noise=6.0, jpeg=(60, 95))
@@ -78,16 +78,18 @@ def _mat_bytes(names: list[str], ids: list[int], set_key: str, id_key: str) -> b
 
 
 def write_tinyface(root: str | Path, images: list[TinyFaceImage], rendered: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Write the crops, their aligned copies and the two .mat lists; returns a summary."""
+    """Write the crops, their aligned copies and the two .mat lists into `root` (a folder the caller
+    commits atomically); returns a summary."""
     root = Path(root)
+    for base in (root / RELEASE_DIR, root / ALIGNED_DIR):
+        for folder in (PROBE, MATCH, DISTRACTOR):  # all three, even when one is empty
+            (base / folder).mkdir(parents=True, exist_ok=True)
     for item, (low, aligned) in zip(images, rendered):
-        atomic_write_bytes(root / RELEASE_DIR / item.folder / item.name, cv2.imencode(".jpg", low)[1].tobytes())
-        atomic_write_bytes(root / ALIGNED_DIR / item.folder / item.name, cv2.imencode(".jpg", aligned)[1].tobytes())
+        write_bytes(root / RELEASE_DIR / item.folder / item.name, cv2.imencode(".jpg", low)[1].tobytes())
+        write_bytes(root / ALIGNED_DIR / item.folder / item.name, cv2.imencode(".jpg", aligned)[1].tobytes())
     for folder, (mat, set_key, id_key) in MAT_FILES.items():
         chosen = [item for item in images if item.folder == folder]
-        atomic_write_bytes(root / RELEASE_DIR / mat, _mat_bytes([i.name for i in chosen], [i.identity + 1 for i in chosen],
-                                                                set_key, id_key))
-    for folder in (root / RELEASE_DIR / DISTRACTOR, root / ALIGNED_DIR / DISTRACTOR):  # present even with no distractors
-        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes(root / RELEASE_DIR / mat, _mat_bytes([i.name for i in chosen], [i.identity + 1 for i in chosen],
+                                                         set_key, id_key))
     count = {folder: sum(item.folder == folder for item in images) for folder in (PROBE, MATCH, DISTRACTOR)}
     return {"probes": count[PROBE], "gallery_match": count[MATCH], "distractors": count[DISTRACTOR]}
