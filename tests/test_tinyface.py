@@ -13,7 +13,7 @@ from scipy.io import loadmat
 
 from facetrain.checkpoint import save_checkpoint
 from facetrain.data.synthetic.generate import generate_dataset
-from facetrain.errors import DataError
+from facetrain.errors import ConfigError, DataError
 from facetrain.eval.tinyface import identification_accuracy
 from facetrain.eval.tinyface_data import load_tinyface
 from facetrain.models import build_model
@@ -172,3 +172,14 @@ def test_mat_ids_must_agree_with_file_names(release, tmp_path):
     savemat(mat_path, {k: v for k, v in lists.items() if not k.startswith("__")})
     with pytest.raises(DataError, match="listed id differs from their file name"):
         load_tinyface(root)
+
+
+def test_without_scipy_the_release_still_loads_unchecked_and_synth_says_what_to_install(release, monkeypatch, tmp_path):
+    checked = load_tinyface(release)
+    assert checked.mat_lists_checked
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # `from scipy.io import ...` now raises ImportError
+    unchecked = load_tinyface(release)
+    assert not unchecked.mat_lists_checked and unchecked.image_paths == checked.image_paths
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    with pytest.raises(ConfigError, match=r"pip install 'facetrain\[tinyface\]'"):
+        generate_dataset(tmp_path, folder=False, tinyface=True, progress=False)

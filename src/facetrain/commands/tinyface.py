@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.eval.tinyface_data import load_tinyface
 
     protocol = load_tinyface(args.data_root, args.aligned_dir)  # a missing or incomplete release fails first, fast
+    if not protocol.mat_lists_checked:
+        print("note: scipy is not installed, so the folders were not checked against the release's .mat lists "
+              "(pip install 'facetrain[tinyface]')")
 
     import torch
 

@@ -92,4 +92,5 @@ def run_tinyface(model: torch.nn.Module, protocol: TinyFaceProtocol, cache_dir: 
                                              batch_size, device, precision, channels_last, progress, "TinyFace images")
     result = evaluate_tinyface_features(protocol, features, flips, fusion, RANKS, device or "cpu")
     return {"dataset": "TinyFace", "fusion": fusion, "use_flip_test": use_flip, "precision": precision} | result \
-        | {"aligned_dir": str(protocol.aligned_dir), "feature_cache": str(cache)}
+        | {"aligned_dir": str(protocol.aligned_dir), "mat_lists_checked": protocol.mat_lists_checked,
+           "feature_cache": str(cache)}

@@ -8,8 +8,8 @@
 The helper takes the probe and gallery-match images from the release's folders and their labels
 from the file names (`<id>_<n>.jpg` -> id); distractors get label -100; each release image is
 embedded from the aligned image with the same name stem. The `.mat` lists are the release's own
-inventory: we check the folders against them, so an incomplete download is an error, not a
-silently different benchmark.
+inventory: we check the folders against them (with scipy, the `tinyface` extra; without it only
+their presence), so an incomplete download is an error, not a silently different benchmark.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class TinyFaceProtocol:
     probe_labels: np.ndarray  # (P,) int64; probe i is image i
     match_labels: np.ndarray  # (M,) int64; gallery match j is image P + j
     num_distractors: int  # distractor k is image P + M + k
+    mat_lists_checked: bool  # False when scipy is missing: folders not checked against the .mat lists
 
     @property
     def probe_rows(self) -> slice:
@@ -76,10 +77,13 @@ def label_from_name(path: Path) -> int:
     return int(head)
 
 
-def _check_against_mat(release: Path, subset: str, images: dict[str, Path]) -> None:
-    """Every image the release's .mat list names must be in the folder, with the label its name gives."""
-    from scipy.io import loadmat
-
+def _check_against_mat(release: Path, subset: str, images: dict[str, Path]) -> bool:
+    """Every image the release's .mat list names must be in the folder, with the label its name gives.
+    False (nothing checked) when scipy is not installed."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        return False
     mat_name, set_key, id_key = MAT_FILES[subset]
     mat_path = release / mat_name
     try:
@@ -98,6 +102,7 @@ def _check_against_mat(release: Path, subset: str, images: dict[str, Path]) -> N
     if wrong:
         raise DataError(f"{mat_path}: {len(wrong)} images whose listed id differs from their file name "
                         f"(first: {wrong[0][0]} listed as {wrong[0][1]})")
+    return True
 
 
 def _aligned_counterparts(aligned: Path, subset: str, images: dict[str, Path]) -> list[Path]:
@@ -124,14 +129,15 @@ def load_tinyface(data_root: str | os.PathLike, aligned_dir: str | os.PathLike =
         raise DataError(f"incomplete TinyFace under {root}: missing {', '.join(missing)} (the QMUL release unpacked "
                         f"as {RELEASE_DIR}/ and AdaFace's aligned copy as {ALIGNED_DIR}/)")
     subsets = {subset: _images(release / subset) for subset in (PROBE, MATCH, DISTRACTOR)}
+    checked = []
     for subset in (PROBE, MATCH):
         if not subsets[subset]:
             raise DataError(f"incomplete TinyFace release: no images in {release / subset}")
-        _check_against_mat(release, subset, subsets[subset])
+        checked.append(_check_against_mat(release, subset, subsets[subset]))
     paths = [p for subset in (PROBE, MATCH, DISTRACTOR) for p in _aligned_counterparts(aligned, subset, subsets[subset])]
     return TinyFaceProtocol(
         root=root, aligned_dir=aligned, image_paths=paths,
         probe_labels=np.array([label_from_name(p) for p in subsets[PROBE].values()], np.int64),
         match_labels=np.array([label_from_name(p) for p in subsets[MATCH].values()], np.int64),
-        num_distractors=len(subsets[DISTRACTOR]),
+        num_distractors=len(subsets[DISTRACTOR]), mat_lists_checked=all(checked),
     )

@@ -9,6 +9,7 @@ parameters, sizes and the raw-pixel baseline accuracy of each `.bin`.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -142,6 +143,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         raise ConfigError(f"pairs_per_set must be >= 2 (half genuine, half impostor), got {pairs_per_set}")
     if tinyface and (tinyface_subjects < 1 or tinyface_distractors < 0):
         raise ConfigError(f"TinyFace needs >= 1 subject and >= 0 distractors, got {tinyface_subjects} and {tinyface_distractors}")
+    if tinyface and importlib.util.find_spec("scipy") is None:
+        raise ConfigError("a synthetic TinyFace writes the release's .mat lists with scipy: pip install 'facetrain[tinyface]'")
     if ijb_name.upper() not in ("IJBB", "IJBC"):
         raise ConfigError(f"ijb_name must be IJBB or IJBC (the evaluator's file prefixes), got {ijb_name!r}")
     out = Path(out_dir)
