@@ -1,5 +1,10 @@
 """Detect -> choose one face -> similarity-warp its 5 landmarks onto the 112x112 template.
 
+`detector="adaface"` (the default) reproduces AdaFace's `face_alignment` crop: its MTCNN
+cascade, its cp2tform fit onto `get_reference_facial_points(default_square=True)`;
+`detector="facenet"` is facenet-pytorch's cascade with the Umeyama fit onto insightface's
+ArcFace template (finds more faces in group photos).
+
 `FaceAligner.align` raises `NoFaceError` (a `DataError` naming the image) when MTCNN finds
 nothing. The seed's `get_aligned_face` keeps AdaFace's contract instead: it returns `None`
 and logs a warning that names the image, so existing scripts that test for `None` still work.
@@ -13,13 +18,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facetrain.align.mtcnn import MTCNN
-from facetrain.align.transform import align_face
+from facetrain.align.mtcnn import MTCNN, STYLES
+from facetrain.align.transform import align_face, warp_and_crop_face
 from facetrain.errors import ConfigError, DataError
 
 log = logging.getLogger("facetrain.align")
 
 SELECT_MODES = ("score", "largest")
+DETECTORS = STYLES  # ("adaface", "facenet")
+_WARPS = {"adaface": warp_and_crop_face, "facenet": align_face}
 
 
 class NoFaceError(DataError):
@@ -37,7 +44,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def choose_face(boxes: np.ndarray, scores: np.ndarray, select: str = "score") -> int:
-    """Index of the face to keep: highest detection score, or largest box area."""
+    """Index of the face to keep: highest detection score (the first on a tie, so AdaFace's
+    first face), or largest box area."""
     if select == "score":
         return int(np.argmax(scores))
     if select == "largest":
@@ -47,20 +55,28 @@ def choose_face(boxes: np.ndarray, scores: np.ndarray, select: str = "score") ->
 
 
 class FaceAligner:
-    """MTCNN + similarity transform; one instance per process (it holds the three nets)."""
+    """MTCNN + similarity warp; one instance per process (it holds the three nets).
+
+    `detector`: "adaface" or "facenet" (see the module docstring), or a ready `MTCNN` whose
+    style then chooses the warp. `factor`: the pyramid step, None for the detector's own.
+    """
 
     def __init__(
         self,
         device: str | torch.device = "cpu",
         select: str = "score",
         size: int = 112,
-        detector: MTCNN | None = None,
-        factor: float = 0.709,
+        detector: str | MTCNN = "adaface",
+        factor: float | None = None,
     ) -> None:
-        """`factor`: MTCNN's pyramid step (0.709 as in the paper; AdaFace used 0.85: more levels, slower)."""
         if select not in SELECT_MODES:
             raise ConfigError(f"face selection must be one of {SELECT_MODES}, got {select!r}")
-        self.detector = detector if detector is not None else MTCNN(device=device, factor=factor)
+        if isinstance(detector, str):
+            if detector not in DETECTORS:
+                raise ConfigError(f"detector must be one of {DETECTORS}, got {detector!r}")
+            detector = MTCNN(device=device, style=detector, factor=factor)
+        self.detector = detector
+        self.warp = _WARPS[detector.style]
         self.select = select
         self.size = size
 
@@ -69,20 +85,20 @@ class FaceAligner:
         boxes, scores, landmarks = self.detector.detect(rgb)
         if len(boxes) == 0:
             raise NoFaceError(f"{name}: no face found by MTCNN (min face {self.detector.min_face_size:g} px)")
-        return align_face(rgb, landmarks[choose_face(boxes, scores, self.select)], self.size)
+        return self.warp(rgb, landmarks[choose_face(boxes, scores, self.select)], self.size)
 
     def align_path(self, path: str | os.PathLike) -> np.ndarray:
         return self.align(read_rgb(path), str(path))
 
 
-_shared: dict[tuple[str, str], FaceAligner] = {}
+_shared: dict[tuple[str, str, str], FaceAligner] = {}
 
 
-def shared_aligner(device: str = "cpu", select: str = "score") -> FaceAligner:
-    """One aligner per (device, select), built on first use so importing loads no weights."""
-    key = (str(device), select)
+def shared_aligner(device: str = "cpu", select: str = "score", detector: str = "adaface") -> FaceAligner:
+    """One aligner per (device, select, detector), built on first use so importing loads no weights."""
+    key = (str(device), select, detector)
     if key not in _shared:
-        _shared[key] = FaceAligner(device=device, select=select)
+        _shared[key] = FaceAligner(device=device, select=select, detector=detector)
     return _shared[key]
 
 
@@ -91,8 +107,10 @@ def get_aligned_face(
     rgb_pil_image: Image.Image | None = None,
     select: str = "score",
     device: str = "cpu",
+    detector: str = "adaface",
 ) -> Image.Image | None:
-    """The seed's API: aligned 112x112 RGB PIL face of an image path or an RGB PIL image.
+    """The seed's API: aligned 112x112 RGB PIL face of an image path or an RGB PIL image,
+    by default the crop AdaFace's own `face_alignment.align.get_aligned_face` returns.
 
     Returns None (with a warning naming the image) when no face is found, as AdaFace did;
     an unreadable file raises `DataError`.
@@ -107,7 +125,7 @@ def get_aligned_face(
         name = str(image_path) if image_path is not None else "<PIL image>"
         rgb = np.asarray(rgb_pil_image.convert("RGB"))
     try:
-        face = shared_aligner(device, select).align(rgb, name)
+        face = shared_aligner(device, select, detector).align(rgb, name)
     except NoFaceError as exc:
         log.warning("face alignment failed: %s", exc)
         return None

@@ -4,6 +4,10 @@ The modules reproduce facenet-pytorch's layer names and shapes so that its relea
 dicts (`facenet_pytorch/data/{pnet,rnet,onet}.pt`, MIT licence) load strictly. Those three files
 ship inside this package (`facetrain/align/weights/`, with their licence); the facenet-pytorch
 package itself is never imported (it needs torchvision).
+AdaFace's `mtcnn_pytorch/src/weights/*.npy` hold the same numbers; where its R/O-Net flatten
+(C, W, H) before the dense layers, facenet-pytorch's dense weights expect (W, H, C), which
+`_flatten_transposed` produces, so both compute the same function (checked against AdaFace's
+own detections in tests/test_adaface_alignment.py).
 """
 from __future__ import annotations
 
@@ -15,10 +19,13 @@ import torch
 from torch import nn
 
 from facetrain.align import detect
+from facetrain.align.adaface_detect import adaface_scales, detect_faces_adaface
 from facetrain.errors import ConfigError
 
 WEIGHTS_ENV = "FACETRAIN_MTCNN_WEIGHTS"
 PACKAGED_WEIGHTS = Path(__file__).with_name("weights")
+STYLES = ("adaface", "facenet")
+DEFAULT_FACTORS = {"adaface": 0.85, "facenet": 0.709}
 
 
 class PNet(nn.Module):
@@ -36,10 +43,15 @@ class PNet(nn.Module):
         self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(box offsets (B,4,h,w), class logits (B,2,h,w) non-face/face) before any softmax."""
         x = self.pool1(self.prelu1(self.conv1(x)))
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+        return self.conv4_2(x), self.conv4_1(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        offsets, logits = self.logits(x)
+        return offsets, torch.softmax(logits, dim=1)
 
 
 def _flatten_transposed(x: torch.Tensor) -> torch.Tensor:
@@ -130,30 +142,44 @@ def load_nets(device: str | torch.device = "cpu", weights_dir: str | os.PathLike
 
 
 class MTCNN:
-    """Face detector with 5 landmarks (Zhang et al. 2016), defaults of DESIGN 7 / AdaFace.
+    """Face detector with 5 landmarks (Zhang et al. 2016), DESIGN 7.
+
+    `style` chooses the cascade's conventions, for the same released weights:
+    - "adaface" (default): AdaFace's `face_alignment/mtcnn.py` exactly (`adaface_detect`):
+      pyramid factor 0.85, PIL resizes, P-Net's row-wise softmax, integer boxes; AdaFace's
+      released models were trained and evaluated on these crops;
+    - "facenet": facenet-pytorch's conventions (`detect`): factor 0.709, area resizes, class
+      softmax in P-Net; it proposes more windows, so it finds more faces in group photos.
 
     `detect(image)` takes an HxWx3 uint8 array (RGB unless `channels="bgr"`) and returns
-    `(boxes (N,4) x1,y1,x2,y2, scores (N,), landmarks (N,5,2) x,y)` float32, best score first;
-    landmark order: left eye, right eye, nose, left and right mouth corners (as the template).
+    `(boxes (N,4) x1,y1,x2,y2, scores (N,), landmarks (N,5,2) x,y)` float32, best score first
+    (for "adaface" in the order AdaFace's `align_multi` returns faces); landmark order: left
+    eye, right eye, nose, left and right mouth corners (as the templates).
     """
 
     def __init__(
         self,
         device: str | torch.device = "cpu",
+        style: str = "adaface",
         min_face_size: float = 20.0,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
         nms_threshold: float = 0.7,
-        factor: float = 0.709,
+        factor: float | None = None,
         weights_dir: str | os.PathLike | None = None,
     ) -> None:
+        """`factor`: the pyramid step; None means the style's own (0.85 adaface, 0.709 facenet)."""
+        if style not in STYLES:
+            raise ConfigError(f"MTCNN detector must be one of {STYLES}, got {style!r}")
+        factor = DEFAULT_FACTORS[style] if factor is None else float(factor)
         if not 0.0 < factor < 1.0:
             raise ConfigError(f"MTCNN pyramid factor must be in (0, 1), got {factor}")
         self.device = torch.device(device)
         self.pnet, self.rnet, self.onet = load_nets(self.device, weights_dir)
+        self.style = style
         self.min_face_size = float(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.nms_threshold = float(nms_threshold)
-        self.factor = float(factor)
+        self.factor = factor
 
     def detect(self, image: np.ndarray, channels: str = "rgb") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if channels not in ("rgb", "bgr"):
@@ -161,14 +187,17 @@ class MTCNN:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
-        rgb = image[:, :, ::-1] if channels == "bgr" else image
+        rgb = np.ascontiguousarray(image[:, :, ::-1] if channels == "bgr" else image)
+        nets = (self.pnet, self.rnet, self.onet)
         with torch.inference_mode():
-            return detect.detect_faces(
-                np.ascontiguousarray(rgb),
-                (self.pnet, self.rnet, self.onet),
-                device=self.device,
-                min_face_size=self.min_face_size,
-                thresholds=self.thresholds,
-                nms_threshold=self.nms_threshold,
-                factor=self.factor,
-            )
+            if self.style == "adaface":
+                return detect_faces_adaface(rgb, nets, self.device, self.min_face_size, self.thresholds,
+                                            (self.nms_threshold,) * 3, self.factor)
+            return detect.detect_faces(rgb, nets, device=self.device, min_face_size=self.min_face_size,
+                                       thresholds=self.thresholds, nms_threshold=self.nms_threshold,
+                                       factor=self.factor)
+
+    def pyramid_levels(self, height: int, width: int) -> int:
+        """How many scales P-Net runs on for an image of this size."""
+        scales = adaface_scales if self.style == "adaface" else detect.pyramid_scales
+        return len(scales(height, width, self.min_face_size, self.factor))

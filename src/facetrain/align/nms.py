@@ -9,8 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Indices of the kept boxes, best score first. `mode`: "union" (IoU) or "min" (overlap / smaller area)."""
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union", visit_order: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the kept boxes, in the order they were kept. `mode`: "union" (IoU) or "min" (overlap /
+    smaller area). Boxes are visited best score first, equal scores lowest index first, unless
+    `visit_order` (a permutation of the indices, e.g. another implementation's tie order) is given."""
     if mode not in ("union", "min"):
         raise ValueError(f"nms mode must be 'union' or 'min', got {mode!r}")
     boxes = np.asarray(boxes, dtype=np.float64)
@@ -18,7 +22,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         return np.empty(0, dtype=np.int64)
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1.0) * (y2 - y1 + 1.0)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    if visit_order is None:
+        order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    else:
+        order = np.asarray(visit_order, dtype=np.int64)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]

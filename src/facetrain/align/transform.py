@@ -1,8 +1,26 @@
-"""Similarity transform from 5 facial landmarks to the 112x112 ArcFace template (DESIGN 6.2)."""
+"""Similarity warps from 5 facial landmarks (left eye, right eye, nose, left and right mouth
+corners) to a 112x112 template: AdaFace's (cp2tform fit, the default) and insightface's
+(Umeyama fit, the "facenet" detector option). DESIGN 6.2."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from facetrain.align.cp2tform import cp2tform_similarity
+
+# The 96x112 template of SphereFace / AdaFace's `REFERENCE_FACIAL_POINTS`; AdaFace's
+# `get_reference_facial_points(default_square=True)` widens the crop to 112x112 by moving it
+# 8 px right. Equal to TEMPLATE_112 within 5e-5 px; kept separately to match AdaFace bit for bit.
+_TEMPLATE_96X112 = np.array(
+    [
+        [30.29459953, 51.69630051],
+        [65.53179932, 51.50139999],
+        [48.02519989, 71.73660278],
+        [33.54930115, 92.3655014],
+        [62.72990036, 92.20410156],
+    ]
+)
+ADAFACE_TEMPLATE_112 = _TEMPLATE_96X112 + np.array([(112 - 96) / 2, 0.0])
 
 # (x, y) of left eye, right eye, nose tip, left and right mouth corners on the 112x112 crop.
 TEMPLATE_112 = np.array(
@@ -44,6 +62,14 @@ def estimate_similarity(landmarks: np.ndarray, template: np.ndarray = TEMPLATE_1
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """Warp `image` (any channel order, kept as is) so its 5 landmarks land on the template; border 0."""
+    """Warp `image` (any channel order, kept as is) so its 5 landmarks land on TEMPLATE_112
+    (Umeyama fit, as insightface / facenet-pytorch users do); border 0."""
     matrix = estimate_similarity(landmarks, TEMPLATE_112 * (size / 112.0))
     return cv2.warpAffine(image, matrix, (size, size), borderValue=0.0)
+
+
+def warp_and_crop_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """AdaFace's crop: the cp2tform similarity of the 5 landmarks onto ADAFACE_TEMPLATE_112
+    (scaled by size / 112), bilinear warp, border 0. Any channel order, kept as is."""
+    matrix = cp2tform_similarity(landmarks, ADAFACE_TEMPLATE_112 * (size / 112.0))
+    return cv2.warpAffine(image, matrix, (size, size))
