@@ -16,6 +16,7 @@ def main(argv=None) -> int:
     import torch
 
     from facetrain.align.aligner import FaceAligner
+    from facetrain.commands.options import add_detector
     from facetrain.compare import compare_images
     from facetrain.errors import FacetrainError
 
@@ -23,12 +24,13 @@ def main(argv=None) -> int:
     parser.add_argument("images", nargs="*", help="photos to compare (default: the sample images)")
     parser.add_argument("--ckpt", "--arch", dest="ckpt", default="ir_50",
                         help="released model name (ir_50 -> pretrained/adaface_ir50_ms1mv2.ckpt) or checkpoint path")
+    add_detector(parser)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     images = args.images or sorted(str(p) for p in TEST_IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     try:
         model = load_pretrained_model(args.ckpt, device=args.device)
-        _, similarity = compare_images(model, images, FaceAligner(args.device), args.device)
+        _, similarity = compare_images(model, images, FaceAligner(args.device, detector=args.detector), args.device)
     except FacetrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

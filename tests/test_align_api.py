@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT))  # the seed imports `face_alignment` from the repo
 
 from face_alignment import align  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _astronaut(angle: float = 0.0, scale: float = 1.0) -> np.ndarray:
     rgb = cv2.resize(data.astronaut(), (200, 200), interpolation=cv2.INTER_AREA)

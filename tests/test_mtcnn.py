@@ -1,4 +1,6 @@
-"""MTCNN on real photographs shipped with scikit-image, transformed so the right answer is known."""
+"""MTCNN on real photographs shipped with scikit-image, transformed so the right answer is known,
+for both detector styles (AdaFace's default and facenet-pytorch's). AdaFace's exact numbers are
+checked in test_adaface_alignment.py."""
 import cv2
 import numpy as np
 import pytest
@@ -6,16 +8,26 @@ import torch
 from skimage import data
 
 from facetrain.align.aligner import FaceAligner, NoFaceError, choose_face
+from facetrain.align.adaface_detect import adaface_scales
+from facetrain.align.cp2tform import cp2tform_similarity
 from facetrain.align.detect import pyramid_scales
 from facetrain.align.mtcnn import MTCNN, WEIGHTS_ENV, ONet, PNet, RNet, find_weights_dir
 from facetrain.align.nms import batched_nms, nms
-from facetrain.align.transform import TEMPLATE_112, estimate_similarity
+from facetrain.align.transform import estimate_similarity
 from facetrain.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(scope="module")
-def detector():
-    return MTCNN()
+# Typed in (never imported): insightface's ArcFace template and AdaFace's square reference points.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]])
+ADAFACE_SQUARE_112 = np.array([[38.29459953, 51.69630051], [73.53179932, 51.50139999], [56.02519989, 71.73660278],
+                               [41.54930115, 92.3655014], [70.72990036, 92.20410156]])
+
+
+@pytest.fixture(scope="module", params=["adaface", "facenet"])
+def detector(request):
+    return MTCNN(style=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +97,14 @@ def test_aligned_landmarks_land_on_the_template(detector, aligner, astronaut):
     _, _, landmarks = detector.detect(astronaut)
     face = aligner.align(astronaut)
     assert face.shape == (112, 112, 3) and face.dtype == np.uint8
-    matrix = estimate_similarity(landmarks[0])
+    if detector.style == "adaface":
+        template, matrix = ADAFACE_SQUARE_112, cp2tform_similarity(landmarks[0], ADAFACE_SQUARE_112)
+    else:
+        template, matrix = ARCFACE_112, estimate_similarity(landmarks[0], ARCFACE_112)
     warped = landmarks[0] @ matrix[:, :2].T + matrix[:, 2]
     # A similarity cannot fit five points exactly (she smiles: a wider, lower mouth than the
     # template's), but the eyes land within a few pixels and every point within 8.
-    residual = np.linalg.norm(warped - TEMPLATE_112, axis=1)
+    residual = np.linalg.norm(warped - template, axis=1)
     assert residual[:2].max() < 4.0 and residual.max() < 8.0, residual
     # Re-detect on the aligned face, padded so that MTCNN sees some background around it:
     # the landmarks are where the warp put them, so crop and landmarks agree.
@@ -141,6 +156,22 @@ def test_pyramid_scales_cover_min_face_to_image_size():
     assert scales[0] == pytest.approx(12 / 20)
     assert 886 * scales[-1] >= 12 > 886 * scales[-1] * 0.709
     assert pyramid_scales(10, 10, 20, 0.709) == []
+
+
+def test_adaface_pyramid_is_0_6_times_0_85_to_the_k_while_the_short_side_exceeds_12():
+    # 886 * 0.6 = 531.6 px; 531.6 * 0.85**k > 12 holds for k <= 23 (0.85**23 = 0.0238, 0.85**24 = 0.0202).
+    scales = adaface_scales(886, 1280, 20, 0.85)
+    assert len(scales) == 24
+    assert scales[0] == 0.6 and scales[23] == pytest.approx(0.6 * 0.85**23, rel=1e-12)
+    assert adaface_scales(20, 50, 20, 0.85) == []  # short side exactly 12 px after scaling: not > 12
+    assert MTCNN(style="adaface").pyramid_levels(886, 1280) == 24
+
+
+def test_unknown_detector_style_is_a_config_error():
+    with pytest.raises(ConfigError, match="adaface"):
+        MTCNN(style="retina")
+    with pytest.raises(ConfigError, match="facenet"):
+        FaceAligner(detector="dlib")
 
 
 def test_nms_union_and_min_modes():

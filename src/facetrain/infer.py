@@ -102,15 +102,17 @@ def embed_folder(
     precision: str = "fp32",
     align: bool = False,
     progress: bool = True,
+    detector: str = "adaface",
 ) -> FolderEmbeddings:
-    """Embed every image under `folder`: aligned 112x112 faces, or raw photos with `align=True` (MTCNN)."""
+    """Embed every image under `folder`: aligned 112x112 faces, or raw photos with `align=True`
+    (MTCNN with `detector` "adaface" or "facenet", see `FaceAligner`)."""
     from facetrain.eval.embed import extract_features
 
     root = Path(folder)
     names = list_images(root)
     if not names:
         raise DataError(f"{root}: no images found")
-    aligner = FaceAligner(device=device) if align else None
+    aligner = FaceAligner(device=device, detector=detector) if align else None
     source = _FolderFaces(root, names, aligner)
     features, _ = extract_features(model, source, batch_size=batch_size, device=device, precision=precision,
                                    flip=False, progress=progress)

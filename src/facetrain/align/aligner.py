@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facetrain.align.mtcnn import MTCNN, STYLES
+from facetrain.align.mtcnn import MTCNN
+from facetrain.align.styles import DETECTORS
 from facetrain.align.transform import align_face, warp_and_crop_face
 from facetrain.errors import ConfigError, DataError
 
 log = logging.getLogger("facetrain.align")
 
 SELECT_MODES = ("score", "largest")
-DETECTORS = STYLES  # ("adaface", "facenet")
 _WARPS = {"adaface": warp_and_crop_face, "facenet": align_face}
 
 

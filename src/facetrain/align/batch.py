@@ -63,11 +63,11 @@ def _start_method(device: str) -> str:
     return "spawn"
 
 
-def _init_worker(device: str, select: str, factor: float, threads: int | None) -> None:
+def _init_worker(device: str, select: str, detector: str, factor: float | None, threads: int | None) -> None:
     global _worker_aligner
     if threads is not None:
         torch.set_num_threads(threads)
-    _worker_aligner = FaceAligner(device=device, select=select, factor=factor)
+    _worker_aligner = FaceAligner(device=device, select=select, detector=detector, factor=factor)
 
 
 def _align_one(job: tuple[str, str]) -> tuple[str, str, str]:
@@ -91,8 +91,9 @@ def align_folder(
     workers: int = 1,
     select: str = "score",
     device: str = "cpu",
-    factor: float = 0.709,
+    factor: float | None = None,
     progress: bool | None = None,
+    detector: str = "adaface",
 ) -> AlignReport:
     """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report."""
     source_dir = resolve_imgs_dir(in_dir, require_imgs=False)
@@ -104,12 +105,12 @@ def align_folder(
                          images=len(jobs))
     bar = tqdm(total=len(jobs), desc="align", unit="img", disable=None if progress is None else not progress)
     if workers <= 1:
-        _init_worker(device, select, factor, threads=None)
+        _init_worker(device, select, detector, factor, threads=None)
         results = map(_align_one, jobs)
         _collect(results, report, bar)
     else:
         context = multiprocessing.get_context(_start_method(device))
-        with context.Pool(workers, initializer=_init_worker, initargs=(device, select, factor, 1)) as pool:
+        with context.Pool(workers, initializer=_init_worker, initargs=(device, select, detector, factor, 1)) as pool:
             _collect(pool.imap_unordered(_align_one, jobs, chunksize=4), report, bar)
     bar.close()
     report.no_face.sort()

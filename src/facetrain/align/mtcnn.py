@@ -20,12 +20,11 @@ from torch import nn
 
 from facetrain.align import detect
 from facetrain.align.adaface_detect import adaface_scales, detect_faces_adaface
+from facetrain.align.styles import DEFAULT_FACTORS, DETECTORS
 from facetrain.errors import ConfigError
 
 WEIGHTS_ENV = "FACETRAIN_MTCNN_WEIGHTS"
 PACKAGED_WEIGHTS = Path(__file__).with_name("weights")
-STYLES = ("adaface", "facenet")
-DEFAULT_FACTORS = {"adaface": 0.85, "facenet": 0.709}
 
 
 class PNet(nn.Module):
@@ -168,8 +167,8 @@ class MTCNN:
         weights_dir: str | os.PathLike | None = None,
     ) -> None:
         """`factor`: the pyramid step; None means the style's own (0.85 adaface, 0.709 facenet)."""
-        if style not in STYLES:
-            raise ConfigError(f"MTCNN detector must be one of {STYLES}, got {style!r}")
+        if style not in DETECTORS:
+            raise ConfigError(f"MTCNN detector must be one of {DETECTORS}, got {style!r}")
         factor = DEFAULT_FACTORS[style] if factor is None else float(factor)
         if not 0.0 < factor < 1.0:
             raise ConfigError(f"MTCNN pyramid factor must be in (0, 1), got {factor}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_device, add_quiet, add_workers
+from facetrain.commands.options import add_detector, add_device, add_quiet, add_workers
 
 from facetrain.align.aligner import SELECT_MODES
 
@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", choices=SELECT_MODES, default="score",
                         help="face kept when several are found: highest detection score or largest box")
     add_device(parser)
-    parser.add_argument("--factor", type=float, default=0.709,
-                        help="MTCNN pyramid step; AdaFace used 0.85 (more scales: a little more recall, slower)")
+    add_detector(parser)
+    parser.add_argument("--factor", type=float, default=None,
+                        help="MTCNN pyramid step (default: the detector's own, 0.85 adaface, 0.709 facenet)")
     add_quiet(parser)
 
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.align.batch import REPORT_NAME, align_folder
 
     report = align_folder(args.in_dir, args.out_dir, workers=args.workers, select=args.select,
-                          device=str(resolve_device(args.device)), factor=args.factor,
+                          device=str(resolve_device(args.device)), factor=args.factor, detector=args.detector,
                           progress=False if args.quiet else None)
     print(report.summary())
     for path in report.no_face:

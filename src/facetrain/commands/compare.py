@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_ckpt, add_device
+from facetrain.commands.options import add_ckpt, add_detector, add_device
 
 from facetrain.align.aligner import SELECT_MODES
 
@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ckpt(parser, required=False, default="ir_50")
     parser.add_argument("--out", help="also write a heatmap PNG with the aligned faces along the axes")
     parser.add_argument("--select", choices=SELECT_MODES, default="score", help="face kept when several are found")
+    add_detector(parser)
     add_device(parser)
 
 
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_pretrained_model(args.ckpt, device=device)
-    faces, similarity = compare_images(model, args.images, FaceAligner(device, args.select), device)
+    aligner = FaceAligner(device, args.select, detector=args.detector)
+    faces, similarity = compare_images(model, args.images, aligner, device)
     print(format_matrix(similarity, args.images))
     if args.out:
         plot_similarity(faces, similarity, args.images, args.out)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet
+from facetrain.commands.options import add_batch_size, add_ckpt, add_detector, add_device, add_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,6 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ckpt(parser)
     parser.add_argument("--out", required=True, help="output .npz (embeddings, norms, paths, failed_paths, failed_errors)")
     parser.add_argument("--align", action="store_true", help="detect and align each photo with MTCNN first")
+    add_detector(parser, prefix="with --align: ")
     add_batch_size(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     add_device(parser)
@@ -24,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_pretrained_model(args.ckpt, device=device)
-    result = embed_folder(model, args.folder, batch_size=args.batch_size, device=device,
-                          precision=args.precision, align=args.align, progress=not args.quiet)
+    result = embed_folder(model, args.folder, batch_size=args.batch_size, device=device, precision=args.precision,
+                          align=args.align, detector=args.detector, progress=not args.quiet)
     save_embeddings(args.out, result)
     print(f"embedded {len(result.paths)} images of {args.folder} -> {args.out} "
           f"({result.embeddings.shape[1]}-d); failed: {len(result.failed)}")

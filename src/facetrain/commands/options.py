@@ -19,6 +19,13 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "--no_progress", dest="quiet", action="store_true", help="no progress bars")
 
 
+def add_detector(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--detector adaface|facenet: which MTCNN conventions align raw photos (facetrain.align.styles)."""
+    from facetrain.align.styles import DETECTOR_HELP, DETECTORS
+
+    parser.add_argument("--detector", choices=DETECTORS, default="adaface", help=prefix + DETECTOR_HELP)
+
+
 def add_batch_size(parser: argparse.ArgumentParser, default: int = 256) -> None:
     parser.add_argument("--batch_size", type=int, default=default, help=f"images per forward pass (default {default})")
 
