@@ -245,3 +245,42 @@ def test_cp2tform_fit_on_matlabs_published_example():
     landmarks = np.array(EXPECTED["astronaut"]["faces"][0]["landmarks_xy"])
     np.testing.assert_allclose(cp2tform_similarity(landmarks, ADAFACE_SQUARE_112),
                                _closed_form_fit(landmarks, ADAFACE_SQUARE_112), atol=1e-4)
+
+
+class _ScriptedPNet:
+    """P-Net stand-in: face logits 5 and 4 at map cells (0,0) and (2,2) of the first (30x30) level,
+    0 elsewhere, zero box offsets. Only a softmax along each row turns these into 0.943 / 0.858
+    while the other rows stay at 1/10 (below the 0.6 threshold)."""
+
+    def logits(self, x):
+        height, width = (-(-(x.shape[2] - 2) // 2) - 4), (-(-(x.shape[3] - 2) // 2) - 4)
+        logits = torch.zeros(1, 2, height, width)
+        if x.shape[2] == 30:
+            logits[0, 1, 0, 0], logits[0, 1, 2, 2] = 5.0, 4.0
+        return torch.zeros(1, 4, height, width), logits
+
+
+def test_cascade_conventions_on_scripted_networks():
+    """Hand-computed through AdaFace's conventions: min face 40 on a 100x100 image gives scale 0.3;
+    cell (0,0) maps to round(1/0.3)=3 .. round(13/0.3)=43, cell (2,2) to 17..57. O-Net shrinks the
+    second box to 20..40, inside the first: IoU 0.26 keeps it, but the last NMS is "min"
+    (overlap / smaller area = 1), so one face remains. Landmarks = x1 + (x2 - x1 + 1) * fraction."""
+    from facetrain.align.adaface_detect import detect_faces_adaface
+
+    def rnet(x):
+        return torch.zeros(len(x), 4), torch.tensor([[0.01, 0.99], [0.02, 0.98]])[: len(x)]
+
+    fractions = torch.tensor([0.2, 0.8, 0.5, 0.3, 0.7, 0.3, 0.3, 0.5, 0.7, 0.7])
+
+    def onet(x):
+        assert len(x) == 2
+        offsets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3 / 41, 3 / 41, -17 / 41, -17 / 41]])
+        return offsets, fractions.repeat(2, 1), torch.tensor([[0.01, 0.99], [0.05, 0.95]])
+
+    image = np.full((100, 100, 3), 128, np.uint8)
+    boxes, scores, landmarks = detect_faces_adaface(image, (_ScriptedPNet(), rnet, onet), torch.device("cpu"),
+                                                    min_face_size=40.0)
+    np.testing.assert_allclose(boxes, [[3, 3, 43, 43]], atol=1e-5)
+    np.testing.assert_allclose(scores, [0.99], atol=1e-6)
+    expected = np.stack([3 + 41 * fractions[:5].numpy(), 3 + 41 * fractions[5:].numpy()], axis=1)
+    np.testing.assert_allclose(landmarks[0], expected, atol=1e-4)
