@@ -86,6 +86,15 @@ def test_seed_get_aligned_face_is_adafaces(name):
     assert _mean_abs_diff(np.asarray(face), _reference_crop(name)) <= 1.0
 
 
+def test_python_api_aligns_like_adaface_by_default():
+    import facetrain
+
+    path = FIXTURES / EXPECTED["astronaut"]["input"]
+    assert _mean_abs_diff(np.asarray(facetrain.align(path)), _reference_crop("astronaut")) <= 1.0
+    facenet = facetrain.align_all([path], detector="facenet")[0]
+    assert _mean_abs_diff(np.asarray(facenet), _reference_crop("astronaut")) > 5.0
+
+
 def test_facenet_option_is_the_other_pipeline(adaface_detector):
     """detector="facenet" stays available and really is a different crop (16 grey levels away here)."""
     facenet = FaceAligner(detector="facenet")

@@ -42,20 +42,22 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     return model.to(resolve_device(device)).eval()
 
 
-def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu") -> Image.Image | None:
+def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
+          detector: str = "adaface") -> Image.Image | None:
     """The aligned 112x112 RGB face of a photo (path, PIL image or RGB array): the seed's
-    `get_aligned_face`, so None (with a warning naming the image) when no face is found."""
+    `get_aligned_face`, so None (with a warning naming the image) when no face is found.
+    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos)."""
     from facetrain.align.aligner import get_aligned_face
 
     if isinstance(image, (str, os.PathLike)):
-        return get_aligned_face(image, select=select, device=str(device))
-    return get_aligned_face(None, _as_pil(image), select=select, device=str(device))
+        return get_aligned_face(image, select=select, device=str(device), detector=detector)
+    return get_aligned_face(None, _as_pil(image), select=select, device=str(device), detector=detector)
 
 
-def align_all(images: Iterable[FaceLike], select: str = "score", device: str | torch.device = "cpu"
-              ) -> list[Image.Image | None]:
+def align_all(images: Iterable[FaceLike], select: str = "score", device: str | torch.device = "cpu",
+              detector: str = "adaface") -> list[Image.Image | None]:
     """`align` for each image, in order (None where no face was found)."""
-    return [align(image, select=select, device=device) for image in images]
+    return [align(image, select=select, device=device, detector=detector) for image in images]
 
 
 def embed(model: nn.Module, faces: Sequence[FaceLike], batch_size: int = 256, device: str | torch.device | None = None,
