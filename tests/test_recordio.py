@@ -93,11 +93,12 @@ def test_record_past_eof_and_index_past_eof(tmp_path, images_labels):
     write_insightface_rec(tmp_path, [_png(i) for i in images[:4]], labels[:4], header=False)
     data = (tmp_path / "train.rec").read_bytes()
     (tmp_path / "train.rec").write_bytes(data[:-50])
-    reader = RecordReader(tmp_path)
     with pytest.raises(DataError, match=r"train.rec: record 3 runs past the end of the file"):
-        reader.labels
+        RecordReader(tmp_path)
+    (tmp_path / "train.idx").unlink()
     with pytest.raises(DataError, match=r"train.rec: record 3 runs past the end of the file"):
-        reader.read_image(3)
+        RecordReader(tmp_path)
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:4]], labels[:4], header=False)
     (tmp_path / "train.rec").write_bytes(data)
     with open(tmp_path / "train.idx", "a") as f:
         f.write(f"4\t{len(data) + 100}\n")
@@ -129,3 +130,84 @@ def test_reader_works_after_pickle_and_fork(tmp_path, images_labels):
     child.start()
     assert queue.get(timeout=30) == labels[1:3].tolist()
     child.join()
+
+
+# --- hostile or inconsistent files (issue 10) ---
+
+def _one_image_rec(tmp_path, label, key=0):
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(key, label, _png(faces(1, identities=1)[0][0]))
+    return tmp_path
+
+
+@pytest.mark.parametrize("label", [float("nan"), float("inf"), -float("inf"), 2.5, -1.0, 1e12])
+def test_labels_that_are_not_class_numbers_are_refused(tmp_path, label):
+    reader = RecordReader(_one_image_rec(tmp_path, label))
+    with pytest.raises(DataError, match=r"train.rec: record 0 has label .*whole number >= 0"):
+        reader.labels
+    with pytest.raises(DataError, match=r"record 0 has label"):
+        reader.read_image(0)
+
+
+def test_header_with_nan_label_is_a_data_error(tmp_path, images_labels):
+    images, labels = images_labels
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, [float("nan"), 3.0], b"")
+        w.write(1, 0.0, _png(images[0]))
+    with pytest.raises(DataError, match=r"header record 0 has labels"):
+        RecordReader(tmp_path)
+
+
+def test_header_class_count_must_match_the_identity_records(tmp_path, images_labels):
+    images, labels = images_labels
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, [3.0, 1e12], b"")  # declares ~1e12 identities; there are none
+        w.write(1, 0.0, _png(images[0]))
+        w.write(2, 0.0, _png(images[1]))
+    with pytest.raises(DataError, match=r"declares \d+ identities .* does not match the data"):
+        RecordReader(tmp_path)
+
+
+def test_duplicate_and_non_numeric_index_lines_are_refused(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:3]], labels[:3], header=False)
+    idx = tmp_path / "train.idx"
+    lines = idx.read_text().splitlines()
+    idx.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(DataError, match=r"train.idx: key 1 is listed more than once"):
+        RecordReader(tmp_path)
+    idx.write_text("\n".join(lines[:2] + ["2\tabc"]) + "\n")
+    with pytest.raises(DataError, match=r"train.idx: line 3 is '2\\tabc'"):
+        RecordReader(tmp_path)
+
+
+def test_a_rec_beside_the_index_of_other_data_is_detected(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path / "old", [_png(i) for i in images[:4]], labels[:4])
+    write_insightface_rec(tmp_path / "new", [_png(i) for i in images], labels)
+    (tmp_path / "new" / "train.idx").write_bytes((tmp_path / "old" / "train.idx").read_bytes())
+    with pytest.raises(DataError, match=r"train.idx: does not match train.rec"):
+        RecordReader(tmp_path / "new")
+
+
+def test_rewriting_a_pair_never_leaves_the_old_index_beside_the_new_rec(tmp_path, images_labels):
+    """The commit removes the old index before the new .rec lands: a kill in between leaves a .rec that scans."""
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:4]], labels[:4])
+    seen = []
+    real_replace = __import__("os").replace
+
+    def spy(src, dst):
+        seen.append((str(dst).rsplit("/", 1)[-1], sorted(p.name for p in tmp_path.iterdir() if ".tmp-" not in p.name)))
+        real_replace(src, dst)
+
+    import facetrain.io_utils as io_utils
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(io_utils.os, "replace", spy)
+    try:
+        write_insightface_rec(tmp_path, [_png(i) for i in images], labels)
+    finally:
+        monkey.undo()
+    assert seen[0] == ("train.rec", ["train.rec"])  # old idx and property already gone
+    assert seen[1][0] == "train.idx"
+    assert RecordReader(tmp_path).num_classes == 4 and (tmp_path / "property").read_text() == "4,112,112\n"

@@ -18,7 +18,7 @@ import numpy as np
 
 from facetrain.data.image_codec import decode_bgr, encode_image
 from facetrain.errors import DataError
-from facetrain.io_utils import temporary_name
+from facetrain.io_utils import atomic_write_bytes, fresh_temporary, open_write, replace
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -45,17 +45,63 @@ def resolve_rec_paths(path: str | os.PathLike, idx_path: str | os.PathLike | Non
     return rec, (idx if idx.is_file() else None)
 
 
+def _malformed_line(idx: Path, text: str) -> DataError:
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if fields and (len(fields) != 2 or not all(f.isdigit() for f in fields)):
+            return DataError(f"{idx}: line {number} is {line[:60]!r}, expected `key<TAB>offset` (two whole numbers)")
+    return DataError(f"{idx}: malformed index (expected `key<TAB>offset` lines)")
+
+
 def _parse_index(idx: Path, rec: Path, rec_size: int) -> tuple[np.ndarray, np.ndarray]:
     text = idx.read_bytes().decode("ascii", errors="replace")
-    values = np.array(text.split(), dtype=np.int64) if text.strip() else np.zeros(0, np.int64)
+    try:
+        values = np.array(text.split(), dtype=np.int64) if text.strip() else np.zeros(0, np.int64)
+    except (ValueError, OverflowError):
+        raise _malformed_line(idx, text) from None
     if values.size % 2:
-        raise DataError(f"{idx}: malformed index (expected `key<TAB>offset` lines)")
+        raise _malformed_line(idx, text)
     keys, offsets = values[0::2], values[1::2]
     bad = np.flatnonzero((offsets < 0) | (offsets + 8 > rec_size))
     if bad.size:
         k = int(bad[0])
         raise DataError(f"{idx}: record {keys[k]} has offset {offsets[k]} past the end of {rec.name} ({rec_size} bytes)")
+    sorted_keys = np.sort(keys)
+    dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if dup.size:
+        raise DataError(f"{idx}: key {sorted_keys[dup[0]]} is listed more than once")
     return keys, offsets
+
+
+def _check_pair(rec: Path, idx: Path, data: np.ndarray, keys: np.ndarray, offsets: np.ndarray) -> None:
+    """The index must describe this `.rec`: its last record ends exactly at the end of the file. A `.rec`
+    and `.idx` of different writes (one file replaced, the other not) fail here, not at some later record."""
+    if not len(offsets):
+        if len(data):
+            raise DataError(f"{idx}: empty index for {rec.name} of {len(data)} bytes: they do not belong together")
+        return
+    last = int(np.argmax(offsets))
+    pos, size = int(offsets[last]), len(data)
+    while True:
+        magic, lrec = struct.unpack_from("<II", data, pos)
+        if magic != MAGIC:
+            raise DataError(f"{idx}: does not match {rec.name} (no record at byte {pos}); "
+                            "the two files come from different writes: re-create them together")
+        cflag, length = lrec >> 29, lrec & _LENGTH_MASK
+        pos += 8 + length + (-length % 4)
+        if cflag not in (1, 2) or pos + 8 > size:
+            break
+    if pos > size:
+        raise DataError(f"{rec}: record {keys[last]} runs past the end of the file (truncated file?)")
+    if pos != size:
+        raise DataError(f"{idx}: does not match {rec.name}: its last record ends at byte {pos}, the file has "
+                        f"{size} bytes; the two files come from different writes: re-create them together")
+
+
+def _class_label(value: float, rec: Path, key: int) -> int:
+    if not (np.isfinite(value) and value >= 0 and value == np.floor(value) and value < 2 ** 31):
+        raise DataError(f"{rec}: record {key} has label {value}: a class label must be a whole number >= 0")
+    return int(value)
 
 
 def _scan_offsets(rec: Path, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +137,7 @@ class RecordReader:
         data = self._data()
         if self.idx_path is not None:
             self.keys, self.offsets = _parse_index(self.idx_path, self.rec_path, self.size)
+            _check_pair(self.rec_path, self.idx_path, data, self.keys, self.offsets)
         else:
             self.keys, self.offsets = _scan_offsets(self.rec_path, data)
         self._order = np.argsort(self.keys, kind="stable")
@@ -103,8 +150,22 @@ class RecordReader:
             head, payload = self.read_record(0)
             if head.flag > 0 and not payload:  # InsightFace header: no image, label=(first_identity_record, end)
                 self.header_record = head
-                first_identity = int(head.label[0])
+                first_identity, end = self._header_range(head)
                 self.image_keys = self.keys[(self.keys >= 1) & (self.keys < first_identity)]
+
+    def _header_range(self, head: IRHeader) -> tuple[int, int]:
+        """(first identity record, end) of the header; the identity records it declares must be in the index."""
+        values = np.atleast_1d(head.label)
+        if len(values) < 2 or not np.isfinite(values[:2]).all() or (values[:2] != np.floor(values[:2])).any() \
+                or not 1 <= values[0] <= values[1]:
+            raise DataError(f"{self.rec_path}: header record 0 has labels {values.tolist()}, expected "
+                            "(first identity record, end) with 1 <= first <= end")
+        first, end = int(values[0]), int(values[1])
+        listed = int(np.count_nonzero((self.keys >= first) & (self.keys < end)))
+        if listed != end - first:
+            raise DataError(f"{self.rec_path}: header record 0 declares {end - first} identities (records {first}.."
+                            f"{end - 1}) but {listed} of those records exist: the class count does not match the data")
+        return first, end
 
     def _data(self) -> np.ndarray:
         return np.memmap(self.rec_path, dtype=np.uint8, mode="r") if self.size else np.zeros(0, np.uint8)
@@ -173,8 +234,8 @@ class RecordReader:
     def read_image(self, key: int) -> tuple[np.ndarray, int]:
         """(BGR uint8 112x112x3, class label) of one image record."""
         head, payload = self.read_record(key)
-        label = head.label[0] if head.flag > 0 else head.label
-        return decode_bgr(payload, f"{self.rec_path} record {key}"), int(label)
+        label = _class_label(float(head.label[0] if head.flag > 0 else head.label), self.rec_path, key)
+        return decode_bgr(payload, f"{self.rec_path} record {key}"), label
 
     def scan_labels(self, keys: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         """Class label of each key from the 24-byte headers only (no decoding), vectorised; checks magic/length."""
@@ -198,7 +259,13 @@ class RecordReader:
             if bad.size:
                 raise DataError(f"{self.rec_path}: record {keys[s + bad[0]]} runs past the end of the file "
                                 "or is too short for its header")
-            labels[s:s + chunk] = np.where(flags > 0, floats[:, 8], floats[:, 3]).astype(np.int64)
+            values = np.where(flags > 0, floats[:, 8], floats[:, 3]).astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values != np.floor(values))
+                                     | (values >= 2 ** 31))
+            if bad.size:
+                _class_label(float(values[bad[0]]), self.rec_path, int(keys[s + bad[0]]))
+            labels[s:s + chunk] = values.astype(np.int64)
         return labels
 
     @property
@@ -212,20 +279,29 @@ class RecordReader:
     def num_classes(self) -> int:
         """max label + 1 (labels index the classifier directly); InsightFace's header count when larger."""
         n = int(self.labels.max()) + 1 if len(self.labels) else 0
-        if self.header_record is not None and np.ndim(self.header_record.label) and len(self.header_record.label) >= 2:
-            n = max(n, int(self.header_record.label[1] - self.header_record.label[0]))
+        if self.header_record is not None:
+            first, end = self._header_range(self.header_record)
+            n = max(n, end - first)
         return n
 
 
 class RecordWriter:
-    """Write records and the `.idx`; both appear (atomically, index last) only when the writer closes cleanly."""
+    """Write records and the `.idx`; both appear only when the writer closes cleanly.
 
-    def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike):
+    Commit order: the old `.idx` (and `companions`, e.g. `property`) are removed, the `.rec`
+    is renamed into place, then the `.idx`, then the companions are written. A kill at any
+    point leaves either a matching pair or a `.rec` alone, which readers scan: never a
+    `.rec` beside an index of other data.
+    """
+
+    def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike,
+                 companions: dict[Path, bytes] | None = None):
         self.rec_path, self.idx_path = Path(rec_path), Path(idx_path)
+        self.companions = dict(companions or {})
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_rec = temporary_name(self.rec_path)
-        self._tmp_idx = temporary_name(self.idx_path)
-        self._rec, self._idx = open(self._tmp_rec, "wb"), open(self._tmp_idx, "w")
+        self._tmp_rec = fresh_temporary(self.rec_path)
+        self._tmp_idx = fresh_temporary(self.idx_path)
+        self._rec, self._idx = open_write(self._tmp_rec, "wb"), open_write(self._tmp_idx, "w")
 
     def write(self, key: int, label: float | Sequence[float], payload: bytes, id2: int = 0) -> None:
         labels = np.atleast_1d(np.asarray(label, dtype="<f4"))
@@ -242,8 +318,12 @@ class RecordWriter:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-        os.replace(self._tmp_rec, self.rec_path)
-        os.replace(self._tmp_idx, self.idx_path)
+        for path in (self.idx_path, *self.companions):
+            path.unlink(missing_ok=True)
+        replace(self._tmp_rec, self.rec_path)
+        replace(self._tmp_idx, self.idx_path)
+        for path, data in self.companions.items():
+            atomic_write_bytes(path, data)
 
     def abort(self) -> None:
         for f, tmp in ((self._rec, self._tmp_rec), (self._idx, self._tmp_idx)):
@@ -275,7 +355,8 @@ def write_insightface_rec(prefix_or_dir: str | os.PathLike, images_or_encoded: S
         item = images_or_encoded[i]
         return bytes(item) if isinstance(item, (bytes, bytearray)) else encode_image(np.asarray(item), ".jpg", quality)
 
-    with RecordWriter(rec, rec.with_suffix(".idx")) as w:
+    companions = {rec.parent / "property": f"{len(classes)},112,112\n".encode()} if header else {}
+    with RecordWriter(rec, rec.with_suffix(".idx"), companions) as w:
         first = 1 if header else 0
         if header:
             n = len(labels)
@@ -288,6 +369,4 @@ def write_insightface_rec(prefix_or_dir: str | os.PathLike, images_or_encoded: S
             ends = np.searchsorted(sorted_labels, classes, side="right") + 1
             for c, (a, b) in enumerate(zip(starts, ends)):
                 w.write(len(labels) + 1 + c, [float(a), float(b)], b"")
-    if header:
-        (rec.parent / "property").write_text(f"{len(classes)},112,112\n")
     return rec
