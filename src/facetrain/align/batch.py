@@ -3,7 +3,11 @@
 
 Each worker owns its MTCNN and runs torch with one thread: N single-threaded detectors use
 N cores better than one detector fighting over them. Images where no face is found, or that
-cannot be read, are skipped and listed in `OUT_DIR/align_report.json` (and returned).
+cannot be read (corrupt, over the pixel limit), are skipped and listed in
+`OUT_DIR/align_report.json` (and returned); the batch goes on. Faces already written (and newer
+than their photo) are kept, so running the command again resumes an interrupted run. An output
+folder inside the input (or the input inside the output's `imgs`) is refused: the next run
+would align the aligned faces again.
 """
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ from tqdm import tqdm
 from facetrain.align.aligner import FaceAligner, NoFaceError
 from facetrain.data.image_codec import encode_image
 from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
+from facetrain.data.photo import read_photo_rgb
+from facetrain.data.pixel_limit import set_max_pixels
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_path, atomic_write_json
+from facetrain.io_utils import atomic_path, atomic_write_json, open_write
 
 REPORT_NAME = "align_report.json"
 
@@ -74,15 +80,41 @@ def _align_one(job: tuple[str, str]) -> tuple[str, str, str]:
     """(source, status, message) with status "ok", "no_face" or "unreadable"; writes the face atomically."""
     source, target = job
     try:
-        face_rgb = _worker_aligner.align_path(source)
+        face_rgb = _worker_aligner.align(read_photo_rgb(source), source)
     except NoFaceError as exc:
         return source, "no_face", str(exc)
     except DataError as exc:
         return source, "unreadable", str(exc)
+    except (MemoryError, cv2.error) as exc:  # a photo the detector cannot process must not stop the batch
+        return source, "unreadable", f"{source}: cannot process image ({type(exc).__name__}: {exc})"
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(encode_image(cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR), ".jpg", quality=95))
+    with atomic_path(target) as tmp, open_write(tmp) as f:
+        f.write(encode_image(cv2.cvtColor(face_rgb, cv2.COLOR_RGB2BGR), ".jpg", quality=95))
     return source, "ok", ""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_separate(source_dir: Path, out_dir: Path) -> None:
+    """Refuse outputs inside the input (the next run would align the aligned faces) and the reverse."""
+    source, out = source_dir.resolve(), out_dir.resolve()
+    if _inside(out, source):
+        raise DataError(f"{out_dir}: the output folder is inside the input folder {source_dir}; "
+                        "choose an output folder outside it")
+    if _inside(source, out / IMGS):
+        raise DataError(f"{source_dir}: the input folder is inside the output folder {out_dir / IMGS}; "
+                        "choose an output folder elsewhere")
+
+
+def _done(job: tuple[str, str]) -> bool:
+    """The face exists (written atomically, so complete) and is newer than its photo."""
+    source, target = job
+    try:
+        return os.stat(target).st_mtime_ns >= os.stat(source).st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def align_folder(
@@ -94,24 +126,31 @@ def align_folder(
     factor: float | None = None,
     progress: bool | None = None,
     detector: str = "adaface",
+    max_pixels: int | None = None,
 ) -> AlignReport:
-    """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report."""
+    """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report.
+
+    `max_pixels` raises the pixel limit (see facetrain.data.pixel_limit) for this process and its workers."""
+    set_max_pixels(max_pixels)
     source_dir = resolve_imgs_dir(in_dir, require_imgs=False)
     out_dir = Path(out_dir)
+    check_separate(source_dir, out_dir)
     jobs = plan_jobs(source_dir, out_dir / IMGS)
     if not jobs:
         raise DataError(f"{in_dir}: no images found (expected {in_dir}/<identity>/<image>)")
     report = AlignReport(str(source_dir), str(out_dir / IMGS), identities=len({Path(s).parent for s, _ in jobs}),
                          images=len(jobs))
-    bar = tqdm(total=len(jobs), desc="align", unit="img", disable=None if progress is None else not progress)
-    if workers <= 1:
+    todo = [job for job in jobs if not _done(job)]
+    report.aligned = len(jobs) - len(todo)
+    bar = tqdm(total=len(jobs), initial=report.aligned, desc="align", unit="img",
+               disable=None if progress is None else not progress)
+    if todo and workers <= 1:
         _init_worker(device, select, detector, factor, threads=None)
-        results = map(_align_one, jobs)
-        _collect(results, report, bar)
-    else:
+        _collect(map(_align_one, todo), report, bar)
+    elif todo:
         context = multiprocessing.get_context(_start_method(device))
         with context.Pool(workers, initializer=_init_worker, initargs=(device, select, detector, factor, 1)) as pool:
-            _collect(pool.imap_unordered(_align_one, jobs, chunksize=4), report, bar)
+            _collect(pool.imap_unordered(_align_one, todo, chunksize=4), report, bar)
     bar.close()
     report.no_face.sort()
     report.unreadable.sort(key=lambda item: item["path"])

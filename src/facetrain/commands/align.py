@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_detector(parser)
     parser.add_argument("--factor", type=float, default=None,
                         help="MTCNN pyramid step (default: the detector's own, 0.85 adaface, 0.709 facenet)")
+    parser.add_argument("--max_pixels", type=int, default=None,
+                        help="refuse photos with more pixels than this, before decoding (default 50000000; "
+                             "env FACETRAIN_MAX_PIXELS)")
     add_quiet(parser)
 
 
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = align_folder(args.in_dir, args.out_dir, workers=args.workers, select=args.select,
                           device=str(resolve_device(args.device)), factor=args.factor, detector=args.detector,
-                          progress=False if args.quiet else None)
+                          progress=False if args.quiet else None, max_pixels=args.max_pixels)
     print(report.summary())
     for path in report.no_face:
         print(f"  no face: {path}")
