@@ -20,8 +20,31 @@ from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 
 
+# names whose outputs would collide with other files of a converted folder (train.dat is the training memfile)
+_RESERVED_NAMES = frozenset({"train", "imgs"})
+
+
 def set_name(path: str | os.PathLike) -> str:
-    return Path(path).name.split(".")[0]
+    """The set's name is the whole file name without `.bin`: `lfw.old.bin` is "lfw.old", not "lfw"."""
+    name = Path(path).name
+    stem = name[: -len(".bin")] if name.lower().endswith(".bin") else name
+    if not stem or stem.startswith(".") or stem in _RESERVED_NAMES:
+        raise DataError(f"{path}: {stem!r} cannot name a verification set (its outputs would be hidden or overwrite "
+                        f"other files); rename the file, e.g. to lfw.bin")
+    return stem
+
+
+def unique_set_names(paths: Sequence[Path]) -> dict[str, Path]:
+    """name -> file; two files whose names differ only by case would write the same outputs on
+    case-insensitive file systems, so that is an error naming both."""
+    names: dict[str, Path] = {}
+    for path in paths:
+        name = set_name(path)
+        for other_name, other in names.items():
+            if other_name.lower() == name.lower():
+                raise DataError(f"{other} and {path} both map to verification set {name!r}; rename one of them")
+        names[name] = path
+    return names
 
 
 def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:

@@ -19,9 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.bin import iter_decoded, load_encoded, set_name
+from facetrain.data.bin import iter_decoded, load_encoded, set_name, unique_set_names
 from facetrain.data.image_codec import decode_bgr, encode_image, is_jpeg, parallel_map
-from facetrain.data.memfile import MEMFILE_SUFFIX, memfile_writer, save_issame
+from facetrain.data.memfile import MEMFILE_SUFFIX, issame_file, memfile_writer, save_issame
 from facetrain.data.recordio import RecordReader
 from facetrain.errors import DataError
 from facetrain.io_utils import temporary_name
@@ -31,7 +31,7 @@ def find_bins(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    return sorted(folder.glob("*.bin"))
+    return list(unique_set_names(sorted(folder.glob("*.bin"))).values())
 
 
 def bin_to_memfile(bin_path: str | os.PathLike, out_dir: str | os.PathLike, progress: bool | None = None) -> Path:
@@ -40,10 +40,9 @@ def bin_to_memfile(bin_path: str | os.PathLike, out_dir: str | os.PathLike, prog
     name, out_dir = set_name(bin_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}{MEMFILE_SUFFIX}"
-    with memfile_writer(path, (len(bins), 112, 112, 3), np.uint8) as write:
+    with memfile_writer(path, (len(bins), 112, 112, 3), np.uint8, issame_file(out_dir, name, issame)) as write:
         for block in iter_decoded(bins, str(bin_path), progress=progress):
             write(block)
-        save_issame(out_dir, name, issame)
     return path
 
 

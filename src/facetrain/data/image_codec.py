@@ -8,6 +8,7 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from facetrain.data.pixel_limit import check_encoded
 from facetrain.errors import DataError
 
 FACE_SIZE = 112
@@ -22,10 +23,13 @@ def decode_bgr(encoded: bytes | np.ndarray, where: str) -> np.ndarray:
     """Encoded JPEG/PNG -> uint8 BGR 112x112x3; `where` names the file (and index) in the error.
 
     Faces that are not 112x112 are resized to it (bilinear), as InsightFace's `load_bin` does
-    for its verification sets; grey images become 3-channel (IMREAD_COLOR).
+    for its verification sets; grey images become 3-channel (IMREAD_COLOR; 16-bit ones are
+    scaled to 8 bits). Images over the pixel limit are refused before decoding (pixel_limit).
     """
     buf = np.frombuffer(encoded, dtype=np.uint8) if isinstance(encoded, (bytes, bytearray, memoryview)) else encoded
-    img = cv2.imdecode(np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1), cv2.IMREAD_COLOR) if buf.size else None
+    buf = np.ascontiguousarray(buf, dtype=np.uint8).reshape(-1)
+    check_encoded(buf, where)
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
         raise DataError(f"{where}: cannot decode image ({buf.size} bytes; corrupt or not an image)")
     if img.shape[:2] != (FACE_SIZE, FACE_SIZE):

@@ -2,24 +2,28 @@
 
 Ours store uint8 BGR HWC (4x smaller than AdaFace's normalised float32 CHW); the data file is
 written under a temporary name, renamed, and only then is the sidecar written, so a memfile
-without its `.conf` is never complete. Validation sets live in one folder as
+without its `.conf` is never complete. Writing a memfile again keeps the old one (and its
+sidecar) valid until the new data is complete: only then are the old `.conf` removed, the new
+data and its companion files (the issame list) renamed into place, and the new `.conf` written. Validation sets live in one folder as
 `<name>.dat` (+ `.conf`) and `<name>_list.npy` (issame, AdaFace's name). AdaFace's layout,
 `<root>/<name>/memfile/mem_file.dat` (+ `.conf`) with `<root>/<name>_list.npy`, is read too.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from facetrain.data.bin import unique_set_names
 from facetrain.data.verification_set import VAL_SET_NAMES, VerificationSet
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_path
+from facetrain.io_utils import atomic_path, atomic_write_bytes, fresh_temporary, open_write, replace
 
 __all__ = ["VAL_SET_NAMES", "write_memfile", "create_memfile", "memfile_writer", "open_memfile", "write_validation_set",
            "load_validation_sets", "find_validation_sets", "read_adaface_memfile", "issame_path"]
@@ -42,40 +46,61 @@ def _write_conf(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         tmp.write_text(json.dumps({"shape": list(shape), "dtype": dtype.name}))
 
 
-@contextlib.contextmanager
-def create_memfile(path: str | os.PathLike, shape: Sequence[int], dtype: str | np.dtype = np.uint8) -> Iterator[np.memmap]:
-    """Yield a writable memmap; on success flush, rename into place, then write the sidecar.
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
-    On any exception the temporary data file is removed and no `.conf` appears, and a stale
-    `.conf` of an earlier memfile at `path` is removed first so it cannot describe new data.
+
+@contextlib.contextmanager
+def _staged(path: Path, shape: tuple[int, ...], dtype: np.dtype, companions: Mapping[Path, bytes]) -> Iterator[Path]:
+    """Yield the temporary data path; when the body completes, commit: old sidecar out, data and companions in,
+    new sidecar last. On any exception the temporary is removed and the old memfile is left as it was."""
+    tmp = fresh_temporary(path)
+    try:
+        yield tmp
+        with contextlib.suppress(FileNotFoundError):
+            conf_path(path).unlink()
+        replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for companion, data in companions.items():
+        atomic_write_bytes(companion, data)
+    _write_conf(path, shape, dtype)
+
+
+@contextlib.contextmanager
+def create_memfile(path: str | os.PathLike, shape: Sequence[int], dtype: str | np.dtype = np.uint8,
+                   companions: Mapping[Path, bytes] | None = None) -> Iterator[np.memmap]:
+    """Yield a writable memmap; on success rename it into place, write `companions` (path -> bytes), then the
+    sidecar. An earlier memfile at `path` stays valid until then; on any exception it is left untouched.
+
     The pages are not msync'd: that guards against power loss only, and costs ~40% of a
     `.bin` conversion; an interrupted process (the case that matters) never leaves a `.conf`.
     """
     path = Path(path)
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-    with contextlib.suppress(FileNotFoundError):
-        conf_path(path).unlink()
-    with atomic_path(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _staged(path, shape, dtype, companions or {}) as tmp:
         mm = np.memmap(tmp, mode="w+", shape=shape, dtype=dtype) if np.prod(shape) else None
         yield mm if mm is not None else np.empty(shape, dtype)
         if mm is None:
             tmp.touch()
         del mm
-    _write_conf(path, shape, dtype)
 
 
 @contextlib.contextmanager
-def memfile_writer(path: str | os.PathLike, shape: Sequence[int],
-                   dtype: str | np.dtype = np.uint8) -> Iterator[Callable[[np.ndarray], None]]:
+def memfile_writer(path: str | os.PathLike, shape: Sequence[int], dtype: str | np.dtype = np.uint8,
+                   companions: Mapping[Path, bytes] | None = None) -> Iterator[Callable[[np.ndarray], None]]:
     """Yield `write(block)` that appends blocks of rows sequentially (plain writes: cheaper than faulting in a
-    fresh memmap); when the body ends the row count is checked, the file renamed, then the sidecar written."""
+    fresh memmap); when the body ends the row count is checked and the memfile committed as in create_memfile."""
     path = Path(path)
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
-    with contextlib.suppress(FileNotFoundError):
-        conf_path(path).unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
+    with _staged(path, shape, dtype, companions or {}) as tmp:
+        with open_write(tmp, "wb") as f:
             def write(block: np.ndarray) -> None:
                 nonlocal rows
                 block = np.ascontiguousarray(block, dtype=dtype)
@@ -86,7 +111,6 @@ def memfile_writer(path: str | os.PathLike, shape: Sequence[int],
             yield write
         if rows != shape[0]:
             raise ValueError(f"{path}: {rows} rows written for a memfile of {shape[0]}")
-    _write_conf(path, shape, dtype)
 
 
 def write_memfile(path: str | os.PathLike, array: np.ndarray, chunk: int = 4096) -> None:
@@ -136,16 +160,19 @@ def write_validation_set(root: str | os.PathLike, vset: VerificationSet) -> Path
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{vset.name}{MEMFILE_SUFFIX}"
-    with create_memfile(path, vset.images.shape, np.uint8) as mm:
+    with create_memfile(path, vset.images.shape, np.uint8, issame_file(root, vset.name, vset.issame)) as mm:
         mm[:] = vset.images
-        save_issame(root, vset.name, vset.issame)
     return path
 
 
+def issame_file(root: str | os.PathLike, name: str, issame: np.ndarray) -> dict[Path, bytes]:
+    """The issame list as a memfile companion: {path: .npy bytes}."""
+    return {issame_path(root, name): npy_bytes(np.asarray(issame, dtype=bool))}
+
+
 def save_issame(root: str | os.PathLike, name: str, issame: np.ndarray) -> None:
-    with atomic_path(issame_path(root, name)) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(issame, dtype=bool))
+    for path, data in issame_file(root, name, issame).items():
+        atomic_write_bytes(path, data)
 
 
 def load_issame(root: str | os.PathLike, name: str) -> np.ndarray:
@@ -167,9 +194,7 @@ def find_validation_sets(root: str | os.PathLike) -> dict[str, tuple[str, Path]]
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: validation folder not found")
-    found: dict[str, tuple[str, Path]] = {}
-    for p in sorted(root.glob("*.bin")):
-        found[p.name.split(".")[0]] = ("bin", p)
+    found: dict[str, tuple[str, Path]] = {name: ("bin", p) for name, p in unique_set_names(sorted(root.glob("*.bin"))).items()}
     for kind, paths in (("adaface_memfile", sorted(root.glob(f"*/{ADAFACE_MEMFILE.as_posix()}"))),
                         ("memfile", sorted(p for p in root.glob(f"*{MEMFILE_SUFFIX}") if p.name != TRAIN_MEMFILE))):
         for p in paths:
@@ -228,12 +253,9 @@ def write_training_memfile(root: str | os.PathLike, images: np.ndarray, labels: 
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     path = root / TRAIN_MEMFILE
     root.mkdir(parents=True, exist_ok=True)
-    with create_memfile(path, images.shape, np.uint8) as mm:
+    with create_memfile(path, images.shape, np.uint8, {root / TRAIN_LABELS: npy_bytes(labels)}) as mm:
         for s in range(0, len(images), 4096):
             mm[s:s + 4096] = images[s:s + 4096]
-        with atomic_path(root / TRAIN_LABELS) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, labels)
     return path
 
 

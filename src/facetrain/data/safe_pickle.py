@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+from typing import Any, Callable
 
 from facetrain.errors import DataError
 
@@ -41,18 +41,42 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle references a global outside the allow-list."""
 
 
+class UnsizedPickleError(pickle.UnpicklingError):
+    """The pickle asks for an object larger than the whole file."""
+
+
+def _bounded(make: type, limit: int) -> Callable[..., Any]:
+    """`bytes`/`bytearray` that refuse `bytes(n)` for an n larger than the pickle (memory bounded by the file)."""
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int) and args[0] > limit:
+            raise UnsizedPickleError(f"asks for a {args[0]}-byte {make.__name__}, larger than the file")
+        return make(*args)
+    return build
+
+
 class RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data), encoding="bytes")
+        self._size = len(data)
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
             raise UnsafePickleError(f"refusing to load global {module}.{name}")
+        if module == "__builtin__":  # Python 2 name; fix_imports maps it only in protocol < 3 pickles
+            module = "builtins"
+        if module == "builtins" and name in ("bytes", "bytearray"):
+            return _bounded(bytes if name == "bytes" else bytearray, self._size)
         return super().find_class(module, name)
 
 
 def safe_loads(data: bytes, source: str) -> Any:
     """Unpickle `data` (Python 2 or 3, any protocol) with the allow-list; `source` names the file in errors."""
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return RestrictedUnpickler(data).load()
     except UnsafePickleError as exc:
         raise DataError(f"{source}: not a plain verification set, the pickle tries to run code ({exc})") from None
+    except (UnsizedPickleError, MemoryError, OverflowError) as exc:
+        raise DataError(f"{source}: corrupt pickle: it declares an object larger than the file "
+                        f"({len(data)} bytes){f' ({exc})' if str(exc) else ''}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise DataError(f"{source}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from None
