@@ -64,7 +64,11 @@ def test_rec_to_image_folder_and_swap(tmp_path):
                  "--out", str(out), "--quiet"]) == 0
     swapped, _ = ImageFolder(out).read(0)
     assert np.abs(swapped[:, :, ::-1].astype(int) - images[0]).mean() < 3
-    assert main(["convert", "--rec_path", str(tmp_path), "--make_image_files", "--quiet"]) == 1  # imgs exists
+    stamp = (tmp_path / "imgs" / "1" / "3.jpg").stat().st_mtime_ns
+    assert main(["convert", "--rec_path", str(tmp_path), "--make_image_files", "--quiet"]) == 0  # same: kept
+    assert (tmp_path / "imgs" / "1" / "3.jpg").stat().st_mtime_ns == stamp
+    assert main(["convert", "--rec_path", str(tmp_path), "--make_image_files", "--swap_color_channel",
+                 "--quiet"]) == 1  # imgs exists, made with other options: not overwritten
 
 
 def test_bins_to_images_also_make_memfiles(tmp_path):

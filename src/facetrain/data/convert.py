@@ -7,7 +7,9 @@
 Encoded JPEG payloads are written as they are (lossless, fast); `swap_color_channel` swaps the
 red and blue channels of the written files, as AdaFace's `--swap_color_channel` does, for
 tools that load them with PIL and expect BGR data. Every output is built under a temporary
-name and renamed when complete; a memfile's `.conf` is written last.
+name and renamed when complete; a memfile's `.conf` is written last. An image folder made
+earlier from the same source with the same options is kept (output_marker), so running the
+command again after an interruption completes the remaining outputs.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from facetrain.data.image_codec import decode_bgr, encode_image, is_jpeg, parall
 from facetrain.data.memfile import MEMFILE_SUFFIX, issame_file, memfile_writer, save_issame
 from facetrain.data.recordio import RecordReader
 from facetrain.errors import DataError
-from facetrain.io_utils import temporary_name
+from facetrain.data.output_marker import fingerprint, made_from, write_marker
+from facetrain.io_utils import fresh_temporary, replace, write_bytes
 
 
 def find_bins(folder: str | os.PathLike) -> list[Path]:
@@ -64,18 +67,26 @@ def _swap_writer(swap: bool) -> Callable[[bytes, str], bytes]:
     return prepare
 
 
-def _write_tree(out: Path, items: Sequence[tuple[str, Callable[[], bytes]]], desc: str, progress: bool | None) -> None:
-    """Write `relative path -> bytes` items under a temporary folder, then rename it to `out`."""
+def _write_tree(out: Path, items: Sequence[tuple[str, Callable[[], bytes]]], desc: str, progress: bool | None,
+                recipe: dict) -> bool:
+    """Write `relative path -> bytes` items under a temporary folder, then rename it to `out`.
+
+    Returns False (writing nothing) when `out` is already the complete output of `recipe`."""
+    if made_from(out, recipe):
+        return False
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: already exists and is not empty; remove it to convert again")
-    tmp = temporary_name(out)
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_temporary(out)
+    tmp.mkdir()
 
     def write(item: tuple[str, Callable[[], bytes]]) -> None:
         rel, produce = item
         dst = tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(produce())
+        write_bytes(dst, produce())
 
     try:
         for _ in tqdm(parallel_map(write, items), total=len(items), desc=desc, unit="img",
@@ -83,10 +94,12 @@ def _write_tree(out: Path, items: Sequence[tuple[str, Callable[[], bytes]]], des
             pass
         if out.exists():
             out.rmdir()
-        os.replace(tmp, out)
+        write_marker(out, recipe)
+        replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return True
 
 
 def bin_to_images(bin_path: str | os.PathLike, out_dir: str | os.PathLike, swap_color_channel: bool = False,
@@ -97,7 +110,8 @@ def bin_to_images(bin_path: str | os.PathLike, out_dir: str | os.PathLike, swap_
     prepare = _swap_writer(swap_color_channel)
     items = [(f"{i}.jpg", lambda i=i: prepare(bytes(bins[i]), f"{bin_path} image {i}")) for i in range(len(bins))]
     target = out_dir / name / "imgs"
-    _write_tree(target, items, f"images {name}", progress)
+    recipe = {"command": "convert bin images", "sources": fingerprint([bin_path]), "swap": swap_color_channel}
+    _write_tree(target, items, f"images {name}", progress, recipe)
     save_issame(out_dir, name, issame)
     return target
 
@@ -108,9 +122,11 @@ def bins_to_images(folder: str | os.PathLike, out_dir: str | os.PathLike | None 
 
 
 def _safe_relative(name: str, where: str) -> str:
+    """`<identity>/<image>` exactly: deeper or hidden entries would be written but never read back as images."""
     rel = Path(name.strip())
-    if rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
-        raise DataError(f"{where}: {name!r} is not a relative `<identity>/<image>` path")
+    if rel.is_absolute() or len(rel.parts) != 2 or any(part.startswith(".") for part in rel.parts):
+        raise DataError(f"{where}: {name!r} is not an `<identity>/<image>` path (one folder level, no hidden "
+                        "or `..` parts): an image folder would not see it")
     return rel.with_suffix(".jpg").as_posix()
 
 
@@ -124,6 +140,8 @@ def rec_to_image_folder(rec_path: str | os.PathLike, out: str | os.PathLike | No
     reader = RecordReader(rec_path)
     out = Path(out) if out is not None else reader.rec_path.parent / "imgs"
     keys = reader.image_keys
+    if not len(keys):
+        raise DataError(f"{reader.rec_path}: no image records to unpack (empty file?)")
     if names is not None and len(names) != len(keys):
         raise DataError(f"{names_source}: {len(names)} names for {len(keys)} image records in {reader.rec_path}")
     prepare = _swap_writer(swap_color_channel)
@@ -139,5 +157,9 @@ def rec_to_image_folder(rec_path: str | os.PathLike, out: str | os.PathLike | No
     else:
         rels = [f"{label}/{key}.jpg" for key, label in zip(keys.tolist(), reader.labels.tolist())]
     items = [(rel, lambda key=int(key): produce(key)) for rel, key in zip(rels, keys)]
-    _write_tree(out, items, f"unpack {reader.rec_path.name}", progress)
+    sources = [reader.rec_path] + ([reader.idx_path] if reader.idx_path else []) \
+        + ([names_source] if names is not None and Path(names_source).is_file() else [])
+    recipe = {"command": "convert rec images", "sources": fingerprint(sources), "swap": swap_color_channel,
+              "names": names is not None}
+    _write_tree(out, items, f"unpack {reader.rec_path.name}", progress, recipe)
     return out

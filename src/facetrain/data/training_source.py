@@ -4,6 +4,10 @@
 seed's scripts use it and returns an object with `__len__`, `labels` (int64, computed without
 decoding), `num_classes`, `read(i) -> uint8 BGR 112x112x3` and `describe()`. Sources are
 cheap to pickle into DataLoader workers; file handles are opened lazily per process.
+
+The classifier a trainer allocates grows with `num_classes`, which RecordIO and memfiles take
+from numbers in the files (a label, a header count): a source declaring more classes than it
+has images is refused here, before anything is allocated, so memory stays bounded by the data.
 """
 from __future__ import annotations
 
@@ -73,8 +77,6 @@ class RecordSource:
         self.reader = RecordReader(rec_path)
         self.keys = self.reader.image_keys
         self.labels = self.reader.labels
-        if len(self.labels) and self.labels.min() < 0:
-            raise DataError(f"{self.reader.rec_path}: negative class label {self.labels.min()}")
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -113,9 +115,21 @@ class MemfileSource:
         return f"training memfile {self.root / TRAIN_MEMFILE}: {len(self)} images, {_class_summary(self.labels, self.num_classes)}"
 
 
+def check_class_count(source: TrainingSource) -> None:
+    """DataError when the source declares more classes than it has images (a corrupt label or header count)."""
+    if source.num_classes > len(source):
+        raise DataError(f"{source.describe()}: {source.num_classes} classes for {len(source)} images; a label or "
+                        "class count in the data is wrong (refused before allocating a classifier that large)")
+
+
 def open_training_source(data_root: str | os.PathLike, train_data_path: str | os.PathLike,
                          use_mxrecord: bool = False) -> ImageFolderSource | RecordSource | MemfileSource:
-    path = resolve_data_path(data_root, train_data_path, "training data (--train_data_path)")
+    source = _open(resolve_data_path(data_root, train_data_path, "training data (--train_data_path)"), use_mxrecord)
+    check_class_count(source)
+    return source
+
+
+def _open(path: Path, use_mxrecord: bool) -> ImageFolderSource | RecordSource | MemfileSource:
     if use_mxrecord:
         for candidate in (path, path.parent if path.name == IMGS else None):
             if candidate is not None and (candidate.suffix == ".rec" or (candidate / "train.rec").is_file()):

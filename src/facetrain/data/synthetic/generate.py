@@ -5,7 +5,9 @@ Outputs under `out_dir` (each optional): `imgs/<id_xxxxx>/<n>.jpg` (training ima
 `<benchmark>.bin` verification sets on held-out identities, `ijb/<NAME>/` (IJB-like protocol, read by
 `facetrain ijb --data_root <out>/ijb --dataset_name <NAME>`), `tinyface_root/` (TinyFace's release layout
 plus its aligned copy, read by `facetrain tinyface --data_root <out>/tinyface_root`), and `synth_summary.json` with the
-parameters, sizes and the raw-pixel baseline accuracy of each `.bin`.
+parameters, sizes and the raw-pixel baseline accuracy of each `.bin`. Each output is replaced
+atomically; the old summary is removed before any output changes and the new one written last,
+so a summary always describes the files beside it (an interrupted run leaves none: run it again).
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
 from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
 from facetrain.data.synthetic.tinyface import plan_tinyface, render_tinyface_image, write_tinyface
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_write_json, fresh_temporary, temporary_name
+from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 
 TRAIN_JPEG_QUALITY = 95
+SUMMARY_NAME = "synth_summary.json"
 
 
 def _quiet(progress: bool | None) -> bool | None:
@@ -41,14 +44,14 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a completed folder into place, replacing an older one (a folder cannot be os.replace'd when full)."""
     old = final.with_name(f"{final.name}.old-{os.getpid()}")
     if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+        replace(final, old)
+    replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_training(out: Path, seed: int, num_identities: int, images_per_identity: int, folder: bool, rec: bool,
                     workers: int, progress: bool | None) -> dict:
-    tmp = temporary_name(out / "imgs")
+    tmp = fresh_temporary(out / "imgs")
     encoded: list[bytes] = []
     labels: list[int] = []
     stream = iter_training_identities(seed, num_identities, images_per_identity, workers)
@@ -60,7 +63,7 @@ def _write_training(out: Path, seed: int, num_identities: int, images_per_identi
             for n, img in enumerate(images):
                 data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, TRAIN_JPEG_QUALITY])[1].tobytes()
                 if folder:
-                    (tmp / name / f"{n}.jpg").write_bytes(data)
+                    write_bytes(tmp / name / f"{n}.jpg", data)
                 if rec:
                     encoded.append(data)
                     labels.append(label)
@@ -149,6 +152,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         raise ConfigError(f"ijb_name must be IJBB or IJBC (the evaluator's file prefixes), got {ijb_name!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY_NAME).unlink(missing_ok=True)
     summary: dict = {
         "generator": f"facetrain {__version__} synthetic faces",
         "seed": seed,
@@ -165,5 +169,5 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         summary["ijb"] = _write_ijb(out, seed, ijb_subjects, ijb_name.upper(), workers)
     if tinyface:
         summary["tinyface"] = _write_tinyface(out, seed, tinyface_subjects, tinyface_distractors, workers)
-    atomic_write_json(out / "synth_summary.json", summary)
+    atomic_write_json(out / SUMMARY_NAME, summary)
     return summary
