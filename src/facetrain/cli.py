@@ -64,3 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except FacetrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system refused (permissions, a file where a folder is needed, disk full)
+        print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe_os_error(exc: OSError) -> str:
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -35,6 +36,7 @@ class _WriteEvents:
         self.crash_at = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
         self.events_file = os.environ.get(EVENTS_FILE_ENV) or None
         self.owner = os.getpid()
+        self.lock = threading.Lock()
         if self.events_file:
             atexit.register(self._save_count)
 
@@ -43,8 +45,10 @@ class _WriteEvents:
         return self.crash_at is not None or self.events_file is not None
 
     def event(self) -> None:
-        self.count += 1
-        if self.count == self.crash_at:
+        with self.lock:  # writer threads (convert) share the count
+            self.count += 1
+            crash = self.count == self.crash_at
+        if crash:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _save_count(self) -> None:

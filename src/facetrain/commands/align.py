@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_detector, add_device, add_quiet, add_workers
+from facetrain.commands.options import add_detector, add_device, add_max_pixels, add_quiet, add_workers
 
 from facetrain.align.aligner import SELECT_MODES
 
@@ -18,9 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_detector(parser)
     parser.add_argument("--factor", type=float, default=None,
                         help="MTCNN pyramid step (default: the detector's own, 0.85 adaface, 0.709 facenet)")
-    parser.add_argument("--max_pixels", type=int, default=None,
-                        help="refuse photos with more pixels than this, before decoding (default 50000000; "
-                             "env FACETRAIN_MAX_PIXELS)")
+    add_max_pixels(parser, "photos (listed in the report)")
     add_quiet(parser)
 
 

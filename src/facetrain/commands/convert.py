@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_quiet
+from facetrain.commands.options import add_max_pixels, add_quiet
 from pathlib import Path
 
 from facetrain.errors import ConfigError
@@ -21,14 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="swap red and blue in the image files written (AdaFace's option, for loaders that expect "
                              "BGR data in files read with PIL)")
     parser.add_argument("--out", default=None, help="output folder (default: the --rec_path folder)")
+    add_max_pixels(parser, "images")
     add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.data import convert, dcface
+    from facetrain.data.pixel_limit import set_max_pixels
 
     if not (args.make_validation_memfiles or args.make_image_files):
         raise ConfigError("nothing to do: pass --make_validation_memfiles and/or --make_image_files")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    set_max_pixels(args.max_pixels)
     folder, progress = Path(args.rec_path), (False if args.quiet else None)
     bins = convert.find_bins(folder)
     if args.make_image_files:

@@ -32,3 +32,10 @@ def add_batch_size(parser: argparse.ArgumentParser, default: int = 256) -> None:
 
 def add_workers(parser: argparse.ArgumentParser, default: int, what: str) -> None:
     parser.add_argument("--workers", type=int, default=default, help=f"{what} (default {default})")
+
+
+def add_max_pixels(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max_pixels: the pixel limit checked from image headers before decoding (facetrain.data.pixel_limit)."""
+    parser.add_argument("--max_pixels", type=int, default=None,
+                        help=f"refuse {what} with more pixels than this, before decoding (default 50000000; "
+                             "env FACETRAIN_MAX_PIXELS)")
