@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from facetrain.eval.fusion import FUSION_METHODS
@@ -10,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--data_root", required=True,
                         help=f"folder holding tinyface/Testing_Set/ (the release) and {ALIGNED_DIR}/ (aligned copy)")
-    parser.add_argument("--ckpt", "--ckpt_path", dest="ckpt", required=True, help="checkpoint (ours or an official AdaFace .ckpt)")
+    add_ckpt(parser, "--ckpt_path")
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
     parser.add_argument("--fusion", "--fusion_method", dest="fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
                         help="how image and flip features are fused (none = no flip test)")
@@ -19,12 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default="tinyface_result",
                         help="where the image features are cached (another --fusion then re-scores without the network)")
     parser.add_argument("--json", default=None, help="write the results as JSON here")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_batch_size(parser, 128)
+    add_device(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32 gives the reference numbers; bf16/fp16 are faster approximations")
     parser.add_argument("--channels_last", action="store_true")
-    parser.add_argument("--no_progress", action="store_true")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,17 +37,16 @@ def run(args: argparse.Namespace) -> int:
         print("note: scipy is not installed, so the folders were not checked against the release's .mat lists "
               "(pip install 'facetrain[tinyface]')")
 
-    import torch
-
     from facetrain.checkpoint import load_backbone
+    from facetrain.devices import resolve_device
     from facetrain.eval.feature_cache import checkpoint_key
     from facetrain.eval.tinyface import run_tinyface
     from facetrain.io_utils import atomic_write_json
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     model, info = load_backbone(args.ckpt, args.arch)
     result = run_tinyface(model, protocol, args.cache_dir, checkpoint_key(args.ckpt, info["arch"]), args.fusion,
-                          args.batch_size, device, args.precision, args.channels_last, progress=not args.no_progress)
+                          args.batch_size, device, args.precision, args.channels_last, progress=not args.quiet)
     result = {"ckpt": str(args.ckpt), "arch": info["arch"]} | result
     print(f"TinyFace  {info['arch']} ({args.ckpt})  fusion {args.fusion}  {result['mated_probes']} probes, "
           f"{result['gallery_match']} gallery + {result['distractors']} distractors")
