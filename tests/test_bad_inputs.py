@@ -166,3 +166,23 @@ def test_read_only_output_folder_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Permission denied" in err and len(err.strip().splitlines()) == 1
     assert list(out.iterdir()) == []
+
+
+def test_huge_photo_given_to_compare_is_one_line(tmp_path, capsys):
+    """compare/embed --align read photos through the same pixel limit as align (no DecompressionBombError)."""
+    from PIL import Image
+
+    from facetrain.cli import main
+
+    from facetrain.checkpoint import save_checkpoint
+    from facetrain.models import build_model
+
+    save_checkpoint(tmp_path / "tiny.ckpt", build_model("tinynet"))
+    Image.new("RGB", (1200, 1000)).save(tmp_path / "huge.png")
+    for verb in (["compare", str(tmp_path / "huge.png")], ["embed", str(tmp_path), "--align", "--out", str(tmp_path / "e.npz")]):
+        code = main([*verb, "--ckpt", str(tmp_path / "tiny.ckpt"), "--max_pixels", "1000000", "--device", "cpu"])
+        out, err = capsys.readouterr()
+        if verb[0] == "compare":
+            assert code == 1 and err.startswith("error:") and err.count("\n") == 1 and "1000000" in err, err
+        else:  # a batch command lists the photo as failed and goes on
+            assert code == 0 and "failed: 1" in out and "huge.png: image of 1200x1000 pixels is over the limit" in out

@@ -16,11 +16,12 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from facetrain.align.mtcnn import MTCNN
 from facetrain.align.styles import DETECTORS
 from facetrain.align.transform import align_face, warp_and_crop_face
+from facetrain.data.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
 
 log = logging.getLogger("facetrain.align")
@@ -34,13 +35,9 @@ class NoFaceError(DataError):
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB of an image file, read with PIL as AdaFace does, and turned upright by its
-    EXIF orientation (phone photos are often stored sideways; MTCNN does not find sideways faces)."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    """HxWx3 uint8 RGB of a photo, read with PIL as AdaFace does (`facetrain.data.photo`: upright by its
+    EXIF orientation, 16-bit images at full depth, the pixel limit checked before decoding)."""
+    return read_photo_rgb(path)
 
 
 def choose_face(boxes: np.ndarray, scores: np.ndarray, select: str = "score") -> int:

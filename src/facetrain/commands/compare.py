@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_ckpt, add_detector, add_device
+from facetrain.commands.options import add_ckpt, add_detector, add_device, add_max_pixels
 
 from facetrain.align.aligner import SELECT_MODES
 
@@ -15,15 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", choices=SELECT_MODES, default="score", help="face kept when several are found")
     add_detector(parser)
     add_device(parser)
+    add_max_pixels(parser, "photos")
 
 
 def run(args: argparse.Namespace) -> int:
+    from facetrain.data.pixel_limit import set_max_pixels
     from facetrain.devices import resolve_device
 
     from facetrain.align.aligner import FaceAligner
     from facetrain.compare import compare_images, format_matrix, plot_similarity
     from facetrain.infer import load_pretrained_model
 
+    set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
     model = load_pretrained_model(args.ckpt, device=device)
     aligner = FaceAligner(device, args.select, detector=args.detector)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_ckpt, add_detector, add_device, add_quiet
+from facetrain.commands.options import add_batch_size, add_ckpt, add_detector, add_device, add_max_pixels, add_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,14 +15,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_size(parser)
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     add_device(parser)
+    add_max_pixels(parser, "photos (listed as failed)")
     add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from facetrain.data.pixel_limit import set_max_pixels
     from facetrain.devices import resolve_device
 
     from facetrain.infer import embed_folder, load_pretrained_model, save_embeddings
 
+    set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
     model = load_pretrained_model(args.ckpt, device=device)
     result = embed_folder(model, args.folder, batch_size=args.batch_size, device=device, precision=args.precision,
