@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "export": "export a checkpoint to ONNX and/or safetensors",
     "report": "write an HTML report for a training run directory",
     "make-bin": "build a .bin verification set from an image folder (random or listed pairs)",
+    "audit": "audit a face dataset: identity collisions, intra-class consistency, leakage of reference faces",
 }
 
 

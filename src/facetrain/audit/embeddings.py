@@ -1,0 +1,69 @@
+"""Flip-fused unit embeddings of an audit set, cached in the audit folder.
+
+The cache key is the checkpoint's content hash, the data's fingerprint (paths, sizes, modification
+times) and the fusion method, so a second audit of the same data with the same model (another
+threshold, another reference) reads the embeddings instead of running the model again, and any
+change to the model or the data computes them afresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facetrain.audit.sources import AuditSet
+from facetrain.eval.embed import extract_features
+from facetrain.eval.fusion import fuse_flip
+from facetrain.io_utils import atomic_path, atomic_write_json
+
+CACHE_DIR = "embedding_cache"
+
+
+def file_hash(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Embedder:
+    """A loaded backbone and how to run it; `model_id` identifies the weights (the checkpoint's hash)."""
+
+    model: torch.nn.Module
+    model_id: str
+    device: str = "cpu"
+    batch_size: int = 256
+    fusion: str = "pre_norm_vector_add"
+    progress: bool = True
+
+    def cache_key(self, audit_set: AuditSet) -> str:
+        text = json.dumps([self.model_id, audit_set.fingerprint, len(audit_set), self.fusion])
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def embed(self, audit_set: AuditSet, cache_root: str | os.PathLike | None) -> tuple[np.ndarray, str]:
+        """(unit embeddings (N, D) float32, "cache" | "computed")."""
+        stem = re.sub(r"[^\w.-]", "_", audit_set.name)
+        cached = Path(cache_root) / CACHE_DIR / f"{stem}-{self.cache_key(audit_set)}.npy" if cache_root else None
+        if cached is not None and cached.is_file():
+            embeddings = np.load(cached, allow_pickle=False)
+            if embeddings.shape[0] == len(audit_set):
+                return embeddings, "cache"
+        features, flipped = extract_features(self.model, audit_set.images, batch_size=self.batch_size, device=self.device,
+                                             flip=self.fusion != "none", progress=self.progress,
+                                             desc=f"embed {audit_set.name}")
+        embeddings = fuse_flip(features, flipped, self.fusion)[0].astype(np.float32)
+        if cached is not None:
+            with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                np.save(f, embeddings)
+            atomic_write_json(cached.with_suffix(".json"), {"set": audit_set.name, "description": audit_set.description,
+                                                            "model": self.model_id, "fusion": self.fusion,
+                                                            "shape": list(embeddings.shape)})
+        return embeddings, "computed"

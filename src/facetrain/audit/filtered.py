@@ -1,0 +1,83 @@
+"""`--write_filtered OUT`: the audited dataset without its defects, as an image folder of links.
+
+Keeps one identity per collision cluster (the one with the most images) and drops every training image
+that a reference set leaks into. Files of an image folder are absolute symlinks, as `facetrain compound`
+writes them; sources without files (RecordIO, memfiles) have their images written out. The folder is
+built under a temporary name and renamed into place; `OUT/dropped.json` lists what was dropped and why.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facetrain.audit.sources import AuditSet
+from facetrain.data.compound import output_dirs
+from facetrain.errors import DataError
+from facetrain.io_utils import atomic_write_json, temporary_name
+
+DROPPED_NAME = "dropped.json"
+
+
+def dropped_items(report: dict, data: AuditSet) -> tuple[dict[str, str], dict[int, str]]:
+    """(identity name -> reason, image index -> reason) from an audit report."""
+    identities: dict[str, str] = {}
+    best = {}
+    for pair in report["collisions"]["pairs"]:
+        for a, b in ((pair["a"], pair["b"]), (pair["b"], pair["a"])):
+            best.setdefault(a, (b, pair["cosine"]))  # pairs are sorted best first
+    for k, cluster in enumerate(report["collisions"]["clusters"]):
+        for name in cluster["identities"]:
+            if name != cluster["keep"]:
+                other, cosine = best[name]
+                identities[name] = (f"collision cluster {k} ({len(cluster['identities'])} identities, kept "
+                                    f"{cluster['keep']}); closest: {other}, mean cosine {cosine:.4f}")
+    index = {data.image_name(i): i for i in range(len(data))}
+    images: dict[int, str] = {}
+    for ref_name, leak in report["leakage"].items():
+        for pair in leak["pairs"]:
+            i = index[pair["train"]]
+            images.setdefault(i, f"leaks {ref_name} image {pair['reference']} (cosine {pair['cosine']:.4f})")
+    return identities, images
+
+
+def write_filtered(report: dict, data: AuditSet, final_path: str | os.PathLike, progress: bool | None = None) -> dict:
+    imgs_dir, root = output_dirs(final_path)
+    if imgs_dir.exists() and any(imgs_dir.iterdir()):
+        raise DataError(f"{imgs_dir}: already exists and is not empty; choose another --write_filtered or remove it")
+    drop_identities, drop_images = dropped_items(report, data)
+    tmp = temporary_name(imgs_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    kept_identities, kept_images = set(), 0
+    try:
+        for i in tqdm(range(len(data)), desc="write filtered", unit="img", disable=None if progress is None else not progress):
+            identity = data.class_name(data.labels[i])
+            if identity in drop_identities or i in drop_images:
+                continue
+            (tmp / identity).mkdir(parents=True, exist_ok=True)
+            if data.paths is not None:
+                src = Path(data.paths[i])
+                os.symlink(src.resolve(), tmp / identity / src.name)
+            else:
+                payload, ext = data.encoded(i)
+                (tmp / identity / f"{i}{ext}").write_bytes(payload)
+            kept_identities.add(identity)
+            kept_images += 1
+        if imgs_dir.exists():
+            imgs_dir.rmdir()
+        os.replace(tmp, imgs_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    dropped = {
+        "source": data.description, "result": {"path": str(imgs_dir.resolve()), "identities": len(kept_identities),
+                                              "images": kept_images},
+        "links": "absolute symlink" if data.paths is not None else "images written from the source",
+        "identities": [{"identity": name, "reason": why} for name, why in sorted(drop_identities.items())],
+        "images": [{"image": data.image_name(i), "identity": data.class_name(data.labels[i]), "reason": why}
+                   for i, why in sorted(drop_images.items())],
+    }
+    atomic_write_json(root / DROPPED_NAME, dropped)
+    return dropped

@@ -1,0 +1,105 @@
+"""`audit.html`: one self-contained page (tables, histograms and face grids embedded as base64 PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facetrain.audit.figures import cosine_histograms, face_rows
+from facetrain.audit.identities import IdentityStats
+from facetrain.audit.sources import AuditSet
+from facetrain.report.html import HtmlReport
+
+GRID_ROWS = 10
+FACES_PER_SIDE = 4
+
+
+def _identity_images(data: AuditSet, stats: IdentityStats, row: int, count: int) -> list[np.ndarray]:
+    """Up to `count` images of an identity, least typical (lowest cosine to its centroid) first."""
+    members = np.flatnonzero(data.labels == stats.labels[row])
+    members = members[np.argsort(stats.image_to_centroid[members], kind="stable")]
+    return [data.read(int(i)) for i in members[:count]]
+
+
+def write_figures(report: dict, data: AuditSet, stats: IdentityStats, references: dict[str, AuditSet],
+                  nearest: dict[str, np.ndarray], leak_pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+                  least_rows: np.ndarray, pair_rows: list[tuple[int, int]], figures: Path) -> dict[str, Path]:
+    """Write the PNGs the page shows; returns name -> path. `nearest`: each reference image's best training
+    cosine; `leak_pairs`: (reference, training) image indices best first; rows index `stats`."""
+    figures.mkdir(parents=True, exist_ok=True)
+    threshold = report["threshold"]["value"]
+    out: dict[str, Path] = {}
+    intra = np.array([p["mean_pair_cosine"] for p in report["intra_class"]["per_identity"] if p["images"] > 1])
+    inter = np.array([p["cosine"] for p in report["inter_class"]["nearest"]])
+    out["similarity"] = figures / "identity_similarity.png"
+    cosine_histograms({"intra: mean cosine between images of one identity": intra,
+                       "inter: mean cosine to the nearest other identity": inter}, threshold, out["similarity"],
+                      "identity similarity", "cosine")
+    if nearest:
+        out["leakage"] = figures / "leakage_similarity.png"
+        cosine_histograms(nearest, threshold, out["leakage"], "reference images: cosine to the nearest training image",
+                          "cosine")
+    out["least_consistent"] = figures / "least_consistent.png"
+    face_rows([_identity_images(data, stats, r, 2 * FACES_PER_SIDE) for r in least_rows[:GRID_ROWS]],
+              out["least_consistent"])
+    if pair_rows:
+        out["collisions"] = figures / "collisions.png"
+        face_rows([_identity_images(data, stats, a, FACES_PER_SIDE) + [None] + _identity_images(data, stats, b, FACES_PER_SIDE)
+                   for a, b in pair_rows[:GRID_ROWS]], out["collisions"])
+    for name, (ref_idx, train_idx) in leak_pairs.items():
+        if len(ref_idx):
+            out[f"leak_{name}"] = figures / f"leakage_{name}.png"
+            pairs = [(references[name].read(int(r)), data.read(int(t))) for r, t in zip(ref_idx[: 3 * GRID_ROWS], train_idx)]
+            rows = [sum(([a, b, None] for a, b in pairs[k : k + 3]), []) for k in range(0, len(pairs), 3)]
+            face_rows(rows, out[f"leak_{name}"])
+    return out
+
+
+def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
+    page = HtmlReport("facetrain audit")
+    s, t = report["summary"], report["threshold"]
+    page.text(f"{s['data']}. Model: {report['model']['checkpoint']} ({report['model']['arch']}, flip fusion "
+              f"{report['model']['fusion']}).")
+    where = {"given": "given on the command line", "calibration": f"at FAR {t.get('far')} on the impostor pairs of {t.get('calibration')}",
+             "dataset impostors": f"at FAR {t.get('far')} on the dataset's own impostor pairs ({t.get('pairs')})"}[t["source"]]
+    page.text(f"Threshold: cosine {t['value']:.4f}, {where}.")
+    page.heading("Summary")
+    ipi = s["images_per_identity"]
+    page.table(["identities", "images", "images per identity (min / median / max)", "collision clusters",
+                "identities to drop", "leaked images (all references)"],
+               [[s["identities"], s["images"], f"{ipi['min']} / {ipi['median']:g} / {ipi['max']}",
+                 len(report["collisions"]["clusters"]), report["collisions"]["identities_to_drop"],
+                 sum(v["train_images"] for v in report["leakage"].values())]])
+    page.heading("Intra-class consistency")
+    d = report["intra_class"]["distribution"]
+    page.table(["", "mean", "p05", "p50", "p95"], [["cosine to own centroid", d["mean"], d["p05"], d["p50"], d["p95"]]])
+    page.image(figures["similarity"], "mean cosine between the images of one identity, and to the nearest other identity")
+    page.text("Least consistent identities (possible label noise or identity drift), least typical images first:")
+    page.table(["identity", "images", "consistency"],
+               [[e["identity"], e["images"], e["consistency"]] for e in report["intra_class"]["least_consistent"][:GRID_ROWS]])
+    page.image(figures["least_consistent"], "one row per identity, in the order of the table")
+    page.heading("Identity collisions (probably one person)")
+    pairs = report["collisions"]["pairs"]
+    page.text(f"{len(pairs)} identity pairs above the threshold, in {len(report['collisions']['clusters'])} clusters.")
+    if pairs:
+        page.table(["a", "b", "mean cosine", "centroid cosine"],
+                   [[p["a"], p["b"], p["cosine"], p["centroid_cosine"]] for p in pairs[:GRID_ROWS]])
+        page.image(figures.get("collisions", Path()), "closest pairs: images of a | images of b")
+        page.table(["cluster", "identities", "images", "keep"],
+                   [[k, ", ".join(c["identities"]), c["images"], c["keep"]] for k, c in enumerate(report["collisions"]["clusters"])][:50])
+    page.heading("Leakage of reference sets")
+    if report["leakage"]:
+        page.table(["reference", "images", "pairs above threshold", "reference images", "reference identities",
+                    "training images", "training identities", "median nearest cosine"],
+                   [[name, v["images"], v["pair_count"], v["reference_images"], v["reference_identities"],
+                     v["train_images"], v["train_identities"], v["nearest_train_cosine"].get("p50")]
+                    for name, v in report["leakage"].items()])
+        page.image(figures.get("leakage", Path()), "cosine of each reference image to its nearest training image")
+        for name, v in report["leakage"].items():
+            if v["pairs"]:
+                page.text(f"{name}: closest pairs (reference | training), best first:")
+                page.table(["reference", "training", "cosine"], [[p["reference"], p["train"], p["cosine"]] for p in v["pairs"][:10]])
+                page.image(figures.get(f"leak_{name}", Path()), f"{name}: reference image | training image")
+    else:
+        page.text("No reference set given (--reference).")
+    return page.write(path)

@@ -1,0 +1,100 @@
+"""The sections of `audit.json` (strict JSON: plain numbers, no NaN), built from embeddings-derived results."""
+from __future__ import annotations
+
+import numpy as np
+
+from facetrain.audit.identities import IdentityStats, centroid_cosine
+from facetrain.audit.neighbours import Neighbours
+from facetrain.audit.sources import AuditSet
+
+COSINE_BINS = np.linspace(-1.0, 1.0, 101)
+
+
+def distribution(values: np.ndarray) -> dict:
+    values = np.asarray(values, np.float64)
+    if not len(values):
+        return {"count": 0}
+    p05, p50, p95 = np.percentile(values, [5, 50, 95])
+    return {"count": int(len(values)), "mean": float(values.mean()), "min": float(values.min()), "p05": float(p05),
+            "p50": float(p50), "p95": float(p95), "max": float(values.max())}
+
+
+def histogram(values: np.ndarray, bins: np.ndarray = COSINE_BINS) -> dict:
+    counts, edges = np.histogram(np.clip(values, bins[0], bins[-1]), bins)
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+
+
+def mean_pair_cosine(stats: IdentityStats) -> np.ndarray:
+    """Mean cosine over the pairs of distinct images of each identity: (n^2 |mean|^2 - n) / (n (n - 1)); 1 for one image."""
+    n = stats.counts.astype(np.float64)
+    squared = np.einsum("ij,ij->i", stats.means, stats.means).astype(np.float64)
+    return np.where(n > 1, (n * n * squared - n) / np.maximum(n * (n - 1), 1), 1.0)
+
+
+def summary_section(data: AuditSet, stats: IdentityStats) -> dict:
+    counts = stats.counts
+    edges = np.unique(np.r_[1, np.geomspace(1, max(counts.max(), 1) + 1, 16).astype(int)])
+    hist, edges = np.histogram(counts, edges)
+    return {"data": data.description, "identities": int(len(counts)), "images": int(len(data)),
+            "identities_without_images": int(len(data.classes) - len(counts)) if data.classes is not None else 0,
+            "images_per_identity": {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max()),
+                                    "histogram": {"edges": edges.tolist(), "counts": hist.tolist()}}}
+
+
+def intra_section(data: AuditSet, stats: IdentityStats, top: int) -> dict:
+    consistency, pair_mean = stats.consistency, mean_pair_cosine(stats)
+    order = np.argsort(consistency, kind="stable")[:top]
+    per_identity = [{"identity": data.class_name(label), "images": int(n), "consistency": round(float(c), 6),
+                     "mean_pair_cosine": round(float(p), 6)}
+                    for label, n, c, p in zip(stats.labels, stats.counts, consistency, pair_mean)]
+    return {"definition": "consistency = mean cosine of an identity's images to their normalised centroid",
+            "distribution": distribution(consistency), "mean_pair_cosine": distribution(pair_mean[stats.counts > 1]),
+            "least_consistent": [per_identity[k] for k in order], "per_identity": per_identity}
+
+
+def inter_section(data: AuditSet, stats: IdentityStats, found: Neighbours) -> dict:
+    has_other = found.best_key >= 0
+    rows = np.flatnonzero(has_other)
+    centroid = centroid_cosine(stats, rows, found.best_key[rows])
+    nearest = [{"identity": data.class_name(stats.labels[r]), "nearest": data.class_name(stats.labels[found.best_key[r]]),
+                "cosine": round(float(found.best_score[r]), 6), "centroid_cosine": round(float(c), 6)}
+               for r, c in zip(rows, centroid)]
+    return {"definition": "cosine between identities a and b = mean cosine over all (image of a, image of b) pairs "
+                          "(= dot product of their mean embeddings); centroid_cosine between normalised centroids",
+            "nearest_distribution": distribution(found.best_score[rows]),
+            "nearest_histogram": histogram(found.best_score[rows]), "nearest": nearest}
+
+
+def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, clusters: list[list[int]]) -> dict:
+    order = np.argsort(-found.score, kind="stable")
+    centroid = centroid_cosine(stats, found.query, found.key)
+    pairs = [{"a": data.class_name(stats.labels[found.query[k]]), "b": data.class_name(stats.labels[found.key[k]]),
+              "cosine": round(float(found.score[k]), 6), "centroid_cosine": round(float(centroid[k]), 6)} for k in order]
+    groups = []
+    for members in clusters:
+        keep = max(members, key=lambda r: (stats.counts[r], -r))  # most images, then the first label
+        groups.append({"identities": [data.class_name(stats.labels[r]) for r in members],
+                       "images": int(stats.counts[members].sum()), "keep": data.class_name(stats.labels[keep])})
+    return {"pairs": pairs, "clusters": groups,
+            "identities_involved": int(sum(len(c) for c in clusters)),
+            "identities_to_drop": int(sum(len(c) - 1 for c in clusters))}
+
+
+def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours) -> dict:
+    order = np.lexsort((found.key, found.query, -found.score))
+    pairs = []
+    for k in order:
+        pair = {"reference": reference.image_name(found.query[k]), "train": data.image_name(found.key[k]),
+                "train_identity": data.class_name(data.labels[found.key[k]]), "cosine": round(float(found.score[k]), 6)}
+        if reference.labels is not None:
+            pair["reference_identity"] = reference.class_name(reference.labels[found.query[k]])
+        pairs.append(pair)
+    ref_images = np.unique(found.query)
+    return {"description": reference.description, "images": int(len(reference)), "pair_count": len(pairs),
+            "reference_images": int(len(ref_images)),
+            "reference_identities": (int(len(np.unique(reference.labels[ref_images])))
+                                     if reference.labels is not None else None),
+            "train_images": int(len(np.unique(found.key))),
+            "train_identities": int(len(np.unique(data.labels[found.key]))),
+            "nearest_train_cosine": distribution(found.best_score), "nearest_histogram": histogram(found.best_score),
+            "pairs": pairs}

@@ -1,0 +1,49 @@
+"""`facetrain audit DATA --ckpt MODEL --out DIR`: identity collisions, intra-class consistency and leakage of
+reference sets in a training dataset; writes DIR/audit.json and DIR/audit.html."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from facetrain.audit.threshold import DEFAULT_FAR
+    from facetrain.eval.fusion import FUSION_METHODS
+
+    parser.add_argument("data", help="training data: image folder, RecordIO folder (train.rec), training memfile, "
+                                     "compound folder")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (ours, official AdaFace .ckpt, safetensors)")
+    parser.add_argument("--out", required=True, help="output folder (audit.json, audit.html, figures/, embedding cache)")
+    parser.add_argument("--reference", nargs="+", default=[],
+                        help="sets to check for leakage: .bin files, memfiles, folders of them, image folders")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, default=None, help="cosine threshold (default: set at --far)")
+    group.add_argument("--far", type=float, default=DEFAULT_FAR,
+                       help=f"false-accept rate that sets the threshold (default {DEFAULT_FAR:g})")
+    parser.add_argument("--calibration", default=None,
+                        help=".bin whose impostor pairs set the threshold at --far (default: the dataset's own "
+                             "different-identity image pairs)")
+    parser.add_argument("--write_filtered", default=None,
+                        help="write an image folder of links without collisions (one identity kept per cluster) "
+                             "and without leaked images, plus dropped.json")
+    parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
+    parser.add_argument("--fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
+                        help="image + flip feature fusion, as in evaluation (none = no flip)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--top", type=int, default=20, help="how many least consistent identities to list")
+    parser.add_argument("--no_progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from facetrain.audit.run import AuditOptions, format_summary, run_audit
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    report = run_audit(AuditOptions(
+        data=args.data, checkpoint=args.ckpt, out_dir=args.out, references=args.reference, threshold=args.threshold,
+        far=args.far, calibration=args.calibration, write_filtered=args.write_filtered, device=device,
+        batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.no_progress))
+    print(format_summary(report))
+    print(f"report: {args.out}/audit.json, {args.out}/audit.html")
+    return 0

@@ -1,0 +1,162 @@
+"""`facetrain audit` finds planted defects with a model trained for the test (the session's TinyNet).
+
+Planted in a synthetic dataset from our generator (identities unseen by the model): one identity split
+in two folders, one split in three, three pairs of benchmark (lfw.bin) images copied into the training set
+as identities of their own, and a reference image folder holding new images of five training identities
+(plus five identities that are not in training). Ground truth comes from how the data was built.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facetrain.cli import main
+from facetrain.data.bin import read_bin
+from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.data.synthetic.splits import render_pairs
+
+SEED, IDENTITIES, IMAGES, TRAIN_IMAGES, PAIRS = 5, 40, 13, 9, 60
+SPLIT_TWO, SPLIT_THREE = 10, 11
+OVERLAP, UNRELATED = range(5), range(35, 40)  # reference identities; UNRELATED stay out of training
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _id(k: int) -> str:
+    return f"id_{k:05d}"
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    generate_dataset(root / "src", IDENTITIES, IMAGES, SEED, bins=True, bin_names=("lfw",), pairs_per_set=PAIRS,
+                     workers=2, progress=False)
+    src, train, ref = root / "src" / "imgs", root / "train" / "imgs", root / "reference"
+    truth: dict[str, str] = {}  # training folder -> true identity
+
+    def put(folder: str, identity: int, images: range) -> None:
+        (train / folder).mkdir(parents=True)
+        for n in images:
+            shutil.copy(src / _id(identity) / f"{n}.jpg", train / folder / f"{n}.jpg")
+        truth[folder] = _id(identity)
+
+    for k in range(IDENTITIES):
+        if k in UNRELATED:
+            continue
+        if k == SPLIT_TWO:
+            put(_id(k), k, range(0, 5))
+            put(f"{_id(k)}_dup", k, range(5, TRAIN_IMAGES))
+        elif k == SPLIT_THREE:
+            put(_id(k), k, range(0, 3))
+            put(f"{_id(k)}_b", k, range(3, 6))
+            put(f"{_id(k)}_c", k, range(6, TRAIN_IMAGES))
+        else:
+            put(_id(k), k, range(TRAIN_IMAGES))
+    # benchmark images copied into training: three genuine pairs of distinct lfw identities
+    _, issame, plan = render_pairs(SEED, "lfw", PAIRS)
+    ref_truth = [f"lfw_{plan[r // 2, r % 2]}" for r in range(2 * PAIRS)]
+    bench = read_bin(root / "src" / "lfw.bin")
+    copied: dict[str, int] = {}  # training path -> lfw.bin index
+    chosen = []
+    for k in np.flatnonzero(issame):
+        if plan[k, 0] not in {plan[c, 0] for c in chosen}:
+            chosen.append(k)
+        if len(chosen) == 3:
+            break
+    for b, k in enumerate(chosen):
+        folder = train / f"bench_{b}"
+        folder.mkdir()
+        for j in (0, 1):
+            path = folder / f"{j}.png"
+            cv2.imwrite(str(path), bench.images[2 * k + j])
+            copied[str(path)] = 2 * k + j
+        truth[f"bench_{b}"] = ref_truth[2 * k]
+    # a reference folder of real faces: unseen images of five training identities and five others
+    for k in list(OVERLAP) + list(UNRELATED):
+        (ref / f"person_{k}").mkdir(parents=True)
+        for n in range(TRAIN_IMAGES, IMAGES):
+            shutil.copy(src / _id(k) / f"{n}.jpg", ref / f"person_{k}" / f"{n}.jpg")
+    return {"root": root, "train": train, "reference": ref, "bin": root / "src" / "lfw.bin", "truth": truth,
+            "ref_truth": ref_truth, "copied": copied}
+
+
+@pytest.fixture(scope="module")
+def audited(planted, trained_tinynet):
+    out = planted["root"] / "audit"
+    code = main(["audit", str(planted["train"]), "--ckpt", str(trained_tinynet.checkpoint), "--out", str(out),
+                 "--reference", str(planted["bin"]), str(planted["reference"]),
+                 "--write_filtered", str(planted["root"] / "filtered"), "--no_progress"])
+    assert code == 0
+    return json.loads((out / "audit.json").read_text())
+
+
+def _true_identity(planted: dict, train_path: str) -> str:
+    return planted["truth"][Path(train_path).parent.name]
+
+
+def test_every_planted_collision_is_found_with_few_false_pairs(planted, audited):
+    pairs = {frozenset((p["a"], p["b"])) for p in audited["collisions"]["pairs"]}
+    split = [(_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup")]
+    split += [(a, b) for a, b in ((_id(SPLIT_THREE), f"{_id(SPLIT_THREE)}_b"), (_id(SPLIT_THREE), f"{_id(SPLIT_THREE)}_c"),
+                                  (f"{_id(SPLIT_THREE)}_b", f"{_id(SPLIT_THREE)}_c"))]
+    assert all(frozenset(p) in pairs for p in split), audited["collisions"]["pairs"]
+    false = [p for p in pairs if len({planted["truth"][x] for x in p}) > 1]
+    assert len(false) <= 0.05 * len(pairs), false
+    clusters = [set(c["identities"]) for c in audited["collisions"]["clusters"]]
+    assert {_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"} in clusters
+    assert {_id(SPLIT_THREE), f"{_id(SPLIT_THREE)}_b", f"{_id(SPLIT_THREE)}_c"} in clusters
+
+
+def test_every_copied_benchmark_image_is_found_with_few_false_pairs(planted, audited):
+    leak = audited["leakage"]["lfw"]
+    found = {(p["reference"], p["train"]) for p in leak["pairs"]}
+    assert all((ref, path) in found for path, ref in planted["copied"].items())
+    false = [p for p in leak["pairs"] if planted["ref_truth"][p["reference"]] != _true_identity(planted, p["train"])]
+    assert len(false) <= 0.05 * len(leak["pairs"]), false
+    assert leak["reference_identities"] is None  # a .bin has no identity labels
+
+
+def test_every_reference_image_of_a_training_identity_is_found_with_few_false_pairs(planted, audited):
+    leak = audited["leakage"]["reference"]
+    matched = {p["reference"] for p in leak["pairs"]
+               if _id(int(Path(p["reference"]).parent.name.split("_")[1])) == _true_identity(planted, p["train"])}
+    expected = {str(planted["reference"] / f"person_{k}" / f"{n}.jpg") for k in OVERLAP for n in range(TRAIN_IMAGES, IMAGES)}
+    assert expected <= matched
+    false = [p for p in leak["pairs"]
+             if _id(int(Path(p["reference"]).parent.name.split("_")[1])) != _true_identity(planted, p["train"])]
+    assert len(false) <= 0.05 * len(leak["pairs"]), false
+    assert leak["reference_identities"] == len(OVERLAP)
+
+
+def test_report_sections_and_html(planted, audited):
+    assert audited["threshold"]["source"] == "dataset impostors" and audited["threshold"]["far"] == 1e-4
+    s = audited["summary"]
+    assert s["identities"] == IDENTITIES - len(UNRELATED) + 1 + 2 + 3 and s["images_per_identity"]["max"] == TRAIN_IMAGES
+    values = [e["consistency"] for e in audited["intra_class"]["least_consistent"]]
+    assert values == sorted(values)
+    page = (planted["root"] / "audit" / "audit.html").read_text()
+    assert page.count("data:image/png;base64,") >= 6  # histograms, least consistent, collisions, leak grids
+
+
+def test_write_filtered_removes_the_planted_defects(planted, audited, trained_tinynet):
+    filtered = planted["root"] / "filtered" / "imgs"
+    folders = {p.name for p in filtered.iterdir()}
+    assert len(folders & {_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"}) == 1
+    assert len(folders & {_id(SPLIT_THREE), f"{_id(SPLIT_THREE)}_b", f"{_id(SPLIT_THREE)}_c"}) == 1
+    assert not any(name.startswith("bench_") for name in folders)
+    assert all(p.is_symlink() for p in filtered.glob("*/*"))
+    dropped = json.loads((planted["root"] / "filtered" / "dropped.json").read_text())
+    assert {d["image"] for d in dropped["images"]} >= set(planted["copied"])
+    assert len(dropped["identities"]) == 1 + 2
+    # auditing the filtered set at the same threshold finds none of them again
+    out = planted["root"] / "audit_filtered"
+    assert main(["audit", str(filtered), "--ckpt", str(trained_tinynet.checkpoint), "--out", str(out),
+                 "--reference", str(planted["bin"]), str(planted["reference"]),
+                 "--threshold", str(audited["threshold"]["value"]), "--no_progress"]) == 0
+    again = json.loads((out / "audit.json").read_text())
+    assert again["collisions"]["pairs"] == []
+    assert all(leak["pair_count"] == 0 for leak in again["leakage"].values())
