@@ -67,3 +67,12 @@ def test_no_keys_above_threshold_gives_empty_pairs():
 def test_collision_clusters_are_connected_components():
     assert collision_clusters([(3, 4), (1, 2), (4, 9), (2, 1), (7, 8)]) == [[3, 4, 9], [1, 2], [7, 8]]
     assert collision_clusters([]) == []
+
+
+def test_nearest_is_exact_when_many_keys_crowd_the_bf16_margin():
+    rng = np.random.default_rng(3)
+    keys = _unit(rng.standard_normal((4000, 512)))  # 512-d random cosines: dozens within 0.025 of each row's best
+    queries = _unit(rng.standard_normal((200, 512)))
+    full = queries @ keys.T
+    found = search(queries, keys, None, low_precision=True, key_block=1000)
+    np.testing.assert_array_equal(found.best_key, full.argmax(1))

@@ -13,6 +13,8 @@ def test_tiny_demo_writes_results_and_report(tmp_path, capsys):
     assert 0.0 <= results["accuracy"]["average"] <= 1.0
     assert set(results["ijb"]["tar_at_far"]) == {"1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1e-01"}
     assert results["training"]["seconds"] > 0 and results["training"]["img_per_sec"] > 0
+    assert set(results["audit"]["leakage"]) == {"lfw", "cfp_fp", "cfp_ff", "cplfw", "calfw", "agedb_30"}
+    assert (tmp_path / "audit" / "audit.html").is_file() and "Dataset audit" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "data" / "validation" / "lfw.dat.conf").is_file()  # the convert.py memfile path was used
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4  # curves, ROC, heatmap, sample grid

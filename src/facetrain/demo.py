@@ -1,8 +1,8 @@
 """`facetrain demo`: the whole pipeline on synthetic faces, on a machine with no data.
 
 generate identities -> .bin verification sets -> memfiles (the seed's convert.py path) -> train with
-AdaFace -> five-set test (fp32) and the IJB-like protocol -> a similarity heatmap -> report.html and
-results.json. Every step is the library code that the CLI verbs run on real data.
+AdaFace -> five-set test (fp32) and the IJB-like protocol -> audit of the training set against the six
+benchmark sets -> a similarity heatmap -> report.html and results.json. Every step is the library code that the CLI verbs run on real data.
 """
 from __future__ import annotations
 
@@ -80,6 +80,27 @@ def _compare_faces(model: torch.nn.Module, lfw_bin: Path, out_png: Path, pairs: 
     return {"names": names, "similarity": similarity.round(4).tolist()}
 
 
+def _audit(data: Path, checkpoint: Path, out: Path, s: DemoSettings, bins: list[str], progress: bool) -> dict:
+    """`facetrain audit` of the training set against the benchmark .bin sets; the figures the report shows."""
+    from facetrain.audit.run import AuditOptions, run_audit
+
+    report = run_audit(AuditOptions(data=data / "imgs", checkpoint=checkpoint, out_dir=out,
+                                    references=[data / f"{name}.bin" for name in bins],
+                                    device="cuda" if torch.cuda.is_available() else "cpu", batch_size=s.batch_size,
+                                    progress=progress))
+    collisions = report["collisions"]
+    return {"threshold": report["threshold"], "summary": {k: report["summary"][k] for k in ("identities", "images")},
+            "intra_class": report["intra_class"]["distribution"],
+            "nearest_identity": report["inter_class"]["nearest_distribution"],
+            "collision_pairs": len(collisions["pairs"]), "collision_clusters": len(collisions["clusters"]),
+            "identities_to_drop": collisions["identities_to_drop"],
+            "leakage": {name: {k: leak[k] for k in ("images", "pair_count", "reference_images", "train_images",
+                                                    "train_identities")}
+                        | {"nearest_train_cosine": leak["nearest_train_cosine"]}
+                        for name, leak in report["leakage"].items()},
+            "seconds": sum(report["timings"].values())}
+
+
 def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, progress: bool = True) -> dict:
     s = settings or DemoSettings()
     out = Path(out_dir)
@@ -87,7 +108,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
-    print(f"[1/5] synthetic faces: {s.identities} identities x {s.images_per_identity} images, "
+    print(f"[1/6] synthetic faces: {s.identities} identities x {s.images_per_identity} images, "
           f"6 verification sets of {s.pairs_per_set} pairs, IJB-like protocol -> {data}")
     summary = generate_dataset(data, s.identities, s.images_per_identity, s.seed, folder=True, bins=True, ijb=True,
                                pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, workers=s.workers,
@@ -95,13 +116,13 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     write_image_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
     timings["generate_s"] = time.perf_counter() - tic
 
-    print("[2/5] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")
+    print("[2/6] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")
     tic = time.perf_counter()
     validation = data / "validation"
     bins_to_memfiles(data, validation, progress=progress)
     timings["convert_s"] = time.perf_counter() - tic
 
-    print(f"[3/5] training {s.arch} + AdaFace for {s.epochs} epochs")
+    print(f"[3/6] training {s.arch} + AdaFace for {s.epochs} epochs")
     config = TrainConfig(
         data_root=str(data), train_data_path="imgs", val_data_path="validation", arch=s.arch, head="adaface",
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_milestones=list(s.lr_milestones),
@@ -116,7 +137,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     timings["train_s"] = time.perf_counter() - tic
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
-    print("[4/5] IJB-like protocol (1:1 TAR@FAR, 1:N)")
+    print("[4/6] IJB-like protocol (1:1 TAR@FAR, 1:N)")
     tic = time.perf_counter()
     model, _ = load_backbone(checkpoint)
     ijb_info = summary["ijb"]
@@ -124,7 +145,14 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
                   batch_size=s.batch_size, workers=s.workers, progress=progress)
     timings["ijb_s"] = time.perf_counter() - tic
 
-    print("[5/5] similarity of a few faces, report")
+    print("[5/6] audit of the training set against the six benchmark sets (collisions, consistency, leakage)")
+    tic = time.perf_counter()
+    audit = _audit(data, checkpoint, out / "audit", s, list(summary["verification_sets"]), progress)
+    timings["audit_s"] = time.perf_counter() - tic
+    print(f"audit: {audit['collision_pairs']} colliding identity pairs; pairs above the threshold per benchmark: "
+          + ", ".join(f"{name} {v['pair_count']}" for name, v in audit["leakage"].items()))
+
+    print("[6/6] similarity of a few faces, report")
     compare = _compare_faces(model, data / "lfw.bin", out / "compare.png")
     baseline = {k: v["raw_pixel_accuracy"] for k, v in summary["verification_sets"].items()}
     baseline["average"] = float(np.mean([baseline[k] for k in STANDARD_SETS if k in baseline]))
@@ -142,6 +170,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
                      "epochs": result.epochs_completed, "best_epoch": result.best_epoch,
                      "checkpoint": str(checkpoint)},
         "compare": compare,
+        "audit": audit,
         "timings": timings,
     }
     atomic_write_json(out / "results.json", results)

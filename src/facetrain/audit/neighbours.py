@@ -62,16 +62,22 @@ class _Best:
         self.key = torch.where(better, tile_key, self.key)
 
 
+def _candidates(scores: torch.Tensor, rows: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) of the entries of `scores[rows]` at or above each row's floor."""
+    r, c = torch.nonzero(scores[rows] >= floor[:, None], as_tuple=True)
+    return rows[r], c
+
+
 def search(queries: np.ndarray, keys: np.ndarray, threshold: float | None = None, *, exclude_self: bool = False,
            device: str | torch.device = "cpu", low_precision: bool | None = None,
-           tile_bytes: int = DEFAULT_TILE_BYTES, key_block: int = 16384, progress: bool = False,
+           tile_bytes: int = DEFAULT_TILE_BYTES, key_block: int | None = None, progress: bool = False,
            desc: str = "neighbours") -> Neighbours:
     """Best key of every query and all (query, key) pairs scoring >= `threshold` (none when None).
 
     `queries` (M, D) and `keys` (N, D) float32 rows of norm <= 1. `exclude_self`: queries and keys
     are the same set and a row never pairs with itself. `low_precision` None = bfloat16 candidates
     where that is faster (`bf16_is_fast`), with exact float32 rescoring either way. A tile is `key_block`
-    keys by as many queries as fit in `tile_bytes` of float32 scores.
+    keys (default: as many as leave >= 256 queries per tile) by as many queries as fit in `tile_bytes`.
     """
     device = torch.device(device)
     low = bf16_is_fast(device) if low_precision is None else low_precision
@@ -82,36 +88,38 @@ def search(queries: np.ndarray, keys: np.ndarray, threshold: float | None = None
     m, n = len(q_all), len(k_all)
     k_low = k_all.to(torch.bfloat16) if low else k_all
     margin = BF16_MARGIN if low else 0.0
-    key_block = max(1, min(n, key_block))
+    key_block = max(1, min(n, key_block or tile_bytes // (4 * 256)))
     query_block = max(1, min(m, tile_bytes // (4 * key_block)))
     found_q, found_k, found_s = [], [], []
     best_key = np.full(m, -1, np.int64)
     best_score = np.full(m, -np.inf, np.float32)
-    starts = range(0, m, query_block)
     with torch.inference_mode():
-        for q0 in tqdm(starts, desc=desc, disable=None if progress else True, leave=False):
+        for q0 in tqdm(range(0, m, query_block), desc=desc, disable=None if progress else True, leave=False):
             q = q_all[q0 : q0 + query_block].to(device)
             q_low = q.to(torch.bfloat16) if low else q
             best = _Best(len(q), device)
+            every_row = torch.arange(len(q), device=device)
             for k0 in range(0, n, key_block):
                 k = k_all[k0 : k0 + key_block]
-                scores = (q_low @ k_low[k0 : k0 + key_block].T).float()
+                scores = q_low @ k_low[k0 : k0 + key_block].T
                 if exclude_self and k0 < q0 + len(q) and q0 < k0 + len(k):
                     diag = torch.arange(max(q0, k0), min(q0 + len(q), k0 + len(k)), device=device)
                     scores[diag - q0, diag - k0] = -torch.inf
-                # nearest: only keys that may beat both the running best and this tile's best
-                tile_max = scores.max(1).values
-                floor = torch.maximum(best.score - margin, tile_max - 2 * margin)
-                rows, cols = torch.nonzero((scores >= floor[:, None]) & (scores > -torch.inf), as_tuple=True)
-                exact = _exact(q, k, rows, cols) if low else scores[rows, cols]
-                best.offer(rows, cols + k0, exact)
+                if low:
+                    _offer_low(best, scores, q, k, k0, margin)
+                else:
+                    top, arg = scores.max(1)
+                    finite = torch.isfinite(top)
+                    best.offer(every_row[finite], arg[finite] + k0, top[finite])
                 if threshold is not None:
-                    rows, cols = torch.nonzero(scores >= threshold - margin, as_tuple=True)
+                    row_max = scores.amax(1).float()
+                    rows = torch.nonzero(row_max >= threshold - margin).flatten()
+                    rows, cols = _candidates(scores, rows, torch.full((len(rows),), threshold - margin, device=device))
                     exact = _exact(q, k, rows, cols) if low else scores[rows, cols]
                     keep = exact >= threshold
                     found_q.append((rows[keep] + q0).cpu())
                     found_k.append((cols[keep] + k0).cpu())
-                    found_s.append(exact[keep].cpu())
+                    found_s.append(exact[keep].float().cpu())
             best_key[q0 : q0 + len(q)] = best.key.cpu().numpy()
             best_score[q0 : q0 + len(q)] = best.score.cpu().numpy()
     if found_q:
@@ -121,3 +129,25 @@ def search(queries: np.ndarray, keys: np.ndarray, threshold: float | None = None
     else:
         qi, ki, si = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     return Neighbours(qi.astype(np.int64), ki.astype(np.int64), si.astype(np.float32), best_key, best_score)
+
+
+TOP_CANDIDATES = 8
+
+
+def _offer_low(best: _Best, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor, k0: int, margin: float) -> None:
+    """Offer the exact scores of every key of a bfloat16 tile that may be a row's nearest: within 2 margins of
+    the tile's best and within one margin of the running best. The top few per row are rescored at once;
+    the rare rows with more such keys are scanned in full."""
+    top, arg = scores.topk(min(TOP_CANDIDATES, scores.shape[1]), dim=1)
+    top = top.float()
+    floor = torch.maximum(best.score - margin, top[:, 0] - 2 * margin)
+    near = (top >= floor[:, None]) & torch.isfinite(top)
+    spill = near[:, -1].clone() if scores.shape[1] > top.shape[1] else torch.zeros_like(near[:, -1])
+    near &= ~spill[:, None]
+    rows, slot = torch.nonzero(near, as_tuple=True)
+    cols = arg[rows, slot]
+    spill_rows = torch.nonzero(spill).flatten()
+    if len(spill_rows):
+        more_rows, more_cols = _candidates(scores, spill_rows, floor[spill_rows])
+        rows, cols = torch.cat([rows, more_rows]), torch.cat([cols, more_cols])
+    best.offer(rows, cols + k0, _exact(q, k, rows, cols))

@@ -16,6 +16,26 @@ def accuracy_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     return ["set", "trained model", "raw pixels"], rows
 
 
+def add_audit_section(report: HtmlReport, out_dir: Path, audit: dict[str, Any] | None) -> None:
+    """The training set's audit (`facetrain audit`): threshold, collisions, consistency, leakage per benchmark."""
+    if not audit:
+        return
+    t = audit["threshold"]
+    report.heading("Dataset audit: training set against the benchmark sets")
+    report.text(f"facetrain audit with the trained model; threshold cosine {t['value']:.4f} at FAR {t['far']:g} on the "
+                f"training set's own impostor pairs. {audit['collision_pairs']} identity pairs above it "
+                f"({audit['collision_clusters']} clusters); intra-class consistency median "
+                f"{audit['intra_class']['p50']:.3f}. Full report: audit/audit.html.")
+    report.table(["benchmark", "images", "pairs above threshold", "benchmark images", "training images",
+                  "median nearest cosine", "max nearest cosine"],
+                 [[name, v["images"], v["pair_count"], v["reference_images"], v["train_images"],
+                   v["nearest_train_cosine"]["p50"], v["nearest_train_cosine"]["max"]] for name, v in audit["leakage"].items()])
+    report.image(out_dir / "audit" / "figures" / "identity_similarity.png",
+                 "mean cosine within identities and to the nearest other identity, with the threshold")
+    report.image(out_dir / "audit" / "figures" / "leakage_similarity.png",
+                 "each benchmark image's cosine to its nearest training image")
+
+
 def write_demo_report(out_dir: Path, results: dict[str, Any]) -> Path:
     report = HtmlReport("facetrain demo: AdaFace on synthetic faces")
     s, train = results["settings"], results["training"]
@@ -34,6 +54,7 @@ def write_demo_report(out_dir: Path, results: dict[str, Any]) -> Path:
             report.table(["1:N metric", "value"], [[k, v] for k, v in ijb["identification"].items()])
     report.heading("Similarity of a few held-out faces")
     report.image(out_dir / "compare.png", "cosine similarity; a/b are two images of the same person")
+    add_audit_section(report, out_dir, results.get("audit"))
     add_run_sections(report, out_dir / "run")
     report.heading("Dataset")
     rows = [["train", results["dataset"]["train_identities"], results["dataset"]["train_images"], ""]]
