@@ -33,7 +33,7 @@ def dropped_items(report: dict, data: AuditSet) -> tuple[dict[str, str], dict[in
             if name != cluster["keep"]:
                 other, cosine = best[name]
                 identities[name] = (f"collision cluster {k} ({len(cluster['identities'])} identities, kept "
-                                    f"{cluster['keep']}); closest: {other}, mean cosine {cosine:.4f}")
+                                    f"{cluster['keep']}); closest: {other}, centroid cosine {cosine:.4f}")
     index = {data.image_name(i): i for i in range(len(data))}
     images: dict[int, str] = {}
     for ref_name, leak in report["leakage"].items():

@@ -29,11 +29,11 @@ def write_figures(report: dict, data: AuditSet, stats: IdentityStats, references
     figures.mkdir(parents=True, exist_ok=True)
     threshold = report["threshold"]["value"]
     out: dict[str, Path] = {}
-    intra = np.array([p["mean_pair_cosine"] for p in report["intra_class"]["per_identity"] if p["images"] > 1])
+    intra = np.array([p["consistency"] for p in report["intra_class"]["per_identity"]])
     inter = np.array([p["cosine"] for p in report["inter_class"]["nearest"]])
     out["similarity"] = figures / "identity_similarity.png"
-    cosine_histograms({"intra: mean cosine between images of one identity": intra,
-                       "inter: mean cosine to the nearest other identity": inter}, threshold, out["similarity"],
+    cosine_histograms({"intra: cosine of an identity's images to its centroid (mean)": intra,
+                       "inter: centroid cosine to the nearest other identity": inter}, threshold, out["similarity"],
                       "identity similarity", "cosine")
     if nearest:
         out["leakage"] = figures / "leakage_similarity.png"
@@ -73,7 +73,8 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
     page.heading("Intra-class consistency")
     d = report["intra_class"]["distribution"]
     page.table(["", "mean", "p05", "p50", "p95"], [["cosine to own centroid", d["mean"], d["p05"], d["p50"], d["p95"]]])
-    page.image(figures["similarity"], "mean cosine between the images of one identity, and to the nearest other identity")
+    page.image(figures["similarity"], "per identity: mean cosine of its images to its centroid, and centroid cosine "
+               "to the nearest other identity")
     page.text("Least consistent identities (possible label noise or identity drift), least typical images first:")
     page.table(["identity", "images", "consistency"],
                [[e["identity"], e["images"], e["consistency"]] for e in report["intra_class"]["least_consistent"][:GRID_ROWS]])
@@ -82,8 +83,8 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
     pairs = report["collisions"]["pairs"]
     page.text(f"{len(pairs)} identity pairs above the threshold, in {len(report['collisions']['clusters'])} clusters.")
     if pairs:
-        page.table(["a", "b", "mean cosine", "centroid cosine"],
-                   [[p["a"], p["b"], p["cosine"], p["centroid_cosine"]] for p in pairs[:GRID_ROWS]])
+        page.table(["a", "b", "centroid cosine", "mean image-pair cosine"],
+                   [[p["a"], p["b"], p["cosine"], p["mean_cosine"]] for p in pairs[:GRID_ROWS]])
         page.image(figures.get("collisions", Path()), "closest pairs: images of a | images of b")
         page.table(["cluster", "identities", "images", "keep"],
                    [[k, ", ".join(c["identities"]), c["images"], c["keep"]] for k, c in enumerate(report["collisions"]["clusters"])][:50])

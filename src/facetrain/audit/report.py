@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facetrain.audit.identities import IdentityStats, centroid_cosine
+from facetrain.audit.identities import IdentityStats, mean_cosine
 from facetrain.audit.neighbours import Neighbours
 from facetrain.audit.sources import AuditSet
 
@@ -55,21 +55,21 @@ def intra_section(data: AuditSet, stats: IdentityStats, top: int) -> dict:
 def inter_section(data: AuditSet, stats: IdentityStats, found: Neighbours) -> dict:
     has_other = found.best_key >= 0
     rows = np.flatnonzero(has_other)
-    centroid = centroid_cosine(stats, rows, found.best_key[rows])
+    cross = mean_cosine(stats, rows, found.best_key[rows])
     nearest = [{"identity": data.class_name(stats.labels[r]), "nearest": data.class_name(stats.labels[found.best_key[r]]),
-                "cosine": round(float(found.best_score[r]), 6), "centroid_cosine": round(float(c), 6)}
-               for r, c in zip(rows, centroid)]
-    return {"definition": "cosine between identities a and b = mean cosine over all (image of a, image of b) pairs "
-                          "(= dot product of their mean embeddings); centroid_cosine between normalised centroids",
+                "cosine": round(float(found.best_score[r]), 6), "mean_cosine": round(float(c), 6)}
+               for r, c in zip(rows, cross)]
+    return {"definition": "cosine between identities a and b = cosine between their normalised centroids; "
+                          "mean_cosine = mean cosine over all (image of a, image of b) pairs",
             "nearest_distribution": distribution(found.best_score[rows]),
             "nearest_histogram": histogram(found.best_score[rows]), "nearest": nearest}
 
 
 def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, clusters: list[list[int]]) -> dict:
     order = np.argsort(-found.score, kind="stable")
-    centroid = centroid_cosine(stats, found.query, found.key)
+    cross = mean_cosine(stats, found.query, found.key)
     pairs = [{"a": data.class_name(stats.labels[found.query[k]]), "b": data.class_name(stats.labels[found.key[k]]),
-              "cosine": round(float(found.score[k]), 6), "centroid_cosine": round(float(centroid[k]), 6)} for k in order]
+              "cosine": round(float(found.score[k]), 6), "mean_cosine": round(float(cross[k]), 6)} for k in order]
     groups = []
     for members in clusters:
         keep = max(members, key=lambda r: (stats.counts[r], -r))  # most images, then the first label

@@ -16,12 +16,13 @@ from facetrain.audit.identities import identity_neighbours, identity_stats
 from facetrain.audit.neighbours import search
 from facetrain.audit.report import collisions_section, inter_section, intra_section, leakage_section, summary_section
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
-from facetrain.audit.threshold import DEFAULT_FAR, Threshold, calibration_threshold, dataset_threshold
+from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold, calibration_threshold
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_write_json
 
+SELF_CALIBRATION_ROUNDS = 5
 REPORT_NAME = "audit.json"
 HTML_NAME = "audit.html"
 
@@ -64,6 +65,22 @@ def _load_model(options: AuditOptions) -> Embedder:
     return Embedder(model, file_hash(path), options.device, options.batch_size, options.fusion, options.progress)
 
 
+def _self_calibrated(embeddings: np.ndarray, labels: np.ndarray, stats, options: AuditOptions):
+    """Threshold on the dataset's own impostors without the pairs of colliding identities (see audit.threshold):
+    set it, find collisions, leave their pairs out, repeat until no new collision (at most a few rounds)."""
+    impostors = DatasetImpostors(embeddings, labels)
+    excluded: set[tuple[int, int]] = set()
+    for rounds in range(1, SELF_CALIBRATION_ROUNDS + 1):
+        threshold = impostors.threshold(options.far, excluded)
+        identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
+        flagged = {(int(stats.labels[a]), int(stats.labels[b])) for a, b in zip(identities.query, identities.key)}
+        if flagged <= excluded:
+            break
+        excluded |= flagged
+    threshold.details["rounds"] = rounds
+    return threshold, identities
+
+
 def run_audit(options: AuditOptions) -> dict:
     if options.threshold is not None and not -1.0 <= options.threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine in [-1, 1], got {options.threshold}")
@@ -85,15 +102,16 @@ def run_audit(options: AuditOptions) -> dict:
     timings["embed_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    if options.threshold is not None:
-        threshold = Threshold(float(options.threshold), "given")
-    elif calibration is not None:
-        cal_emb, cache_state["calibration"] = embedder.embed(calibration[0], out)
-        threshold = calibration_threshold(cal_emb, calibration[1], options.far, str(options.calibration))
-    else:
-        threshold = dataset_threshold(train_emb, data.labels, options.far)
     stats = identity_stats(train_emb, data.labels)
-    identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
+    if options.threshold is not None or calibration is not None:
+        if options.threshold is not None:
+            threshold = Threshold(float(options.threshold), "given")
+        else:
+            cal_emb, cache_state["calibration"] = embedder.embed(calibration[0], out)
+            threshold = calibration_threshold(cal_emb, calibration[1], options.far, str(options.calibration))
+        identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
+    else:
+        threshold, identities = _self_calibrated(train_emb, data.labels, stats, options)
     clusters = collision_clusters(zip(identities.query, identities.key))
     leaks = {ref.name: search(ref_emb[ref.name], train_emb, threshold.value, device=options.device,
                               progress=options.progress, desc=f"leakage {ref.name}") for ref in references}

@@ -3,10 +3,11 @@
 Impostor pairs come from a calibration `.bin` (its non-matching pairs), or else from the audited dataset
 itself: every pair of images with different identity labels among all its images, or, for datasets of
 more than `SUBSET_IMAGES` images, among that many images drawn with a fixed seed (same data, same
-threshold; ~8.4 M impostor pairs, enough for FAR 1e-6). The
-threshold is the lowest cosine at which at most FAR of the impostor pairs score at or above it. A
-dataset's own impostors include its undetected collisions; they are rare among millions of pairs, but
-a dataset with many collisions raises its own threshold, so a clean calibration set is the stronger choice.
+threshold; ~8.4 M impostor pairs, enough for FAR 1e-6). The threshold is the lowest cosine at which at
+most FAR of the impostor pairs score at or above it. A dataset's own "impostors" include the image
+pairs of its collisions (one person in two folders), which would raise its own threshold until it hides
+them; the audit therefore leaves out the pairs of identity pairs it finds colliding and sets the
+threshold again, until no new collision appears (`run_audit`). A clean `--calibration` set avoids the question.
 """
 from __future__ import annotations
 
@@ -77,25 +78,45 @@ def _sampled_genuine(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.n
     return a, order[start + offset]
 
 
-def dataset_threshold(embeddings: np.ndarray, labels: np.ndarray, far: float) -> Threshold:
-    """The cosine at `far` on the dataset's own impostor pairs (see the module note)."""
-    if len(np.unique(labels)) < 2:
-        raise ConfigError("the dataset has a single identity: no impostor pairs to set a threshold; "
-                          "pass --threshold or --calibration")
-    rng = np.random.default_rng(SAMPLING_SEED)
-    n = len(labels)
-    exhaustive = n <= SUBSET_IMAGES
-    subset = np.arange(n) if exhaustive else np.sort(rng.choice(n, SUBSET_IMAGES, replace=False))
-    emb = torch.from_numpy(np.ascontiguousarray(embeddings[subset], dtype=np.float32))
-    scores = (emb @ emb.T).numpy()
-    i, j = np.triu_indices(len(subset), 1)
-    same = labels[subset][i] == labels[subset][j]
-    impostor = scores[i[~same], j[~same]]
-    genuine = scores[i[same], j[same]] if exhaustive else pair_scores(embeddings, *_sampled_genuine(labels, rng))
-    stats = threshold_at_far(genuine, impostor, far)
-    stats["pairs"] = ("all image pairs" if exhaustive else
-                      f"all pairs among {SUBSET_IMAGES} images drawn with seed {SAMPLING_SEED}; genuine pairs sampled")
-    return Threshold(stats.pop("value"), "dataset impostors", far, stats)
+class DatasetImpostors:
+    """The dataset's own impostor pairs (see the module note), scored once; `threshold` may leave out the pairs of
+    identity pairs found to collide, so that a dataset's collisions do not raise its own threshold."""
+
+    def __init__(self, embeddings: np.ndarray, labels: np.ndarray):
+        if len(np.unique(labels)) < 2:
+            raise ConfigError("the dataset has a single identity: no impostor pairs to set a threshold; "
+                              "pass --threshold or --calibration")
+        rng = np.random.default_rng(SAMPLING_SEED)
+        n = len(labels)
+        self.exhaustive = n <= SUBSET_IMAGES
+        subset = np.arange(n) if self.exhaustive else np.sort(rng.choice(n, SUBSET_IMAGES, replace=False))
+        emb = torch.from_numpy(np.ascontiguousarray(embeddings[subset], dtype=np.float32))
+        scores = (emb @ emb.T).numpy()
+        i, j = np.triu_indices(len(subset), 1)
+        first, second = labels[subset][i], labels[subset][j]
+        same = first == second
+        self.scores = scores[i[~same], j[~same]]
+        self.base = int(labels.max()) + 1
+        self.codes = identity_pair_codes(first[~same], second[~same], self.base)
+        self.genuine = (scores[i[same], j[same]] if self.exhaustive
+                        else pair_scores(embeddings, *_sampled_genuine(labels, rng)))
+
+    def threshold(self, far: float, excluded: set[tuple[int, int]] = frozenset()) -> Threshold:
+        keep = slice(None)
+        if excluded:
+            pairs = np.array(sorted(excluded), np.int64)
+            keep = ~np.isin(self.codes, identity_pair_codes(pairs[:, 0], pairs[:, 1], self.base))
+        stats = threshold_at_far(self.genuine, self.scores[keep], far)
+        stats["pairs"] = ("all image pairs" if self.exhaustive else
+                          f"all pairs among {SUBSET_IMAGES} images drawn with seed {SAMPLING_SEED}; genuine pairs sampled")
+        stats["excluded_identity_pairs"] = len(excluded)
+        return Threshold(stats.pop("value"), "dataset impostors", far, stats)
+
+
+def identity_pair_codes(a: np.ndarray, b: np.ndarray, base: int) -> np.ndarray:
+    """One int64 per unordered label pair."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    return np.minimum(a, b) * base + np.maximum(a, b)
 
 
 def calibration_threshold(embeddings: np.ndarray, issame: np.ndarray, far: float, name: str) -> Threshold:
