@@ -89,11 +89,13 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
         page.table(["cluster", "identities", "images", "keep"],
                    [[k, ", ".join(c["identities"]), c["images"], c["keep"]] for k, c in enumerate(report["collisions"]["clusters"])][:50])
     page.heading("Leakage of reference sets")
+    page.text("A threshold at false-accept rate F lets about F x (reference images x training images) pairs of "
+              "different people through by chance; compare the pairs found with that figure.")
     if report["leakage"]:
-        page.table(["reference", "images", "pairs above threshold", "reference images", "reference identities",
-                    "training images", "training identities", "median nearest cosine"],
-                   [[name, v["images"], v["pair_count"], v["reference_images"], v["reference_identities"],
-                     v["train_images"], v["train_identities"], v["nearest_train_cosine"].get("p50")]
+        page.table(["reference", "images", "pairs above threshold", "expected by chance", "reference images",
+                    "reference identities", "training images", "training identities", "median nearest cosine"],
+                   [[name, v["images"], v["pair_count"], v["expected_by_chance"], v["reference_images"],
+                     v["reference_identities"], v["train_images"], v["train_identities"], v["nearest_train_cosine"].get("p50")]
                     for name, v in report["leakage"].items()])
         page.image(figures.get("leakage", Path()), "cosine of each reference image to its nearest training image")
         for name, v in report["leakage"].items():

@@ -80,7 +80,9 @@ def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, 
             "identities_to_drop": int(sum(len(c) - 1 for c in clusters))}
 
 
-def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours) -> dict:
+def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours, far: float | None) -> dict:
+    """`expected_by_chance`: the false pairs a threshold at false-accept rate `far` lets through among all
+    (reference, training) pairs when no face is shared (far x pairs); None for a given threshold."""
     order = np.lexsort((found.key, found.query, -found.score))
     pairs = []
     for k in order:
@@ -91,6 +93,7 @@ def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours) -> d
         pairs.append(pair)
     ref_images = np.unique(found.query)
     return {"description": reference.description, "images": int(len(reference)), "pair_count": len(pairs),
+            "expected_by_chance": None if far is None else round(far * len(reference) * len(data), 3),
             "reference_images": int(len(ref_images)),
             "reference_identities": (int(len(np.unique(reference.labels[ref_images])))
                                      if reference.labels is not None else None),

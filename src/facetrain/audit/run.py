@@ -125,7 +125,8 @@ def run_audit(options: AuditOptions) -> dict:
         "intra_class": intra_section(data, stats, options.top),
         "inter_class": inter_section(data, stats, identities),
         "collisions": collisions_section(data, stats, identities, clusters),
-        "leakage": {ref.name: leakage_section(ref, data, leaks[ref.name]) for ref in references},
+        "leakage": {ref.name: leakage_section(ref, data, leaks[ref.name], threshold.details.get("achieved_far"))
+                    for ref in references},
         "embeddings": cache_state,
     }
     tic = time.perf_counter()
