@@ -7,6 +7,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from facetrain.audit.threshold import DEFAULT_FAR
+    from facetrain.commands.options import add_batch_size, add_device, add_quiet
     from facetrain.eval.fusion import FUSION_METHODS
 
     parser.add_argument("data", help="training data: image folder, RecordIO folder (train.rec), training memfile, "
@@ -28,22 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
     parser.add_argument("--fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
                         help="image + flip feature fusion, as in evaluation (none = no flip)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--batch_size", type=int, default=256)
+    add_device(parser)
+    add_batch_size(parser)
     parser.add_argument("--top", type=int, default=20, help="how many least consistent identities to list")
-    parser.add_argument("--no_progress", action="store_true")
+    add_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from facetrain.audit.run import AuditOptions, format_summary, run_audit
+    from facetrain.devices import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     report = run_audit(AuditOptions(
         data=args.data, checkpoint=args.ckpt, out_dir=args.out, references=args.reference, threshold=args.threshold,
         far=args.far, calibration=args.calibration, write_filtered=args.write_filtered, device=device,
-        batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.no_progress))
+        batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.quiet))
     print(format_summary(report))
     print(f"report: {args.out}/audit.json, {args.out}/audit.html")
     return 0
