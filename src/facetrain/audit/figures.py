@@ -9,8 +9,6 @@ import numpy as np
 
 from facetrain.io_utils import atomic_path, atomic_write_bytes
 
-FACE = 112
-GAP = 16
 
 
 def face_rows(rows: Sequence[Sequence[np.ndarray | None]], path: str | os.PathLike, thumb: int = 80) -> None:
