@@ -1,7 +1,8 @@
 """Shared pytest fixtures.
 
-`one_torch_thread`: one torch thread for a module (MTCNN). `trained_tinynet`: TinyNet + AdaFace trained once per session on 200 synthetic identities x 16 images
-(~3 minutes on 2 CPU cores). The learning test checks its accuracy; the audit tests use it as the face
+`one_torch_thread`: one torch thread for a module (MTCNN).
+`trained_tinynet`: TinyNet + AdaFace trained once per session on 200 synthetic identities x 16 images
+(~3 minutes on 2 idle CPU cores). The learning test checks its accuracy; the audit tests use it as the face
 model that finds planted defects, so the suite pays for the training once.
 """
 from __future__ import annotations
