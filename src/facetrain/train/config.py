@@ -49,6 +49,8 @@ class TrainConfig:
     h: float | None = None
     s: float | None = None
     t_alpha: float | None = None
+    partial_fc: bool = False
+    sample_rate: float = 1.0
     # optimisation
     epochs: int = 24
     batch_size: int = 256  # total over all processes (AdaFace divides it by the number of GPUs)
@@ -107,6 +109,10 @@ class TrainConfig:
         for name in ("low_res_augmentation_prob", "crop_augmentation_prob", "photometric_augmentation_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise ConfigError(f"--sample_rate must be in (0, 1], got {self.sample_rate}")
+        if self.sample_rate < 1.0 and not self.partial_fc:
+            raise ConfigError(f"--sample_rate {self.sample_rate} needs --partial_fc")
         if sorted(self.lr_milestones) != list(self.lr_milestones):
             raise ConfigError(f"--lr_milestones must be increasing, got {self.lr_milestones}")
         if self.evaluate and not self.start_from_model_statedict:
@@ -220,6 +226,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")
     add(g, "--sync_bn", "SyncBatchNorm across processes (DDP)", action="store_true")
+    add(g, "--partial_fc", "Partial FC: class centres sharded over the processes, cross-entropy across them "
+                           "(for hundreds of thousands to millions of identities)", action="store_true")
+    add(g, "--sample_rate", "with --partial_fc: fraction of each shard's negative classes per step (1.0 = all); "
+                            "the batch's classes are always kept", type=float)
     add(g, "--warmup_epochs", "linear LR warm-up length", type=float)
     add(g, "--val_every", "validate every N epochs (and the last)", type=int)
     add(g, "--save_every_steps", "also write last.ckpt every N optimizer steps (0 = per epoch only)", type=int)

@@ -7,7 +7,8 @@ from torch import nn
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.transforms import normalize_batch
-from facetrain.heads import build_head
+from facetrain.heads import build_head, build_margin
+from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
 from facetrain.train.config import TrainConfig
 from facetrain.train.precision import Precision
@@ -24,11 +25,16 @@ class RecognitionNet(nn.Module):
         self.precision = precision
         # torch.compile'd view of `model` sharing its parameters (not registered: no duplicate state)
         self._backbone = [backbone_forward or model]
+        if isinstance(head, PartialFC):  # DDP must leave each process's shard of the centres alone
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, head.ddp_ignored_names("head."))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.precision.prepare_input(normalize_batch(images))
         with self.precision.autocast():
             embeddings, norms = self._backbone[0](x)
+            if isinstance(self.head, PartialFC):  # its loss is a cross-entropy across the processes
+                return self.head(embeddings, norms, labels), norms.detach()
             logits = self.head(embeddings, norms, labels)
         loss = F.cross_entropy(logits.float(), labels)
         return loss, norms.detach()
@@ -42,6 +48,9 @@ def build_model_and_head(config: TrainConfig, num_classes: int) -> tuple[nn.Modu
         model.train()
     else:
         model = build_model(config.arch)
+    if config.partial_fc:
+        margin = build_margin(config.head, m=config.m, h=config.h, s=config.s, t_alpha=config.t_alpha)
+        return model, PartialFC(margin, model.embedding_size, num_classes, config.sample_rate, seed=config.seed)
     head = build_head(config.head, embedding_size=model.embedding_size, class_num=num_classes,
                       m=config.m, h=config.h, s=config.s, t_alpha=config.t_alpha)
     return model, head

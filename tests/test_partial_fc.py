@@ -1,0 +1,194 @@
+"""Partial FC: shards, initial centres, sampling (positives kept, negatives uniform), and on two gloo
+processes: the same SGD steps as one process with the full head (sample_rate 1.0; AdaFace, ArcFace,
+CosFace; an odd class count), and with sampling the loss of the full softmax restricted to the
+sampled classes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from scipy.stats import chisquare
+from torch import nn
+
+from facetrain.heads import build_head, build_margin
+from facetrain.heads.partial_fc import INIT_BLOCK, PartialFC, Shard, all_shards, init_centres, sample_columns
+from facetrain.train.config import TrainConfig
+from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
+from facetrain.train.module import RecognitionNet, build_model_and_head
+from facetrain.train.optim import build_optimizer
+from facetrain.train.precision import Precision
+
+CLASSES = 11  # odd: shards of 6 and 5
+GLOBAL_BATCH = 8
+STEPS = 3
+HEADS = ("adaface", "arcface", "cosface")
+SAMPLED_CLASSES, SAMPLE_RATE = 301, 0.1  # shards of 151 and 150: 15 columns each, 8 labels at most
+
+
+def test_shards_split_classes_evenly_and_contiguously():
+    assert [(s.start, s.stop) for s in all_shards(11, 4)] == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    assert [s.size for s in all_shards(2_060_000, 8)] == [257_500] * 8
+    assert Shard(5, 5, 4).size == 1
+
+
+def test_initial_centres_do_not_depend_on_the_number_of_processes():
+    classes = INIT_BLOCK + 1000  # shards that straddle a block boundary
+    whole = init_centres(4, 0, classes, seed=7)
+    assert whole.shape == (4, classes)
+    assert torch.allclose(whole.norm(dim=0), torch.ones(classes))
+    parts = [init_centres(4, s.start, s.stop, seed=7) for s in all_shards(classes, 3)]
+    assert torch.equal(torch.cat(parts, dim=1), whole)
+    assert not torch.equal(init_centres(4, 0, classes, seed=8), whole)
+
+
+def test_one_process_equals_the_full_head():
+    torch.manual_seed(0)
+    embeddings = F.normalize(torch.randn(6, 16), dim=1)
+    norms, labels = torch.rand(6, 1) * 30, torch.tensor([0, 4, 4, 9, 12, 1])
+    pfc = PartialFC(build_margin("adaface"), 16, 13, seed=1)
+    full = build_head("adaface", 16, 13)
+    full.kernel.data.copy_(init_centres(16, 0, 13, seed=1))
+    assert torch.allclose(pfc(embeddings, norms, labels), F.cross_entropy(full(embeddings, norms, labels), labels),
+                          atol=1e-5)
+
+
+def test_sampling_keeps_every_positive_and_maps_labels():
+    generator = np.random.default_rng(0)
+    for _ in range(200):
+        labels = torch.from_numpy(generator.integers(-1, 40, 12))
+        kept, mapped = sample_columns(labels, 40, 15)
+        assert kept.shape == (15,) and torch.equal(kept, kept.unique())  # sorted, distinct
+        for label, position in zip(labels.tolist(), mapped.tolist()):
+            assert position == -1 if label < 0 else kept[position] == label
+
+
+def test_sampled_negatives_are_uniform():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 1, -1])  # positives 0 and 1; 4 negatives of the other 18 per draw
+    counts, draws = torch.zeros(20), 9000
+    for _ in range(draws):
+        kept, _ = sample_columns(labels, 20, 6)
+        counts[kept] += 1
+    assert counts[0] == counts[1] == draws
+    # each negative expected 9000 * 4 / 18 = 2000 times; chi-square goodness of fit (17 dof)
+    assert chisquare(counts[2:].numpy()).pvalue > 1e-3
+    assert counts[2:].sum() == draws * 4
+
+
+# --------------------------------------------------------------------- two gloo processes
+def _config(head: str, partial_fc: bool) -> TrainConfig:
+    return TrainConfig(arch="tinynet", head=head, partial_fc=partial_fc, seed=5, gpus=0)
+
+
+def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(step)
+    images = torch.from_numpy(rng.integers(0, 256, (GLOBAL_BATCH, 112, 112, 3), dtype=np.uint8))
+    return images, torch.from_numpy(rng.integers(0, CLASSES, GLOBAL_BATCH))
+
+
+def _train(head: str, ctx: DistContext) -> dict:
+    """STEPS SGD steps (momentum, weight decay); Partial FC under DDP when ctx has 2 processes."""
+    torch.manual_seed(0)
+    model, classifier = build_model_and_head(_config(head, partial_fc=ctx.enabled), CLASSES)
+    if not ctx.enabled:
+        classifier.kernel.data.copy_(init_centres(model.embedding_size, 0, CLASSES, seed=5))
+    net = RecognitionNet(model, classifier, Precision("fp32", torch.device("cpu")))
+    optimizer = build_optimizer(model, classifier, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    runner = nn.parallel.DistributedDataParallel(net) if ctx.enabled else net
+    net.train()
+    # batch norm and dropout in eval mode: DDP normalises with per-process batch statistics
+    # (SyncBatchNorm does not run on CPU) and draws dropout masks per process
+    for m in model.modules():
+        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):
+            m.eval()
+    per_rank = GLOBAL_BATCH // ctx.world_size
+    mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
+    losses = []
+    for step in range(STEPS):
+        images, labels = _batch(step)
+        loss, _ = runner(images[mine], labels[mine])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({f"margin.{k}": v.clone() for k, v in classifier.margin.state_dict().items()})
+    return {"state": state, "kernel": classifier.kernel.detach().clone(), "losses": torch.stack(losses)}
+
+
+def _sampled_loss(ctx: DistContext) -> dict:
+    """One forward with sampling, and the classes each rank kept (drawn again from the same seed)."""
+    generator = torch.Generator().manual_seed(11)
+    embeddings = F.normalize(torch.randn(GLOBAL_BATCH, 16, generator=generator), dim=1)
+    norms = torch.rand(GLOBAL_BATCH, 1, generator=generator) * 40
+    labels = torch.randint(0, SAMPLED_CLASSES, (GLOBAL_BATCH,), generator=generator)
+    pfc = PartialFC(build_margin("adaface"), 16, SAMPLED_CLASSES, SAMPLE_RATE, seed=2)
+    per_rank = GLOBAL_BATCH // ctx.world_size
+    mine = slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
+    torch.manual_seed(100 + ctx.rank)
+    loss = pfc(embeddings[mine], norms[mine], labels[mine])
+    torch.manual_seed(100 + ctx.rank)
+    local = labels - pfc.shard.start
+    local = torch.where((local >= 0) & (local < pfc.shard.size), local, -1)
+    kept, _ = sample_columns(local, pfc.shard.size, pfc.num_sample(GLOBAL_BATCH))
+    return {"loss": loss.detach(), "kept": kept + pfc.shard.start, "embeddings": embeddings, "norms": norms,
+            "labels": labels}
+
+
+def _worker(out: Path) -> None:
+    torch.set_num_threads(1)
+    ctx = init_distributed(gpus=0)
+    try:
+        for head in HEADS:
+            torch.save(_train(head, ctx), out / f"{head}-{ctx.rank}.pt")
+        torch.save(_sampled_loss(ctx), out / f"sampled-{ctx.rank}.pt")
+        dist.barrier()
+    finally:
+        cleanup_distributed()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pfc")
+    threads = torch.get_num_threads()
+    try:
+        spawn(_worker, 2, (out,))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_two_processes_take_the_steps_of_one_process_with_the_full_head(two_processes, head):
+    ranks = [torch.load(two_processes / f"{head}-{r}.pt") for r in range(2)]
+    single = _train(head, DistContext())
+    assert [r["kernel"].shape[1] for r in ranks] == [6, 5]
+    consolidated = torch.cat([r["kernel"] for r in ranks], dim=1)
+    initial = init_centres(consolidated.shape[0], 0, CLASSES, seed=5)
+    assert (single["kernel"] - initial).abs().max() > 1e-3  # the steps moved the centres
+    assert torch.allclose(consolidated, single["kernel"], rtol=0, atol=1e-5)
+    for r in ranks:
+        assert torch.allclose(r["losses"], single["losses"], rtol=0, atol=1e-5)
+        for key, value in single["state"].items():
+            assert torch.allclose(r["state"][key].float(), value.float(), rtol=0, atol=1e-5), key
+    if head == "adaface":  # statistics of the global batch, identical on both ranks
+        assert torch.equal(ranks[0]["state"]["margin.batch_std"], ranks[1]["state"]["margin.batch_std"])
+
+
+def test_sampled_loss_is_the_softmax_over_the_sampled_classes(two_processes):
+    ranks = [torch.load(two_processes / f"sampled-{r}.pt") for r in range(2)]
+    data = ranks[0]
+    kept = torch.cat([r["kept"] for r in ranks])
+    assert kept.shape == (30,) and set(data["labels"].tolist()) <= set(kept.tolist())
+    # straightforward: cosines to the kept centres, the true class's margin, plain cross-entropy
+    centres = F.normalize(init_centres(16, 0, SAMPLED_CLASSES, seed=2)[:, kept], dim=0)
+    columns = torch.tensor([kept.tolist().index(label) for label in data["labels"].tolist()])
+    margin = build_margin("adaface")
+    expected = F.cross_entropy(margin(data["embeddings"] @ centres, columns, data["norms"]), columns)
+    assert torch.allclose(ranks[0]["loss"], expected, atol=1e-5)
+    assert torch.equal(ranks[0]["loss"], ranks[1]["loss"])
+    full = F.cross_entropy(margin(data["embeddings"] @ init_centres(16, 0, SAMPLED_CLASSES, seed=2),
+                                  data["labels"], data["norms"]), data["labels"])
+    assert not torch.allclose(full, expected, atol=1e-3)  # sampling really changed the loss
