@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "embed": "embed a folder of faces into a .npz of features",
     "compare": "similarity matrix (and heatmap PNG) of a few face images",
     "export": "export a checkpoint to ONNX and/or safetensors",
+    "consolidate": "gather a Partial FC checkpoint's shards into one AdaFace-layout checkpoint",
     "report": "write an HTML report for a training run directory",
     "make-bin": "build a .bin verification set from an image folder (random or listed pairs)",
     "audit": "audit a face dataset: identity collisions, intra-class consistency, leakage of reference faces",

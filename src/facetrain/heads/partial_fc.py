@@ -33,6 +33,7 @@ from torch import nn
 
 from facetrain.errors import ConfigError
 from facetrain.heads.collectives import all_gather, all_gather_with_grad, distributed_cross_entropy
+from facetrain.heads.head import _flatten_margin_keys, _nest_margin_keys
 from facetrain.heads.margin import Margin
 
 INIT_BLOCK = 8192  # classes per independently seeded block of the initial centres
@@ -159,3 +160,19 @@ class PartialFC(nn.Module):
             cos = embeddings.float() @ F.normalize(kernel.float(), dim=0)
         logits = self.margin(cos, local, norms)
         return distributed_cross_entropy(logits, local, self.group)
+
+
+class MarginState(nn.Module):
+    """What every rank of a Partial FC head holds alike: the margin (AdaFace's statistics), under
+    AdaFace's state-dict keys (`t`, `batch_mean`, `batch_std`) and with the head's hparams. The main
+    checkpoint file stores this as `head.*`; the centres go to per-rank shard files."""
+
+    def __init__(self, head: PartialFC) -> None:
+        super().__init__()
+        self.margin = head.margin
+        self._head = [head]  # not registered: the shard is not part of this state
+        self.register_state_dict_post_hook(_flatten_margin_keys)
+        self.register_load_state_dict_pre_hook(_nest_margin_keys)
+
+    def hparams(self) -> dict[str, Any]:
+        return self._head[0].hparams()

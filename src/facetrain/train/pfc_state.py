@@ -1,0 +1,172 @@
+"""Checkpoints of a Partial FC head: one shard file per rank next to the main `.ckpt`.
+
+`run/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
+without the centres' momentum, and `extra["partial_fc"]` naming the shard files. Rank r writes
+`run/last.ckpt.pfc/rank<r>of<W>-step<S>.pt` = {kernel: columns [start, stop) of AdaFace's (E, C)
+`head.kernel`, momentum: the same columns of its SGD momentum (None before the first step), ...}.
+
+Crash safety (kill -9 at any point): every file is written atomically, the shards of step S are all
+written before the main file that names them, and older shards are removed only after it: the main
+file on disk always names shards that exist.
+
+Loading reslices: a rank reads the columns it holds now from whatever was saved (shards of any
+number of processes, or a consolidated / full-head `head.kernel`), so a run resumes with another
+world size, and a full-head checkpoint continues as Partial FC. `consolidate` turns the shards back
+into one AdaFace-layout checkpoint (which also resumes without --partial_fc).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facetrain.checkpoint import load_checkpoint
+from facetrain.errors import ConfigError
+from facetrain.heads.partial_fc import PartialFC, Shard
+from facetrain.io_utils import atomic_path
+
+SHARD_DIR_SUFFIX = ".pfc"
+KERNEL_KEY = "head.kernel"
+
+
+def shard_dir(checkpoint: str | os.PathLike) -> Path:
+    path = Path(checkpoint)
+    return path.with_name(path.name + SHARD_DIR_SUFFIX)
+
+
+def shard_name(shard: Shard, step: int) -> str:
+    return f"rank{shard.rank}of{shard.world_size}-step{step}.pt"
+
+
+def param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> int:
+    """The number `optimizer.state_dict()` gives `param` (parameters counted across the groups)."""
+    flat = [p for group in optimizer.param_groups for p in group["params"]]
+    return next(i for i, p in enumerate(flat) if p is param)
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_shard(checkpoint: str | os.PathLike, head: PartialFC, optimizer: torch.optim.Optimizer, step: int) -> str:
+    """Write this rank's shard (centres and their momentum) for the main file `checkpoint`; returns its name."""
+    momentum = optimizer.state.get(head.kernel, {}).get("momentum_buffer")
+    s = head.shard
+    record = {"kernel": head.kernel.detach().cpu(), "momentum": None if momentum is None else momentum.cpu(),
+              "start": s.start, "stop": s.stop, "num_classes": s.num_classes, "rank": s.rank,
+              "world_size": s.world_size}
+    name = shard_name(s, step)
+    _save(record, shard_dir(checkpoint) / name)
+    return name
+
+
+def main_file_entries(head: PartialFC, optimizer: torch.optim.Optimizer, shard_names: list[str]) -> tuple[dict, dict]:
+    """(optimizer state without the centres' momentum, `extra["partial_fc"]`) for rank 0's main file."""
+    state = optimizer.state_dict()
+    state["state"] = {k: v for k, v in state["state"].items() if k != param_index(optimizer, head.kernel)}
+    entry = {"num_classes": head.class_num, "world_size": head.shard.world_size, "shards": list(shard_names)}
+    return state, entry
+
+
+def remove_stale_shards(checkpoint: str | os.PathLike, shard: Shard, keep: str) -> None:
+    """Remove this rank's older shard files of `checkpoint` (call after the main file names `keep`)."""
+    pattern = re.compile(rf"rank{shard.rank}of\d+-step\d+\.pt")
+    folder = shard_dir(checkpoint)
+    for path in folder.glob(f"rank{shard.rank}of*"):
+        if path.name != keep and pattern.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def link_shard(src_checkpoint: str | os.PathLike, dst_checkpoint: str | os.PathLike, name: str) -> None:
+    """Make shard `name` of `src` also one of `dst` (a hard link where possible; else an atomic copy)."""
+    src, dst = shard_dir(src_checkpoint) / name, shard_dir(dst_checkpoint) / name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            tmp.write_bytes(src.read_bytes())
+
+
+def _read_shard(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: Partial FC shard missing (the .pfc folder must stay next to its .ckpt)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_columns(checkpoint: str | os.PathLike, loaded: dict, head_index: int, start: int,
+                 stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Columns [start, stop) of the saved centres and of their momentum (None when it has none yet),
+    from shards of any world size or from a full `head.kernel`. `loaded` is `load_checkpoint(checkpoint)`."""
+    extra = loaded.get("facetrain", {}).get("extra", {})
+    if "partial_fc" not in extra:
+        kernel = loaded["state_dict"].get(KERNEL_KEY)
+        if kernel is None:
+            raise ConfigError(f"{checkpoint}: no class centres (neither {KERNEL_KEY} nor Partial FC shards)")
+        momentum = extra.get("optimizer_states", [{}])[0].get("state", {}).get(head_index, {}).get("momentum_buffer")
+        return kernel[:, start:stop].clone(), None if momentum is None else momentum[:, start:stop].clone()
+    kernels, momenta = [], []
+    entry = extra["partial_fc"]
+    for old in (Shard(entry["num_classes"], entry["world_size"], r) for r in range(entry["world_size"])):
+        lo, hi = max(start, old.start), min(stop, old.stop)
+        if lo >= hi:
+            continue
+        record = _read_shard(shard_dir(checkpoint) / entry["shards"][old.rank])
+        kernels.append(record["kernel"][:, lo - old.start:hi - old.start])
+        momenta.append(None if record["momentum"] is None else record["momentum"][:, lo - old.start:hi - old.start])
+    has_momentum = all(m is not None for m in momenta)
+    return torch.cat(kernels, dim=1), torch.cat(momenta, dim=1) if has_momentum else None
+
+
+def load_head_state(checkpoint: str | os.PathLike, loaded: dict, head: PartialFC,
+                    optimizer: torch.optim.Optimizer) -> None:
+    """Put this rank's columns of the saved centres (and momentum) into `head` and `optimizer`; call
+    after `optimizer.load_state_dict` of the main file's optimizer state."""
+    index = param_index(optimizer, head.kernel)
+    saved_classes = loaded.get("hyper_parameters", {}).get("class_num", head.class_num)
+    if saved_classes != head.class_num:
+        raise ConfigError(f"{checkpoint}: has {saved_classes} classes, this run {head.class_num}")
+    kernel, momentum = load_columns(checkpoint, loaded, index, head.shard.start, head.shard.stop)
+    with torch.no_grad():
+        head.kernel.copy_(kernel)
+    optimizer.state.pop(head.kernel, None)
+    if momentum is not None:
+        optimizer.state[head.kernel] = {"momentum_buffer": momentum.to(head.kernel.device)}
+
+
+def head_param_index(loaded: dict) -> int | None:
+    """Index of the centres in a saved optimizer state: the last parameter of the first (weight-decay)
+    group, where `build_optimizer` puts the head's kernel after the backbone's parameters."""
+    states = loaded.get("facetrain", {}).get("extra", {}).get("optimizer_states")
+    if not states:
+        return None
+    return len(states[0]["param_groups"][0]["params"]) - 1 if states[0]["param_groups"] else None
+
+
+def consolidate(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+    """Write `out`: `checkpoint` with its shards gathered into AdaFace's `head.kernel` (E, C) and their
+    momentum put back into the optimizer state, so that it loads like a full-head checkpoint (AdaFace
+    tools, `facetrain train` with or without --partial_fc). Returns a short summary."""
+    loaded = load_checkpoint(checkpoint, map_location="cpu")
+    extra = loaded.get("facetrain", {}).get("extra", {})
+    if "partial_fc" not in extra:
+        raise ConfigError(f"{checkpoint}: not a Partial FC checkpoint (it already holds {KERNEL_KEY})")
+    num_classes = extra["partial_fc"]["num_classes"]
+    index = head_param_index(loaded)
+    kernel, momentum = load_columns(checkpoint, loaded, index, 0, num_classes)
+    loaded["state_dict"][KERNEL_KEY] = kernel
+    if momentum is not None and index is not None:
+        extra["optimizer_states"][0]["state"][index] = {"momentum_buffer": momentum}
+    shards = extra.pop("partial_fc")
+    loaded["hyper_parameters"]["partial_fc_world_size"] = shards["world_size"]
+    _save(loaded, Path(out))
+    return {"classes": num_classes, "embedding_size": kernel.shape[0], "shards": shards["world_size"],
+            "momentum": momentum is not None}
