@@ -7,7 +7,6 @@ the run (`facetrain.train.run.build_run`) and steps through it with a `Trainer`.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,12 @@ from tqdm import tqdm
 from facetrain.checkpoint import load_backbone
 from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
-from facetrain.io_utils import atomic_path, atomic_write_json
+from facetrain.io_utils import atomic_write_json
 from facetrain.train import distributed as D
 from facetrain.report.image_grid import write_image_grid
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
-from facetrain.train.run import TrainingRun, build_run, save_run
+from facetrain.train.run import TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import Position
 from facetrain.train.validation import mean_threshold, validate, validation_logs
@@ -164,10 +163,8 @@ class Trainer:
         improved = D.broadcast_object(improved, run.ctx)
         run.best = D.broadcast_object(run.best, run.ctx)
         save_run(run, run.output_dir / LAST)
-        if run.ctx.is_main:
-            for extra in ([BEST] if improved else []) + ([f"epoch={epoch:02d}.ckpt"] if cfg.save_all_models else []):
-                _copy_file(run.output_dir / LAST, run.output_dir / extra)
-        D.barrier(run.ctx)
+        extras = ([BEST] if improved else []) + ([f"epoch={epoch:02d}.ckpt"] if cfg.save_all_models else [])
+        copy_checkpoint(run, run.output_dir / LAST, [run.output_dir / name for name in extras])
 
     def fit(self) -> TrainResult:
         run, cfg = self.run, self.run.config
@@ -228,11 +225,6 @@ def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
 
 def _snapshot(module: nn.Module) -> list[torch.Tensor]:
     return [b.detach().clone() for b in _float_buffers(module)]
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 32) -> None:

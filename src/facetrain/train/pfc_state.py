@@ -26,7 +26,7 @@ import torch
 
 from facetrain.checkpoint import load_checkpoint
 from facetrain.errors import ConfigError
-from facetrain.heads.partial_fc import PartialFC, Shard
+from facetrain.heads.partial_fc import MarginState, PartialFC, Shard
 from facetrain.io_utils import atomic_path
 
 SHARD_DIR_SUFFIX = ".pfc"
@@ -102,16 +102,16 @@ def _read_shard(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_columns(checkpoint: str | os.PathLike, loaded: dict, head_index: int, start: int,
+def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head_index: int | None, start: int,
                  stop: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Columns [start, stop) of the saved centres and of their momentum (None when it has none yet),
-    from shards of any world size or from a full `head.kernel`. `loaded` is `load_checkpoint(checkpoint)`."""
-    extra = loaded.get("facetrain", {}).get("extra", {})
+    from shards of any world size or from a full `kernel` in `head_state` (the `head.*` entries)."""
     if "partial_fc" not in extra:
-        kernel = loaded["state_dict"].get(KERNEL_KEY)
+        kernel = head_state.get("kernel")
         if kernel is None:
             raise ConfigError(f"{checkpoint}: no class centres (neither {KERNEL_KEY} nor Partial FC shards)")
-        momentum = extra.get("optimizer_states", [{}])[0].get("state", {}).get(head_index, {}).get("momentum_buffer")
+        saved = extra.get("optimizer_states", [{}])[0].get("state", {})
+        momentum = saved.get(head_index, {}).get("momentum_buffer") if head_index is not None else None
         return kernel[:, start:stop].clone(), None if momentum is None else momentum[:, start:stop].clone()
     kernels, momenta = [], []
     entry = extra["partial_fc"]
@@ -126,18 +126,19 @@ def load_columns(checkpoint: str | os.PathLike, loaded: dict, head_index: int, s
     return torch.cat(kernels, dim=1), torch.cat(momenta, dim=1) if has_momentum else None
 
 
-def load_head_state(checkpoint: str | os.PathLike, loaded: dict, head: PartialFC,
-                    optimizer: torch.optim.Optimizer) -> None:
-    """Put this rank's columns of the saved centres (and momentum) into `head` and `optimizer`; call
-    after `optimizer.load_state_dict` of the main file's optimizer state."""
+def resume_head(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head: PartialFC,
+                optimizer: torch.optim.Optimizer) -> None:
+    """Load the margin's buffers, the optimizer state and this rank's columns of the saved centres
+    and their momentum, from a Partial FC checkpoint (any world size) or a full-head one."""
+    MarginState(head).load_state_dict({k: v for k, v in head_state.items() if k != "kernel"}, strict=True)
     index = param_index(optimizer, head.kernel)
-    saved_classes = loaded.get("hyper_parameters", {}).get("class_num", head.class_num)
-    if saved_classes != head.class_num:
-        raise ConfigError(f"{checkpoint}: has {saved_classes} classes, this run {head.class_num}")
-    kernel, momentum = load_columns(checkpoint, loaded, index, head.shard.start, head.shard.stop)
+    kernel, momentum = load_columns(checkpoint, head_state, extra, index, head.shard.start, head.shard.stop)
+    optimizer_state = dict(extra["optimizer_states"][0])
+    # a full head's momentum is (E, C): slice it here rather than let the optimizer copy it to the device
+    optimizer_state["state"] = {k: v for k, v in optimizer_state["state"].items() if k != index}
+    optimizer.load_state_dict(optimizer_state)
     with torch.no_grad():
         head.kernel.copy_(kernel)
-    optimizer.state.pop(head.kernel, None)
     if momentum is not None:
         optimizer.state[head.kernel] = {"momentum_buffer": momentum.to(head.kernel.device)}
 
@@ -161,7 +162,7 @@ def consolidate(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[s
         raise ConfigError(f"{checkpoint}: not a Partial FC checkpoint (it already holds {KERNEL_KEY})")
     num_classes = extra["partial_fc"]["num_classes"]
     index = head_param_index(loaded)
-    kernel, momentum = load_columns(checkpoint, loaded, index, 0, num_classes)
+    kernel, momentum = load_columns(checkpoint, {}, extra, index, 0, num_classes)
     loaded["state_dict"][KERNEL_KEY] = kernel
     if momentum is not None and index is not None:
         extra["optimizer_states"][0]["state"][index] = {"momentum_buffer": momentum}

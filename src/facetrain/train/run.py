@@ -7,6 +7,7 @@ The loop (`facetrain.train.loop`) then only steps through what this module built
 from __future__ import annotations
 
 import random
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,15 @@ from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError
+from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
+from facetrain.io_utils import atomic_path
 from facetrain.train import distributed as D
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
                                   optimizer_steps_per_epoch)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
+from facetrain.train import pfc_state
 from facetrain.train.optim import build_optimizer, build_scheduler
 from facetrain.train.precision import Precision, maybe_compile, resolve_precision
 from facetrain.train.state import BestResult, Position, capture_rng, load_training_state, restore_rng, save_training_state
@@ -131,8 +135,14 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position and best result."""
     state = load_training_state(path, model.arch, config.head, head.class_num)
     model.load_state_dict(state.model_state, strict=True)
-    head.load_state_dict(state.head_state, strict=True)
-    optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
+        pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
+    elif "partial_fc" in state.extra:
+        raise ConfigError(f"{path}: holds a Partial FC head (shards in {pfc_state.shard_dir(path)}): resume with "
+                          "--partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
+    else:
+        head.load_state_dict(state.head_state, strict=True)
+        optimizer.load_state_dict(state.extra["optimizer_states"][0])
     scheduler.load_state_dict(state.extra["lr_schedulers"][0])
     scaler.load_state_dict(state.extra["scaler"])
     position = state.position
@@ -150,12 +160,41 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
 
 
 def save_run(run: TrainingRun, path: Path) -> None:
-    """Collective: every rank hands its RNG state to rank 0, which writes the file."""
+    """Collective: every rank hands its RNG state to rank 0, which writes the file. With Partial FC
+    every rank first writes its shard of the centres, which the main file then names."""
+    sharded = isinstance(run.head, PartialFC)
+    if sharded:
+        own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
     rngs = [capture_rng()]
-    if run.ctx.enabled:
+    if run.ctx.enabled:  # also the point by which every shard is on disk
         rngs = [None] * run.ctx.world_size
         torch.distributed.all_gather_object(rngs, capture_rng())
     if run.ctx.is_main:
-        save_training_state(path, run.model, run.head, run.optimizer, run.scheduler, run.scaler, run.position,
-                            run.best, run.config.to_dict(), rngs, run.ctx.world_size)
+        head, more = run.head, {}
+        if sharded:
+            names = [pfc_state.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
+                                                                                          run.ctx.world_size)]
+            optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
+            head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
+        save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
+                            run.best, run.config.to_dict(), rngs, run.ctx.world_size, **more)
     D.barrier(run.ctx)
+    if sharded:
+        pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
+
+
+def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
+    """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
+    first: the copied main file names them)."""
+    sharded = isinstance(run.head, PartialFC)
+    own_shard = pfc_state.shard_name(run.head.shard, run.position.global_step) if sharded else ""
+    for dst in destinations if sharded else []:
+        pfc_state.link_shard(src, dst, own_shard)
+    D.barrier(run.ctx)
+    if run.ctx.is_main:
+        for dst in destinations:
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    D.barrier(run.ctx)
+    for dst in destinations if sharded else []:
+        pfc_state.remove_stale_shards(dst, run.head.shard, keep=own_shard)

@@ -66,14 +66,17 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, scaler: torch.amp.GradScaler, position: Position, best: BestResult,
-                        config: dict[str, Any], rng_per_rank: list[dict[str, Any]], world_size: int) -> None:
-    """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume."""
+                        config: dict[str, Any], rng_per_rank: list[dict[str, Any]], world_size: int,
+                        optimizer_state: dict[str, Any] | None = None, partial_fc: dict[str, Any] | None = None) -> None:
+    """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume.
+    A Partial FC run passes its optimizer state without the centres' momentum and `partial_fc`, the
+    entry naming the per-rank shard files (`facetrain.train.pfc_state`)."""
     extra = {
         "state_version": STATE_VERSION,
         "epoch": position.epoch,
         "batch_in_epoch": position.batch,
         "global_step": position.global_step,
-        "optimizer_states": [optimizer.state_dict()],
+        "optimizer_states": [optimizer.state_dict() if optimizer_state is None else optimizer_state],
         "lr_schedulers": [scheduler.state_dict()],
         "scaler": scaler.state_dict(),
         "rng_per_rank": rng_per_rank,
@@ -82,6 +85,8 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
                  "threshold_l2": best.threshold_l2, "threshold_cosine": best.threshold_cosine},
         "config": _plain(config),
     }
+    if partial_fc is not None:
+        extra["partial_fc"] = partial_fc
     # the model and head report their own canonical arch and resolved m/h/s/t_alpha
     hyper = {k: v for k, v in _plain(config).items() if k not in ("arch", "m", "h", "s", "t_alpha")}
     hyper.update(epoch=position.epoch, global_step=position.global_step)
