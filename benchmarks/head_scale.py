@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="per rank (the global batch is W x batch)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--memory_budget_gb", type=float, default=5.0)
+    parser.add_argument("--max_gflop", type=float, default=100.0,
+                        help="measure only rows whose head step is at most this many GFLOP (6 x batch x sampled x 512)")
     parser.add_argument("--gloo_classes", type=int, default=100_000, help="0 = no multi-process runs")
     parser.add_argument("--gloo_batch", type=int, default=16)
     args = parser.parse_args()
@@ -181,14 +183,15 @@ def main() -> None:
                 model = memory_model(n, k, global_batch, rate)
                 state = 2 * 4 * E * n
                 row = [f"{classes:,}", str(world), f"{rate:g}", f"{n:,}", f"{k:,}", f"{state / 2**30:.2f} GiB"]
-                if model <= args.memory_budget_gb * 2**30:
+                if model <= args.memory_budget_gb * 2**30 and 6 * global_batch * k * E <= args.max_gflop * 1e9:
                     m = in_fresh_process(_measure, (n, rate, global_batch, args.steps))[0]
                     gpu = m["flops"] / GPU["fp32_flops"] + m["bytes"] / GPU["bytes_per_s"]
                     row += [f"{m['peak'] / 2**30:.2f} GiB", f"{model / 2**30:.2f} GiB", f"{1e3 * m['step_s']:.0f} ms",
                             f"{m['flops'] / 1e9:.0f}", f"{m['bytes'] / 1e9:.1f}", f"{1e3 * gpu:.2f} ms",
                             f"{100 * gpu / ir_time:.1f}%"]
                 else:
-                    row += ["(over budget)", f"{model / 2**30:.2f} GiB", "", "", "", "", ""]
+                    row += ["(not run)", f"{model / 2**30:.2f} GiB", "", f"{6 * global_batch * k * E / 1e9:.0f}", "", "",
+                            ""]
                 print("| " + " | ".join(row) + " |", flush=True)
     if args.gloo_classes:
         print(f"\nreal gloo processes, {args.gloo_classes:,} classes, batch {args.gloo_batch} per rank "

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from scipy.stats import chisquare
 from torch import nn
 
 from facetrain.heads import build_head, build_margin
@@ -72,8 +71,10 @@ def test_sampled_negatives_are_uniform():
         kept, _ = sample_columns(labels, 20, 6)
         counts[kept] += 1
     assert counts[0] == counts[1] == draws
-    # each negative expected 9000 * 4 / 18 = 2000 times; chi-square goodness of fit (17 dof)
-    assert chisquare(counts[2:].numpy()).pvalue > 1e-3
+    # each negative expected 9000 * 4 / 18 = 2000 times; chi-square goodness of fit with 17 degrees of
+    # freedom below 40.79, its 0.999 quantile (tables): uniform draws fail this once in a thousand seeds
+    chi_square = ((counts[2:] - 2000) ** 2 / 2000).sum()
+    assert chi_square < 40.79
     assert counts[2:].sum() == draws * 4
 
 
