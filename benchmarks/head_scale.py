@@ -11,12 +11,12 @@ W x batch (the all-gathered embeddings): that is measured in a fresh process per
 measured rows: column `model`). Head state = centres + momentum (fp32); the gradient lives only
 during the step (zero_grad(set_to_none=True)).
 
-GPU on paper: the head step's FLOPs and bytes are counted op by op (torch dispatch, on the CPU run)
-and an IR-50 training step's (bf16, meta device) likewise; time = FLOPs / peak + bytes / bandwidth
-for the head (fp32 matmuls, no overlap: pessimistic) against max(FLOPs / peak, bytes / bandwidth)
-for IR-50 (optimistic), so `head / IR-50` is an upper bound. Collectives (all-gather of W x batch x
-512 floats and its reduce-scatter, three all-reduces of W x batch floats) are not counted: ~2 MB over
-NVLink per step at batch 128.
+GPU on paper: the head step's FLOPs and bytes are counted op by op (torch dispatch, on the CPU run;
+fp32 matmuls, SGD as separate element-wise passes) and an IR-50 training step's likewise (bf16, meta
+device); each op takes max(FLOPs / peak, bytes / bandwidth) on an H200 (989 TFLOPS bf16, 67 TFLOPS
+fp32 without TF32, 4.8 TB/s), summed. Collectives (all-gather of W x batch x 512 floats and its
+reduce-scatter, three all-reduces of W x batch floats) are not counted: ~2 MB over NVLink per step at
+batch 128.
 
 --gloo_classes: real runs of W gloo processes (collectives included) for that class count, to show
 the per-rank figures match the single-process simulation (8 processes share this machine's cores).
@@ -33,7 +33,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import flop_registry
 
 from facetrain.heads import build_margin
 from facetrain.heads.partial_fc import PartialFC, Shard
@@ -43,19 +43,39 @@ E = 512
 GPU = {"name": "H200 SXM", "bf16_flops": 989e12, "fp32_flops": 67e12, "bytes_per_s": 4.8e12}
 
 
-class ByteCounter(TorchDispatchMode):
-    """Bytes read and written by every op that moves data (inputs + outputs; views are free)."""
+class Roofline(TorchDispatchMode):
+    """FLOPs, bytes read and written, and GPU time of every op (views are free): per op
+    max(FLOPs / peak for its dtype, bytes / bandwidth), summed (no fusion, no overlap between ops).
+    An in-place indexed update (index_add_, scatter_, index_fill_ ...) touches only the indexed part
+    of its destination: its index and source are counted, read and written."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu: dict) -> None:
         super().__init__()
-        self.bytes = 0
+        self.gpu = gpu
+        self.flops = self.bytes = 0
+        self.seconds = 0.0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if not func.is_view:
-            tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
-            self.bytes += sum(t.numel() * t.element_size() for t in tensors)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func.is_view:
+            return out
+        base = func.__name__.split(".")[0]
+        if base.endswith("_") and ("index" in base or "scatter" in base):
+            moved = 2 * _nbytes((args[1:], kwargs))
+        else:
+            moved = _nbytes((args, kwargs, out))
+        formula = flop_registry.get(func._overloadpacket)
+        flops = formula(*args, **kwargs, out_val=out) if formula else 0
+        dtype = next((t.dtype for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)), torch.float32)
+        peak = self.gpu["fp32_flops"] if dtype == torch.float32 else self.gpu["bf16_flops"]
+        self.flops, self.bytes = self.flops + flops, self.bytes + moved
+        self.seconds += max(flops / peak, moved / self.gpu["bytes_per_s"])
         return out
+
+
+def _nbytes(tree) -> int:
+    return sum(t.numel() * t.element_size() for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor))
 
 
 def num_sample(classes: int, world: int, rate: float, global_batch: int) -> tuple[int, int]:
@@ -100,10 +120,10 @@ def _measure(classes: int, rate: float, batch: int, steps: int, queue) -> None:
         _head_step(head, optimizer, batch, classes)
         times.append(time.perf_counter() - tic)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    with FlopCounterMode(display=False) as flops, ByteCounter() as moved:
+    with Roofline(GPU) as cost:
         _head_step(head, optimizer, batch, classes)
-    queue.put({"peak": peak, "step_s": statistics.median(times), "flops": flops.get_total_flops(),
-               "bytes": moved.bytes})
+    queue.put({"peak": peak, "step_s": statistics.median(times), "flops": cost.flops, "bytes": cost.bytes,
+               "gpu_s": cost.seconds})
 
 
 def _gloo_rank(rank: int, world: int, port: int, classes: int, rate: float, batch: int, steps: int, queue) -> None:
@@ -139,19 +159,19 @@ def in_fresh_process(target, args: tuple, ranks: int = 0) -> list[dict]:
     return results
 
 
-def ir50_step_cost(batch: int) -> tuple[float, float]:
-    """(FLOPs, bytes) of an IR-50 training step (forward, backward, SGD) in bf16, on the meta device."""
+def ir50_step_cost(batch: int) -> Roofline:
+    """FLOPs, bytes and GPU time of an IR-50 training step (forward, backward, SGD) in bf16 (meta device)."""
     from facetrain.models import build_model
 
     with torch.device("meta"):
         model = build_model("ir_50").to(torch.bfloat16)
         x = torch.empty(batch, 3, 112, 112, dtype=torch.bfloat16)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False)
-    with FlopCounterMode(display=False) as flops, ByteCounter() as moved:
+    with Roofline(GPU) as cost:
         embeddings, norms = model(x)
         (embeddings.float().sum() + norms.float().sum()).backward()
         optimizer.step()
-    return flops.get_total_flops(), moved.bytes
+    return cost
 
 
 def main() -> None:
@@ -168,10 +188,10 @@ def main() -> None:
     parser.add_argument("--gloo_batch", type=int, default=16)
     args = parser.parse_args()
 
-    ir_flops, ir_bytes = ir50_step_cost(args.batch)
-    ir_time = max(ir_flops / GPU["bf16_flops"], ir_bytes / GPU["bytes_per_s"])
-    print(f"IR-50 step, batch {args.batch} per rank, bf16: {ir_flops / 1e12:.2f} TFLOP, {ir_bytes / 1e9:.1f} GB moved "
-          f"-> >= {1e3 * ir_time:.1f} ms on an {GPU['name']} (roofline)\n")
+    ir50 = ir50_step_cost(args.batch)
+    ir_time = ir50.seconds
+    print(f"IR-50 step, batch {args.batch} per rank, bf16: {ir50.flops / 1e12:.2f} TFLOP, {ir50.bytes / 1e9:.1f} GB "
+          f"moved -> {1e3 * ir_time:.1f} ms on an {GPU['name']} (per-op roofline)\n")
     print("| classes | ranks | sample_rate | shard | sampled | head state / rank | peak / rank | model | "
           "CPU step (1 thread) | GFLOP | GB moved | GPU step (paper) | / IR-50 step |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -185,7 +205,7 @@ def main() -> None:
                 row = [f"{classes:,}", str(world), f"{rate:g}", f"{n:,}", f"{k:,}", f"{state / 2**30:.2f} GiB"]
                 if model <= args.memory_budget_gb * 2**30 and 6 * global_batch * k * E <= args.max_gflop * 1e9:
                     m = in_fresh_process(_measure, (n, rate, global_batch, args.steps))[0]
-                    gpu = m["flops"] / GPU["fp32_flops"] + m["bytes"] / GPU["bytes_per_s"]
+                    gpu = m["gpu_s"]
                     row += [f"{m['peak'] / 2**30:.2f} GiB", f"{model / 2**30:.2f} GiB", f"{1e3 * m['step_s']:.0f} ms",
                             f"{m['flops'] / 1e9:.0f}", f"{m['bytes'] / 1e9:.1f}", f"{1e3 * gpu:.2f} ms",
                             f"{100 * gpu / ir_time:.1f}%"]
