@@ -8,7 +8,7 @@ Each rank of W does the work of a single process holding ceil(C / W) classes for
 W x batch (the all-gathered embeddings): that is measured in a fresh process per row, within
 --memory_budget_gb (peak RSS growth = the head's peak memory; step = median wall time of 3 steps,
 1 CPU thread). Rows over the budget are computed from the memory model below (checked against the
-measured rows: column `model`). Head state = centres + momentum (fp32); the gradient lives only
+measured rows: column `model`, calibrated on them). Head state = centres + momentum (fp32); the gradient lives only
 during the step (zero_grad(set_to_none=True)).
 
 GPU on paper: the head step's FLOPs and bytes are counted op by op (torch dispatch, on the CPU run;
@@ -85,11 +85,13 @@ def num_sample(classes: int, world: int, rate: float, global_batch: int) -> tupl
 
 
 def memory_model(n: int, k: int, global_batch: int, rate: float) -> float:
-    """Peak bytes of a rank: centres, momentum and the dense gradient; with sampling the gathered
-    columns, their normalised copy and gradient (x3); the (global batch x k) cosines, logits and
-    probabilities (x4); the gathered embeddings (x3)."""
-    sampled = 3 * E * k if rate < 1.0 else E * k
-    return 4 * (3 * E * n + sampled + 4 * global_batch * k + 3 * global_batch * E)
+    """Peak bytes of a rank, calibrated on the measured rows: (E x shard) fp32 tensors x 8 without
+    sampling (centres, momentum, gradient, normalised centres and their gradient, temporaries of the
+    normalisation's backward and of SGD's weight decay) or x 5 with it (centres, momentum, the dense
+    gradient built by index_add out of place, SGD's temporary); plus the sampled columns (x3), the
+    (global batch x k) cosines, logits and probabilities (x4) and the gathered embeddings (x3)."""
+    dense, sampled = (8, 0) if rate >= 1.0 else (5, 3)
+    return 4 * (dense * E * n + sampled * E * k + 4 * global_batch * k + 3 * global_batch * E)
 
 
 def _head_step(head: PartialFC, optimizer: torch.optim.Optimizer, batch: int, classes: int) -> None:
@@ -217,7 +219,7 @@ def main() -> None:
         print(f"\nreal gloo processes, {args.gloo_classes:,} classes, batch {args.gloo_batch} per rank "
               "(ranks share this machine's cores):\n")
         print("| ranks | sample_rate | peak / rank (max) | step (median, slowest rank) |\n|---|---|---|---|")
-        for world in args.world_sizes:
+        for world in [w for w in args.world_sizes if w > 1]:
             for rate in args.sample_rates:
                 results = in_fresh_process(_gloo_rank, (world, free_port(), args.gloo_classes, rate, args.gloo_batch,
                                                         args.steps), ranks=world)
