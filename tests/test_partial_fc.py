@@ -53,6 +53,25 @@ def test_one_process_equals_the_full_head():
                           atol=1e-5)
 
 
+def test_sampled_columns_alone_get_the_restricted_softmax_gradient():
+    torch.manual_seed(0)
+    embeddings = F.normalize(torch.randn(6, 16), dim=1)
+    norms, labels = torch.rand(6, 1) * 30, torch.tensor([0, 4, 4, 9, 33, 1])
+    pfc = PartialFC(build_margin("arcface"), 16, 40, sample_rate=0.25, seed=1)
+    torch.manual_seed(5)
+    pfc(embeddings, norms, labels).backward()
+    torch.manual_seed(5)
+    kept, columns = sample_columns(labels, 40, pfc.num_sample(6))
+    centres = init_centres(16, 0, 40, seed=1)[:, kept].requires_grad_()
+    logits = build_margin("arcface")(embeddings @ F.normalize(centres, dim=0), columns, norms)
+    F.cross_entropy(logits, columns).backward()
+    assert kept.shape == (10,)
+    assert torch.allclose(pfc.kernel.grad[:, kept], centres.grad, atol=1e-6)
+    unsampled = torch.ones(40, dtype=torch.bool)
+    unsampled[kept] = False
+    assert torch.all(pfc.kernel.grad[:, unsampled] == 0)
+
+
 def test_sampling_keeps_every_positive_and_maps_labels():
     generator = np.random.default_rng(0)
     for _ in range(200):
