@@ -87,10 +87,10 @@ def num_sample(classes: int, world: int, rate: float, global_batch: int) -> tupl
 def memory_model(n: int, k: int, global_batch: int, rate: float) -> float:
     """Peak bytes of a rank, calibrated on the measured rows: (E x shard) fp32 tensors x 8 without
     sampling (centres, momentum, gradient, normalised centres and their gradient, temporaries of the
-    normalisation's backward and of SGD's weight decay) or x 5 with it (centres, momentum, the dense
-    gradient built by index_add out of place, SGD's temporary); plus the sampled columns (x3), the
+    normalisation's backward and of SGD's weight decay) or x 4 with it (centres, momentum, the dense
+    gradient, SGD's temporary); plus the sampled columns (x3), the
     (global batch x k) cosines, logits and probabilities (x4) and the gathered embeddings (x3)."""
-    dense, sampled = (8, 0) if rate >= 1.0 else (5, 3)
+    dense, sampled = (8, 0) if rate >= 1.0 else (4, 3)
     return 4 * (dense * E * n + sampled * E * k + 4 * global_batch * k + 3 * global_batch * E)
 
 
