@@ -24,12 +24,12 @@ from facetrain.errors import ConfigError
 from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
 from facetrain.train import distributed as D
+from facetrain.train import pfc_state
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
                                   optimizer_steps_per_epoch)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
-from facetrain.train import pfc_state
 from facetrain.train.optim import build_optimizer, build_scheduler
 from facetrain.train.precision import Precision, maybe_compile, resolve_precision
 from facetrain.train.state import BestResult, Position, capture_rng, load_training_state, restore_rng, save_training_state
