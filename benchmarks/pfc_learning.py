@@ -46,7 +46,7 @@ def main() -> None:
                                                   ["--partial_fc", "--sample_rate", str(args.sample_rate)])):
         result = train(data, out / name.split()[0].replace("_", ""), args.epochs, extra)
         rows[name] = result["best_val_acc"]
-    print(f"\n| head (2 gloo processes) | best val_acc (5-set average) |\n|---|---|")
+    print("\n| head (2 gloo processes) | best val_acc (5-set average) |\n|---|---|")
     for name, acc in rows.items():
         print(f"| {name} | {100 * acc:.2f}% |")
     full, pfc = rows.values()

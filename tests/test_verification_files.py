@@ -1,6 +1,5 @@
 """Verification-set files under hostile conditions: names, huge declarations, failed re-conversions."""
 import pickle
-import resource
 import struct
 import subprocess
 import sys
