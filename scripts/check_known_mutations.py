@@ -42,6 +42,15 @@ MUTATIONS = (
     Mutation("adaface: no batch-of-1 guard", "heads/adaface.py",
              (("if self.training and safe_norms.numel() > 1:", "if self.training:"),),
              ("tests/test_adaface_reference.py",)),
+    Mutation("10-fold: std with ddof=1", "eval/verification.py",
+             (('float(acc["fold_accuracies"].std())', 'float(acc["fold_accuracies"].std(ddof=1))'),),
+             ("tests/test_verification_reference.py",)),
+    Mutation("10-fold: median instead of mean threshold", "eval/verification.py",
+             (('float(acc["fold_thresholds"].mean())', 'float(np.median(acc["fold_thresholds"]))'),),
+             ("tests/test_verification_reference.py",)),
+    Mutation("10-fold: TAR grid step 0.01", "eval/verification.py",
+             (("VAL_THRESHOLDS = np.arange(0, 4, 0.001)", "VAL_THRESHOLDS = np.arange(0, 4, 0.01)"),),
+             ("tests/test_verification_reference.py",)),
 )
 
 

@@ -1,0 +1,145 @@
+"""The 10-fold protocol against a reference written here from the published description only.
+
+insightface's `verification.evaluate` (Sandberg's facenet `calculate_roc` / `calculate_val`):
+squared L2 distance of the unit features, "same" when distance < threshold, thresholds
+np.arange(0, 4, 0.01) for accuracy and np.arange(0, 4, 0.001) for TAR@FAR=1e-3, 10 contiguous
+folds (KFold without shuffle: the first n % 10 folds one pair longer), best threshold = first
+maximum of the training accuracy, accuracy = mean, std = np.std (ddof 0), threshold = mean of
+the chosen ones. Nothing of the module under test is imported but `evaluate_pairs` itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from facetrain.eval.verification import evaluate_pairs
+
+ACC_GRID = np.arange(0, 4, 0.01)  # typed in from insightface, on purpose not imported
+VAL_GRID = np.arange(0, 4, 0.001)
+
+
+def _folds(n: int, k: int = 10) -> list[np.ndarray]:
+    sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    starts = np.cumsum([0] + sizes)
+    return [np.arange(starts[i], starts[i + 1]) for i in range(k)]
+
+
+def _distances(emb: np.ndarray) -> np.ndarray:
+    """Squared L2 of rows 2i, 2i+1, in float32 as insightface computes it (np.subtract, np.square, np.sum)."""
+    emb = np.asarray(emb, np.float32)
+    return np.array([np.sum(np.square(emb[2 * i] - emb[2 * i + 1])) for i in range(len(emb) // 2)])
+
+
+def _embeddings_at(dist: np.ndarray) -> np.ndarray:
+    """Unit 2-d pair embeddings at the given squared distances (2 - 2 cos(angle) = d)."""
+    emb = np.zeros((2 * len(dist), 2), np.float32)
+    emb[0::2, 0] = 1.0
+    angle = np.arccos(1 - np.asarray(dist, np.float64) / 2)
+    emb[1::2] = np.stack([np.cos(angle), np.sin(angle)], 1)
+    return emb
+
+
+def _reference(dist: np.ndarray, issame: np.ndarray) -> dict:
+    folds = _folds(len(dist))
+    accs, thresholds, tars = [], [], []
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(dist)), test)
+
+        def accuracy(t, idx):
+            pred = dist[idx] < t
+            return (np.sum(pred & issame[idx]) + np.sum(~pred & ~issame[idx])) / len(idx)
+
+        train_acc = [accuracy(t, train) for t in ACC_GRID]
+        best = ACC_GRID[int(np.argmax(train_acc))]
+        thresholds.append(best)
+        accs.append(accuracy(best, test))
+        diff = ~issame[train]
+        far = np.array([np.sum((dist[train] < t) & diff) / diff.sum() for t in VAL_GRID])
+        ok = np.flatnonzero(far <= 1e-3)
+        t_val = VAL_GRID[ok[-1]] if len(ok) else 0.0
+        same = issame[test]
+        tars.append(np.sum((dist[test] < t_val) & same) / same.sum())
+    return {"accuracy": np.mean(accs), "std": np.std(accs), "best_threshold": np.mean(thresholds),
+            "tar": np.mean(tars), "fold_accuracies": accs, "fold_thresholds": thresholds}
+
+
+def _pairs(rng, n_pairs, dim=16, noise=1.0):
+    issame = rng.random(n_pairs) < 0.5
+    base = rng.standard_normal((n_pairs, dim))
+    other = np.where(issame[:, None], base, rng.standard_normal((n_pairs, dim)))
+    emb = np.empty((2 * n_pairs, dim), np.float32)
+    emb[0::2] = base + noise * rng.standard_normal((n_pairs, dim))
+    emb[1::2] = other + noise * rng.standard_normal((n_pairs, dim))
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True), issame
+
+
+@pytest.fixture(scope="module")
+def case():
+    """1003 pairs (uneven folds), a noisy signal whose per-fold thresholds and accuracies vary."""
+    emb, issame = _pairs(np.random.default_rng(11), 1003)
+    return emb, issame, _reference(_distances(emb), issame)
+
+
+def test_accuracy_std_and_threshold_equal_the_reference(case):
+    emb, issame, ref = case
+    got = evaluate_pairs(emb, issame)
+    assert got["fold_accuracies"] == pytest.approx(ref["fold_accuracies"], abs=1e-12)
+    assert got["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-12)
+    assert got["std"] == pytest.approx(ref["std"], abs=1e-12)
+    assert got["best_threshold"] == pytest.approx(ref["best_threshold"], abs=1e-12)
+    assert got["pairs"] == 1003
+    # the case separates the published choices from their neighbours
+    assert 0.6 < ref["accuracy"] < 0.97
+    assert abs(np.std(ref["fold_accuracies"], ddof=1) - ref["std"]) > 1e-4
+    assert abs(np.median(ref["fold_thresholds"]) - ref["best_threshold"]) > 1e-3
+
+
+def test_tar_at_far_equals_the_reference_on_the_fine_grid(case):
+    emb, issame, ref = case
+    assert evaluate_pairs(emb, issame)["tar_at_far_1e-3"] == pytest.approx(ref["tar"], abs=1e-12)
+    # same pairs dense where different pairs begin: the grid step decides the TAR. Distances sit
+    # half-way between multiples of 1e-4, far from every threshold of either grid.
+    rng = np.random.default_rng(12)
+    issame = rng.random(2000) < 0.5
+    dist = np.where(issame, rng.integers(0, 12000, 2000), rng.integers(10055, 39000, 2000)) * 1e-4 + 5e-5
+    emb = _embeddings_at(dist)
+    dist = _distances(emb)
+    ref = _reference(dist, issame)
+    assert evaluate_pairs(emb, issame)["tar_at_far_1e-3"] == pytest.approx(ref["tar"], abs=1e-12)
+    assert 0.5 < ref["tar"] < 0.98
+    coarse = []
+    for test in _folds(len(dist)):
+        train = np.setdiff1d(np.arange(len(dist)), test)
+        diff = ~issame[train]
+        far = np.array([np.sum((dist[train] < t) & diff) / diff.sum() for t in ACC_GRID])
+        ok = np.flatnonzero(far <= 1e-3)
+        t = ACC_GRID[ok[-1]] if len(ok) else 0.0
+        coarse.append(np.sum((dist[test] < t) & issame[test]) / issame[test].sum())
+    assert abs(np.mean(coarse) - ref["tar"]) > 1e-4
+
+
+def test_a_hand_computed_case():
+    """20 pairs, folds of 2: same pairs at distance 0.505, different ones at 1.505, except one
+    different pair at 0.205 in fold 0. Every training set is then best split at thresholds
+    0.51..1.50 (first maximum: 0.51), so fold 0 scores 1/2 and the other nine 2/2."""
+    dist = np.array([0.205, 0.505] + [0.505, 1.505] * 9)
+    issame = np.array([False, True] + [True, False] * 9)
+    got = evaluate_pairs(_embeddings_at(dist), issame)
+    assert got["fold_accuracies"] == pytest.approx([0.5] + [1.0] * 9)
+    assert got["accuracy"] == pytest.approx(0.95)
+    assert got["std"] == pytest.approx(0.15)  # sqrt(mean((a - 0.95)^2)) = sqrt((0.2025 + 9 * 0.0025) / 10)
+    assert got["best_threshold"] == pytest.approx(0.51)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_pairs=st.integers(20, 120))
+def test_pair_order_within_a_fold_does_not_matter(seed, n_pairs):
+    rng = np.random.default_rng(seed)
+    emb, issame = _pairs(rng, n_pairs, dim=4, noise=0.7)
+    order = np.concatenate([rng.permutation(f) for f in _folds(n_pairs)])
+    rows = np.stack([2 * order, 2 * order + 1], 1).reshape(-1)
+    a, b = evaluate_pairs(emb, issame), evaluate_pairs(emb[rows], issame[order])
+    for key in ("accuracy", "std", "best_threshold", "tar_at_far_1e-3"):
+        assert a[key] == pytest.approx(b[key], abs=1e-12)
