@@ -12,8 +12,9 @@ from hypothesis.extra.numpy import arrays
 from facetrain.align.nms import batched_nms, nms
 from facetrain.eval.fusion import fuse_flip, l2_normalize
 
+VALUES = st.integers(-400, 400).map(lambda v: v / 8.0)  # -50..50 in steps of 1/8, zero included
 FEATURES = st.integers(1, 6).flatmap(lambda n: st.integers(1, 8).flatmap(lambda d: st.tuples(
-    arrays(np.float64, (n, d), elements=st.floats(-50, 50)), arrays(np.float64, (n, d), elements=st.floats(-50, 50)))))
+    arrays(np.float64, (n, d), elements=VALUES), arrays(np.float64, (n, d), elements=VALUES))))
 
 
 def _unit(x):
