@@ -51,6 +51,12 @@ MUTATIONS = (
     Mutation("10-fold: TAR grid step 0.01", "eval/verification.py",
              (("VAL_THRESHOLDS = np.arange(0, 4, 0.001)", "VAL_THRESHOLDS = np.arange(0, 4, 0.01)"),),
              ("tests/test_verification_reference.py",)),
+    Mutation("training: best.ckpt is always the first epoch", "train/loop.py",
+             (('improved = logs["val_acc"] > self.best.metric', "improved = self.best.epoch < 0"),),
+             ("tests/test_train_best_and_resume.py",)),
+    Mutation("training: metrics.csv not truncated on resume", "train/loop.py",
+             (("self.logger.truncate_after(self.position.global_step)", "pass"),),
+             ("tests/test_train_best_and_resume.py",)),
 )
 
 
