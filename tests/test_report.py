@@ -7,6 +7,7 @@ import numpy as np
 from facetrain.cli import main
 from facetrain.report.html import HtmlReport
 from facetrain.report.run_report import verification_rows
+from facetrain.train.logger import plot_curves
 
 
 def test_html_embeds_png_and_escapes_text(tmp_path):
@@ -29,13 +30,21 @@ def test_verification_rows_put_average_last():
 
 def test_report_cli_on_a_run_folder(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"arch": "ir_18", "head": "adaface", "epochs": 2}))
-    (tmp_path / "metrics.csv").write_text("step,epoch,name,value\n1,0,train/loss,20.5\n1,0,lr,0.1\n2,1,train/loss,15.0\n2,1,lr,0.01\n")
+    # the names the training logger writes (train_loss, lr, <set>_val_acc, val_acc)
+    (tmp_path / "metrics.csv").write_text("step,epoch,name,value\n1,0,train_loss,20.5\n1,0,lr,0.1\n"
+                                          "2,1,train_loss,15.0\n2,1,lr,0.01\n2,1,lfw_val_acc,0.91\n2,1,val_acc,0.91\n")
     (tmp_path / "results.json").write_text(json.dumps(
         {"test": {"lfw": {"accuracy": 0.91, "std": 0.01, "pairs": 300}, "average": {"accuracy": 0.91}},
          "best_epoch": 1}))
     assert main(["report", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
-    assert "ir_18" in page and "0.9100" in page and "data:image/png;base64," in page  # curves drawn from the CSV
+    assert "ir_18" in page and "0.9100" in page
+    curves = (tmp_path / "curves.png").read_bytes()
+    assert base64.b64encode(curves).decode() in page
+    # the loss curve is drawn from the CSV: without its rows the figure changes
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    (tmp_path / "no_loss.csv").write_text("\n".join(r for r in rows if ",train_loss," not in r) + "\n")
+    assert plot_curves(tmp_path / "no_loss.csv", tmp_path / "no_loss.png").read_bytes() != curves
 
 
 def test_report_cli_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -166,7 +166,9 @@ def test_eval_5valsets_script(trained, tmp_path, synth):
     out = _run(["bash", str(REPO / "scripts/eval_5valsets.sh"), "--sets", "lfw", "agedb_30"], tmp_path,
                CKPT=str(run_dir / "last.ckpt"), VAL_DATA=str(synth), OUT=str(tmp_path / "ev"))
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
-    assert {"lfw", "agedb_30"} <= set(results["results"] if "results" in results else results)
+    assert set(results) == {"meta", "results"}  # write_json's layout
+    assert set(results["results"]) == {"lfw", "agedb_30", "average"}
+    assert results["results"]["average"]["sets"] == ["lfw", "agedb_30"]
     assert "lfw" in out
 
 

@@ -91,9 +91,14 @@ def test_ijb_protocol_is_consistent_and_readable_by_the_evaluator(dataset):
     assert not isinstance(lists, str)
     assert set(lists.gallery_subjects) == set(lists.probe_subjects) == {1, 2, 3}
     assert not set(lists.gallery_templates) & set(lists.probe_templates)
-    # every template of a subject holds images of that subject only, in several media
+    # a template holds 1-3 media of 1-3 images each; media ids are not shared between templates
+    media_counts = []
     for t in np.unique(proto.templates):
-        assert len(np.unique(proto.medias[proto.templates == t])) >= 1
+        medias, per_media = np.unique(proto.medias[proto.templates == t], return_counts=True)
+        assert 1 <= len(medias) <= 3 and per_media.min() >= 1 and per_media.max() <= 3
+        assert not set(medias) & set(proto.medias[proto.templates != t])
+        media_counts.append(len(medias))
+    assert max(media_counts) > 1 and len(np.unique(proto.templates)) == 9  # 3 subjects x 3 templates
     for path, lmk in zip(proto.image_paths, proto.landmarks):
         h, w = cv2.imread(str(path)).shape[:2]
         assert 150 <= h == w <= 250

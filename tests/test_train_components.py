@@ -106,8 +106,6 @@ def test_steps_per_epoch_with_accumulation_and_limits():
 def test_precision_choice_per_device():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
-    assert resolve_precision("auto", cpu, use_16bit=True) == resolve_precision("auto", cpu)
     with pytest.raises(ConfigError, match="GPU"):
         resolve_precision("fp16", cpu)
     policy = Precision("bf16", cpu, channels_last=True)
@@ -168,3 +166,24 @@ def test_adaface_script_flags_are_accepted():
     assert config.arch == "ir_50" and config.use_wandb
     with pytest.raises(SystemExit):
         parser.parse_args(["--distributed_backend", "dp"])
+
+
+@pytest.mark.parametrize("fast_bf16, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu_probe(monkeypatch, fast_bf16, expected):
+    """Both branches of `auto` on a CPU, whatever this machine has: the probe is patched."""
+    import facetrain.train.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("auto", cpu, use_16bit=True) == expected  # no fp16 on CPUs: the flag means auto
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+@pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_on_a_gpu(monkeypatch, supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    gpu = torch.device("cuda", 0)
+    assert resolve_precision("auto", gpu) == expected
+    assert resolve_precision("auto", gpu, use_16bit=True) == "fp16"  # AdaFace's precision=16
+    assert resolve_precision("fp16", gpu) == "fp16"
