@@ -19,6 +19,7 @@ from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
 from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.errors import FacetrainError
 from facetrain.eval.ijb import run_ijb
 from facetrain.eval.feature_cache import checkpoint_key
 from facetrain.eval.verification import STANDARD_SETS
@@ -51,12 +52,24 @@ class DemoSettings:
     seed: int = 0
     workers: int = 2
     precision: str = "auto"
+    # `facetrain demo` fails below this average over the five sets (measured 0.964, README)
+    min_average_accuracy: float | None = 0.95
 
     @classmethod
     def tiny(cls) -> "DemoSettings":
         """Minutes -> seconds: the same pipeline for tests (accuracy is not the point there)."""
         return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, epochs=1,
-                   batch_size=24, lr_milestones=(1,), workers=1, val_every=1)
+                   batch_size=24, lr_milestones=(1,), workers=1, val_every=1, min_average_accuracy=None)
+
+
+def check_accuracy_floor(results: dict, floor: float | None) -> None:
+    """FacetrainError when the demo's average accuracy is below `floor` (None: no floor): the recipe
+    no longer learns what it did."""
+    average = results["accuracy"].get("average")
+    if floor is not None and not (average is not None and average >= floor):
+        shown = "missing" if average is None else f"{average:.4f}"
+        raise FacetrainError(f"demo: average accuracy over the five sets is {shown}, below the floor of {floor}"
+                             f" (see {results.get('report', 'the report')})")
 
 
 def _train_speed(run_dir: Path) -> float | None:

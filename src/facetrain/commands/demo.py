@@ -13,10 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                 "show the run-to-run spread")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                         help="training precision (default auto: bf16 on CPUs with AMX/AVX512-BF16, else fp32)")
+    parser.add_argument("--min_accuracy", type=float, default=None,
+                        help="fail (exit 1) when the average over the five sets is lower (default 0.95; "
+                             "none with --tiny; 0 accepts any)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.demo import DemoSettings, run_demo
+    from facetrain.demo import DemoSettings, check_accuracy_floor, run_demo
     from facetrain.report.demo_report import accuracy_table
     from facetrain.report.html import format_cell
 
@@ -29,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         settings.seed = args.seed
     if args.precision is not None:
         settings.precision = args.precision
+    if args.min_accuracy is not None:
+        settings.min_average_accuracy = args.min_accuracy
     results = run_demo(args.out, settings)
     header, rows = accuracy_table(results)
     print("\n" + "".join(f"{h:>15}" for h in header))
@@ -39,4 +44,5 @@ def run(args: argparse.Namespace) -> int:
     t = results["training"]
     print(f"training: {t['seconds']:.0f} s, {t['img_per_sec'] or 0:.0f} img/s")
     print(f"\nreport: {results['report']}\nresults: {args.out}/results.json")
+    check_accuracy_floor(results, settings.min_average_accuracy)  # after the table, so the numbers are seen
     return 0
