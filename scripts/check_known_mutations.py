@@ -64,6 +64,12 @@ MUTATIONS = (
     Mutation("demo: no accuracy floor", "commands/demo.py",
              (("    check_accuracy_floor(results, settings.min_average_accuracy)", "    pass"),),
              ("tests/test_demo.py",)),
+    Mutation("ddp: the same dropout masks in every process", "train/loop.py",
+             (("torch.manual_seed(config.seed + ctx.rank)", "torch.manual_seed(config.seed)"),),
+             ("tests/test_train_ddp_trained.py",)),
+    Mutation("ddp: AdaFace statistics not averaged over processes", "train/loop.py",
+             (("        D.sync_float_buffers(self.head, self.ctx)\n", ""),),
+             ("tests/test_train_ddp_trained.py",)),
 )
 
 
