@@ -1,7 +1,8 @@
 """Per-module mutation scores from the last `mutmut run` (run from the repository root).
 
-score = killed / (mutants - skipped); timeouts and crashes count as killed, survivors and
-mutants no test reached ("no tests") do not. Exit 1 when a module is below --floor (percent).
+score = killed / checked, checked = mutants run so far (not "skipped", not "not checked");
+timeouts and crashes count as killed, survivors and mutants no test reached ("no tests") do
+not. Exit 1 when a module is below --floor (percent) or has unchecked mutants.
 """
 from __future__ import annotations
 
@@ -35,23 +36,23 @@ def main() -> int:
             continue
         module, status = module_of(match["name"]), match["status"].strip()
         counts[module][status] += 1
-        if status not in KILLED and status != "skipped":
+        if status not in KILLED | {"skipped", "not checked"}:
             survivors[module].append(f"{match['name']} ({status})")
     below = []
-    print(f"{'module':40s} {'killed':>7s} {'tested':>7s} {'score':>7s}")
+    print(f"{'module':40s} {'killed':>7s} {'checked':>7s} {'score':>7s} {'unchecked':>9s}")
     for module in sorted(counts):
         c = counts[module]
-        tested = sum(c.values()) - c["skipped"]
+        checked = sum(c.values()) - c["skipped"] - c["not checked"]
         killed = sum(c[s] for s in KILLED)
-        score = 100.0 * killed / tested if tested else 100.0
-        print(f"{module:40s} {killed:7d} {tested:7d} {score:6.1f}%")
-        if score < args.floor:
+        score = 100.0 * killed / checked if checked else 0.0
+        print(f"{module:40s} {killed:7d} {checked:7d} {score:6.1f}% {c['not checked']:9d}")
+        if score < args.floor or c["not checked"]:
             below.append(module)
         if args.survivors:
             for name in sorted(survivors[module]):
                 print(f"    {name}")
     if below:
-        print(f"below {args.floor:.0f}%: {', '.join(below)}")
+        print(f"below {args.floor:.0f}% or not fully checked: {', '.join(below)}")
     return 1 if below else 0
 
 

@@ -69,6 +69,8 @@ def test_paper_defaults():
     assert (head.batch_mean.item(), head.batch_std.item(), head.t.item()) == (20.0, 100.0, 0.0)
     built = build_head("adaface", E, C)
     assert (built.m, built.h, built.s, built.t_alpha) == (0.4, 0.333, 64.0, 0.01)
+    assert built.hparams() == {"head": "adaface", "m": 0.4, "h": 0.333, "s": 64.0, "t_alpha": 0.01,
+                               "class_num": C, "embedding_size": E}
 
 
 @pytest.mark.parametrize("h", [0.333, 1.0])

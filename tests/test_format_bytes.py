@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facetrain.data.bin import read_bin, write_bin
+from facetrain.data.bin import find_unreadable, iter_decoded, read_bin, write_bin
 from facetrain.data.memfile import open_memfile, write_memfile
 from facetrain.data.recordio import RecordReader, RecordWriter, write_insightface_rec
 from facetrain.errors import DataError
@@ -186,3 +186,17 @@ def test_memfile_size_mismatch_is_refused(tmp_path):
     (tmp_path / "x.dat.conf").write_text(json.dumps({"shape": [3, 4], "dtype": "uint8"}))
     with pytest.raises(DataError, match="10 bytes"):
         open_memfile(path)
+
+
+def test_bin_streamed_decoding_and_unreadable_images():
+    images = _faces(9, 6)
+    bins = [_png(i) for i in images]
+    blocks = [b.copy() for b in iter_decoded(bins, "x.bin", block=4)]  # the buffer is reused between blocks
+    assert [len(b) for b in blocks] == [4, 2]
+    np.testing.assert_array_equal(np.concatenate(blocks), images)
+    assert find_unreadable(bins, "x.bin") == []
+    bins[1], bins[5] = b"not an image", np.zeros(0, np.uint8)
+    assert find_unreadable(bins, "x.bin") == ["x.bin image 1", "x.bin image 5"]
+    with pytest.raises(DataError, match="x.bin image 5: cannot decode"):  # numbered in the whole set
+        for _ in iter_decoded([_png(i) for i in images[:5]] + [bins[5]], "x.bin", block=3):  # 2nd block: 3..5
+            pass

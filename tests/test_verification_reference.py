@@ -5,16 +5,18 @@ squared L2 distance of the unit features, "same" when distance < threshold, thre
 np.arange(0, 4, 0.01) for accuracy and np.arange(0, 4, 0.001) for TAR@FAR=1e-3, 10 contiguous
 folds (KFold without shuffle: the first n % 10 folds one pair longer), best threshold = first
 maximum of the training accuracy, accuracy = mean, std = np.std (ddof 0), threshold = mean of
-the chosen ones. Nothing of the module under test is imported but `evaluate_pairs` itself.
+the chosen ones. Nothing of the module under test is imported but the evaluation entry points.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facetrain.eval.verification import evaluate_pairs
+from facetrain.data.verification_set import VerificationSet
+from facetrain.eval.verification import evaluate_pairs, evaluate_verification_sets
 
 ACC_GRID = np.arange(0, 4, 0.01)  # typed in from insightface, on purpose not imported
 VAL_GRID = np.arange(0, 4, 0.001)
@@ -60,7 +62,7 @@ def _reference(dist: np.ndarray, issame: np.ndarray) -> dict:
         ok = np.flatnonzero(far <= 1e-3)
         t_val = VAL_GRID[ok[-1]] if len(ok) else 0.0
         same = issame[test]
-        tars.append(np.sum((dist[test] < t_val) & same) / same.sum())
+        tars.append(np.sum((dist[test] < t_val) & same) / max(same.sum(), 1))  # tiny sets: folds without genuine pairs
     return {"accuracy": np.mean(accs), "std": np.std(accs), "best_threshold": np.mean(thresholds),
             "tar": np.mean(tars), "fold_accuracies": accs, "fold_thresholds": thresholds}
 
@@ -143,3 +145,38 @@ def test_pair_order_within_a_fold_does_not_matter(seed, n_pairs):
     a, b = evaluate_pairs(emb, issame), evaluate_pairs(emb[rows], issame[order])
     for key in ("accuracy", "std", "best_threshold", "tar_at_far_1e-3"):
         assert a[key] == pytest.approx(b[key], abs=1e-12)
+
+
+class _MeanColour(torch.nn.Module):
+    """(unit embedding, norm) of the mean colour of the left 56 columns: flips see the right half."""
+
+    def forward(self, x):
+        feat = x[:, :, :, :56].mean((2, 3)) + torch.tensor([1.0, 0.5, -0.25])
+        norm = feat.norm(dim=1, keepdim=True)
+        return feat / norm, norm
+
+
+def test_evaluate_verification_sets_embeds_image_and_flip_and_averages_the_standard_sets():
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (40, 112, 112, 3), dtype=np.uint8)
+    issame = rng.random(20) < 0.5
+    sets = {"lfw": VerificationSet("lfw", images, issame), "cfp_ff": VerificationSet("cfp_ff", images[::-1].copy(), issame)}
+    model = _MeanColour().train()
+    got = evaluate_verification_sets(model, sets, batch_size=7, progress=False)
+    assert model.training and set(got) == {"lfw", "cfp_ff", "average"}
+    x = (images.astype(np.float64) / 255 - 0.5) / 0.5  # BGR HWC -> the model's normalised input
+    shift = np.array([1.0, 0.5, -0.25])
+    feat = x[:, :, :56].mean((1, 2)) + shift
+    flip = x[:, :, 56:].mean((1, 2)) + shift
+    fused = feat + flip  # pre_norm_vector_add: the un-normalised sum, then unit length
+    fused /= np.linalg.norm(fused, axis=1, keepdims=True)
+    ref = _reference(_distances(fused), issame)
+    assert got["lfw"]["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-12)
+    assert got["lfw"]["best_threshold"] == pytest.approx(ref["best_threshold"], abs=1e-12)
+    assert got["lfw"]["mean_norm"] == pytest.approx(
+        (np.linalg.norm(feat, axis=1).mean() + np.linalg.norm(flip, axis=1).mean()) / 2, rel=1e-5)
+    assert got["average"]["sets"] == ["lfw"]  # cfp_ff is not one of the five
+    assert got["average"]["accuracy"] == got["lfw"]["accuracy"]
+    alone = evaluate_verification_sets(model, {"lfw": sets["lfw"]}, batch_size=64, fusion="none", progress=False)
+    unit = feat / np.linalg.norm(feat, axis=1, keepdims=True)
+    assert alone["lfw"]["accuracy"] == pytest.approx(_reference(_distances(unit), issame)["accuracy"], abs=1e-12)
