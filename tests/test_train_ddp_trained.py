@@ -2,7 +2,7 @@
 batch norm in training mode, compared with a single-process reference of the same semantics:
 
 - each process runs its half batch with its own dropout masks (its torch RNG is seeded with
-  seed + rank when the Trainer starts), its own batch-norm batch statistics and running-statistic
+  seed + rank when the run is built), its own batch-norm batch statistics and running-statistic
   update (no SyncBatchNorm on CPU), and its own AdaFace EMA update before zhat;
 - the gradient is the mean of the two halves' gradients (DDP's all-reduce), one SGD step;
 - afterwards the AdaFace buffers are averaged over processes; BN running statistics stay per process.
@@ -22,6 +22,7 @@ from torch import nn
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
 from facetrain.train.loop import Trainer, _snapshot
+from facetrain.train.run import build_run
 from train_fixtures import make_dataset
 
 GLOBAL_BATCH, SEED = 8, 0
@@ -48,28 +49,29 @@ def _worker(data: Path, out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
-        trainer = Trainer(_config(data, out / "run"), ctx)
+        trainer = Trainer(build_run(_config(data, out / "run"), ctx))
         images, labels = _global_batch()
-        half = slice(ctx.rank * trainer.batch_size, (ctx.rank + 1) * trainer.batch_size)
-        trainer.net.train()
+        half = slice(ctx.rank * trainer.run.batch_size, (ctx.rank + 1) * trainer.run.batch_size)
+        trainer.run.net.train()
         loss = trainer.train_step(images[half], labels[half], group_size=1, last_in_group=True)
-        assert trainer.optimizer_step(loss, _snapshot(trainer.net))
-        torch.save({k: v.detach().clone() for k, v in trainer.net.state_dict().items()}, out / f"rank{ctx.rank}.pt")
+        assert trainer.optimizer_step(loss, _snapshot(trainer.run.net))
+        state = trainer.run.net.state_dict()
+        torch.save({k: v.detach().clone() for k, v in state.items()}, out / f"rank{ctx.rank}.pt")
     finally:
         cleanup_distributed()
 
 
 def _reference(data: Path, out: Path) -> tuple[list[dict], dict]:
     """(state after each half's forward, for the per-process buffers), and the stepped parameters."""
-    trainer = Trainer(_config(data, out), DistContext())
-    net = trainer.net.train()
+    run = build_run(_config(data, out), DistContext())
+    net = run.net.train()
     start = copy.deepcopy(net.state_dict())
     params = [p for p in net.parameters() if p.requires_grad]
     images, labels = _global_batch()
     grads, after_forward = [], []
     for rank in (0, 1):
         net.load_state_dict(start)
-        torch.manual_seed(SEED + rank)  # what the Trainer of process `rank` did
+        torch.manual_seed(SEED + rank)  # what build_run did in process `rank`
         half = slice(rank * GLOBAL_BATCH // 2, (rank + 1) * GLOBAL_BATCH // 2)
         loss, _ = net(images[half], labels[half])
         grads.append(torch.autograd.grad(loss, params))
@@ -77,7 +79,7 @@ def _reference(data: Path, out: Path) -> tuple[list[dict], dict]:
     net.load_state_dict(start)
     for p, g0, g1 in zip(params, *grads):
         p.grad = (g0 + g1) / 2
-    trainer.optimizer.step()
+    run.optimizer.step()
     return after_forward, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
@@ -93,7 +95,7 @@ def test_ddp_with_adaface_dropout_and_batchnorm_matches_its_single_process_refer
     try:
         spawn(_worker, 2, (data, tmp_path))
         after_forward, stepped = _reference(data, tmp_path / "reference")
-        initial = Trainer(_config(data, tmp_path / "init"), DistContext()).net
+        initial = build_run(_config(data, tmp_path / "init"), DistContext()).net
     finally:
         torch.set_num_threads(threads)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

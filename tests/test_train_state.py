@@ -38,7 +38,8 @@ def saved(tmp_path_factory):
         optimizer.step()
         scheduler.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    best = BestResult(0.75, 1, "/run/best.ckpt", [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.75}])
+    best = BestResult(0.75, 1, "/run/best.ckpt", [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.75}],
+                      threshold_l2=1.2, threshold_cosine=0.4)
     config = {"arch": "tinynet", "m": 0.4, "h": 0.5, "s": 64.0, "t_alpha": 0.01, "lr": 0.1,
               "lr_milestones": (2,), "epochs": 3}
     rngs = [capture_rng(), capture_rng()]
@@ -55,7 +56,8 @@ def test_the_checkpoint_layout(saved):
     assert (extra["epoch"], extra["batch_in_epoch"], extra["global_step"]) == (1, 2, 7)
     assert extra["config"]["lr_milestones"] == [2]  # tuples stored as lists (plain data)
     assert extra["best"] == {"metric": 0.75, "epoch": 1, "path": "/run/best.ckpt",
-                             "history": [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.75}]}
+                             "history": [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.75}],
+                             "threshold_l2": 1.2, "threshold_cosine": 0.4}
     assert extra["optimizer_states"][0]["param_groups"] == optimizer.state_dict()["param_groups"]
     assert extra["lr_schedulers"][0]["last_epoch"] == scheduler.state_dict()["last_epoch"] == 3
     hp = raw["hyper_parameters"]
@@ -71,7 +73,7 @@ def test_loading_gives_back_what_was_saved(saved):
     assert isinstance(state, TrainingState)
     assert state.position == Position(1, 2, 7)
     assert state.best == BestResult(0.75, 1, "/run/best.ckpt", [{"epoch": 0, "val_acc": 0.5},
-                                                                 {"epoch": 1, "val_acc": 0.75}])
+                                                                 {"epoch": 1, "val_acc": 0.75}], 1.2, 0.4)
     assert state.model_state.keys() == model.state_dict().keys()
     assert all(torch.equal(state.model_state[k], v) for k, v in model.state_dict().items())
     assert state.head_state.keys() == head.state_dict().keys() and state.head_state["batch_mean"].item() == 33.0
