@@ -70,6 +70,12 @@ MUTATIONS = (
     Mutation("ddp: AdaFace statistics not averaged over processes", "train/loop.py",
              (("        D.sync_float_buffers(run.head, run.ctx)\n", ""),),
              ("tests/test_train_ddp_trained.py",)),
+    Mutation("ijb: loose crops resized instead of aligned", "eval/ijb_features.py",
+             (("return align_face(image, self.landmarks[i])", "return cv2.resize(image, (112, 112))"),),
+             ("tests/test_ijb_warp.py",)),
+    Mutation("ijb: alignment template 8 px left", "align/transform.py",
+             (("TEMPLATE_112 * (size / 112.0)", "(TEMPLATE_112 - [8.0, 0.0]) * (size / 112.0)"),),
+             ("tests/test_ijb_warp.py",)),
 )
 
 
