@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Mutation:
     name: str
     path: str  # under src/facetrain/
-    edits: tuple[tuple[str, str], ...]  # (old, new), each old text found exactly once
+    edits: tuple[tuple[str, str], ...]  # (old, new): every occurrence of old is replaced; none = not applied
     tests: tuple[str, ...]
 
 
@@ -83,7 +83,7 @@ def apply(mutation: Mutation, src: Path) -> bool:
     path = src / "facetrain" / mutation.path
     text = path.read_text()
     for old, new in mutation.edits:
-        if text.count(old) != 1:
+        if old not in text:
             return False
         text = text.replace(old, new)
     path.write_text(text)
