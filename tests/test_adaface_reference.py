@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facetrain.heads import AdaFace, build_head
+from facetrain.heads import AdaFace, build_head, build_margin
 
 E, C = 8, 5
 PAPER = dict(m=0.4, h=0.333, s=64.0, t_alpha=0.01)
@@ -170,3 +170,36 @@ def test_eval_mode_never_moves_the_statistics():
     emb, norms, labels = _batch([3.0, 50.0, 70.0])
     head(emb, norms, labels)
     assert (head.batch_mean.item(), head.batch_std.item()) == (20.0, 100.0)
+
+
+def test_the_margin_alone_on_a_shard_of_classes():
+    """build_margin (Partial FC's view): cosines in, logits out; rows whose class the shard does not
+    hold (label -1) keep s*cos everywhere, and still count in AdaFace's batch statistics."""
+    margin = build_margin("adaface", h=1.0, t_alpha=0.5).train()
+    assert (margin.m, margin.h, margin.s, margin.t_alpha) == (0.4, 1.0, 64.0, 0.5)
+    cos = torch.tensor([[0.6, 0.1, -0.2], [0.3, 0.8, 0.0], [0.2, 0.4, 0.5]])
+    labels = torch.tensor([0, -1, 2])
+    values = [30.0, 50.0, 10.0]
+    norms = torch.tensor(values).view(-1, 1)
+    out = margin(cos, labels, norms).double()
+    n = torch.tensor(values, dtype=torch.float64)
+    mean, std = 0.5 * n.mean().item() + 0.5 * 20.0, 0.5 * n.std().item() + 0.5 * 100.0  # all three rows
+    expected = cos.double() * 64.0
+    expected[0, 0] = _target(0.6, _zhat(30.0, mean, std, 1.0), 0.4, 64.0)
+    expected[2, 2] = _target(0.5, _zhat(10.0, mean, std, 1.0), 0.4, 64.0)
+    torch.testing.assert_close(out, expected, atol=2e-4, rtol=0)
+    assert margin.batch_mean.item() == pytest.approx(mean, rel=1e-6)
+    assert build_margin("arcface").hparams() == {"head": "arcface", "m": 0.5, "s": 64.0}
+    assert build_margin("cosface", m=0.35).hparams() == {"head": "cosface", "m": 0.35, "s": 64.0}
+
+
+def test_statistics_load_back_from_adaface_key_names():
+    trained = AdaFace(E, C)
+    trained.batch_mean.fill_(31.0)
+    trained.batch_std.fill_(7.0)
+    state = trained.state_dict()
+    assert set(state) == {"kernel", "t", "batch_mean", "batch_std"}  # AdaFace's names, no "margin."
+    fresh = AdaFace(E, C)
+    fresh.load_state_dict(state)
+    assert (fresh.batch_mean.item(), fresh.batch_std.item()) == (31.0, 7.0)
+    assert torch.equal(fresh.kernel, trained.kernel)
