@@ -10,13 +10,14 @@ norms clipped to [0.001, 100]. Reference (per sample, in float64):
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from facetrain.heads import AdaFace, build_head, build_margin
+from facetrain.heads import AdaFace, ArcFace, CosFace, build_head, build_margin
 
 E, C = 8, 5
 PAPER = dict(m=0.4, h=0.333, s=64.0, t_alpha=0.01)
@@ -61,6 +62,16 @@ def _at_cosine(head, labels, target_cos: float, seed=0) -> torch.Tensor:
     noise = torch.randn(len(labels), E, generator=g)
     ortho = F.normalize(noise - (noise * centres).sum(1, keepdim=True) * centres, dim=1)
     return target_cos * centres + math.sqrt(1 - target_cos**2) * ortho
+
+
+def test_published_constructor_defaults():
+    """AdaFace's head.py: embedding 512, 70722 classes (WebFace4M), ArcFace m=0.5, CosFace m=0.4, s=64."""
+    for cls, m in ((AdaFace, 0.4), (ArcFace, 0.5), (CosFace, 0.4)):
+        params = inspect.signature(cls).parameters
+        assert (params["embedding_size"].default, params["class_num"].default) == (512, 70722)
+        assert (params["m"].default, params["s"].default) == (m, 64.0)
+    assert (ArcFace(E, C).m, ArcFace(E, C).s, CosFace(E, C).m, CosFace(E, C).s) == (0.5, 64.0, 0.4, 64.0)
+    assert (build_margin("arcface").m, build_margin("cosface").m, build_margin("adaface").m) == (0.5, 0.4, 0.4)
 
 
 def test_paper_defaults():
@@ -117,6 +128,14 @@ def test_norms_are_clipped_to_the_published_range():
     torch.testing.assert_close(out, _expected(head, emb, norms, labels, 0.0, 0.001, 1.0), atol=2e-4, rtol=0)
     cos = _cosines(head, emb)[0, labels[0]].item()
     assert abs(out[0, labels[0]].item() - _target(cos, 0.0, 0.4, 64.0)) > 1.0
+    # above: mu=20, sigma=100, h=1: a norm of 150 counts as 100 (zhat 0.8, not the clip's 1)
+    head.batch_mean.fill_(20.0)
+    head.batch_std.fill_(100.0)
+    emb, norms, labels = _batch([150.0, 100.0, 60.0])
+    emb = _at_cosine(head, labels, 0.6)
+    out = head(emb, norms, labels).double()
+    torch.testing.assert_close(out, _expected(head, emb, norms, labels, 20.0, 100.0, 1.0), atol=2e-4, rtol=0)
+    assert out[0, labels[0]].item() == pytest.approx(out[1, labels[1]].item(), abs=2e-4)
 
 
 def test_statistics_are_updated_before_zhat_is_computed():
@@ -153,6 +172,14 @@ def test_paper_ema_rate_with_a_tight_tolerance():
     expected = _expected(head, emb, norms, labels, mean, std, 0.333)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
     assert (_expected(head, emb, norms, labels, 20.0, 100.0, 0.333) - expected).abs().max() > 5e-4
+
+
+def test_a_batch_of_two_updates_the_statistics():
+    head = AdaFace(E, C, t_alpha=0.5).train()
+    emb, norms, labels = _batch([10.0, 40.0])
+    head(emb, norms, labels)
+    assert head.batch_mean.item() == pytest.approx(0.5 * 25.0 + 0.5 * 20.0)
+    assert head.batch_std.item() == pytest.approx(0.5 * math.sqrt(450.0) + 0.5 * 100.0, rel=1e-6)  # ddof 1
 
 
 def test_a_batch_of_one_keeps_the_statistics_and_gives_finite_logits():
