@@ -230,3 +230,34 @@ def test_statistics_load_back_from_adaface_key_names():
     fresh.load_state_dict(state)
     assert (fresh.batch_mean.item(), fresh.batch_std.item()) == (31.0, 7.0)
     assert torch.equal(fresh.kernel, trained.kernel)
+
+
+@pytest.mark.parametrize("name", ["adaface", "arcface", "cosface"])
+def test_exact_unit_cosines_are_clamped_and_keep_gradients_finite(name):
+    """cos = +-1 exactly (an embedding on its class centre, or opposite): clamped to +-(1 - eps) first,
+    so acos has finite gradients; non-target entries are s * clamped cosines."""
+    margin = build_margin(name).eval()
+    eps = {"adaface": 1e-3, "arcface": 1e-4, "cosface": 1e-4}[name]
+    cos = torch.tensor([[1.0, -1.0, 0.5], [-1.0, 1.0, 0.2]], requires_grad=True)
+    labels = torch.tensor([0, 0])
+    out = margin(cos, labels, torch.full((2, 1), 20.0))
+    assert out[0, 1].item() == pytest.approx(64.0 * (-1 + eps), abs=1e-5)
+    assert out[1, 1].item() == pytest.approx(64.0 * (1 - eps), abs=1e-5)
+    out[:, 0].sum().backward()
+    assert torch.isfinite(cos.grad).all()
+
+
+@pytest.mark.parametrize("cosine, zhat_sign", [(0.995, 1.0), (-0.995, -1.0)])
+def test_adaface_angle_stays_inside_zero_to_pi(cosine, zhat_sign):
+    """theta - m*zhat leaves [eps, pi - eps] near cos = +-1: it is clipped (no wrap-around of cos)."""
+    torch.manual_seed(6)
+    head = AdaFace(E, C, h=1.0).eval()
+    head.batch_mean.fill_(20.0)
+    head.batch_std.fill_(5.0)
+    emb, norms, labels = _batch([20.0 + 10.0 * zhat_sign] * 3)  # zhat = +-1 (clipped from +-2)
+    emb = _at_cosine(head, labels, cosine)
+    out = head(emb, norms, labels).double()
+    torch.testing.assert_close(out, _expected(head, emb, norms, labels, 20.0, 5.0, 1.0), atol=2e-4, rtol=0)
+    theta = EPS if cosine > 0 else math.pi - EPS
+    target = 64.0 * (math.cos(theta) - (0.4 + 0.4 * zhat_sign))
+    assert out[0, labels[0]].item() == pytest.approx(target, abs=1e-3)
