@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from facetrain.errors import ConfigError
 from facetrain.heads import AdaFace, ArcFace, CosFace, build_head, build_margin
 
 E, C = 8, 5
@@ -261,3 +262,16 @@ def test_adaface_angle_stays_inside_zero_to_pi(cosine, zhat_sign):
     theta = EPS if cosine > 0 else math.pi - EPS
     target = 64.0 * (math.cos(theta) - (0.4 + 0.4 * zhat_sign))
     assert out[0, labels[0]].item() == pytest.approx(target, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["adaface", "arcface", "cosface"])
+def test_every_setting_reaches_the_margin(name):
+    head = build_head(name, E, C, m=0.3, h=0.7, s=30.0, t_alpha=0.2)
+    margin = build_margin(name, m=0.3, h=0.7, s=30.0, t_alpha=0.2)
+    for module in (head, margin):
+        assert (module.m, module.s) == (0.3, 30.0)
+        if name == "adaface":
+            assert (module.h, module.t_alpha) == (0.7, 0.2)
+    assert head.kernel.shape == (E, C)
+    with pytest.raises(ConfigError, match="unknown head 'sphereface'; choose one of: adaface, arcface, cosface"):
+        build_head("sphereface", E, C)
