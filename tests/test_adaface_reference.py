@@ -275,3 +275,14 @@ def test_every_setting_reaches_the_margin(name):
     assert head.kernel.shape == (E, C)
     with pytest.raises(ConfigError, match="unknown head 'sphereface'; choose one of: adaface, arcface, cosface"):
         build_head("sphereface", E, C)
+
+
+def test_class_centres_start_as_normalised_uniform_columns():
+    """AdaFace's init: uniform(-1, 1) entries, every column scaled to unit norm (kurtosis of a uniform: 1.8)."""
+    torch.manual_seed(0)
+    kernel = build_head("adaface", 512, 300).kernel.detach().double()
+    assert (kernel.norm(dim=0) - 1).abs().max() < 1e-6
+    assert abs(kernel.mean().item()) < 2e-4 and 0.48 < (kernel < 0).double().mean().item() < 0.52
+    kurtosis = (kernel**4).mean() / (kernel**2).mean() ** 2
+    assert 1.75 < kurtosis.item() < 1.85
+    assert kernel.abs().max().item() < 1 / math.sqrt(512 / 3) * 1.25  # |entry| <= 1 / (column norm ~ sqrt(E/3))
