@@ -192,7 +192,7 @@ def test_bin_streamed_decoding_and_unreadable_images():
     images = _faces(9, 6)
     bins = [_png(i) for i in images]
     blocks = [b.copy() for b in iter_decoded(bins, "x.bin", block=4)]  # the buffer is reused between blocks
-    assert [len(b) for b in blocks] == [4, 2]
+    assert [len(b) for b in blocks] == [4, 2] and all(b.dtype == np.uint8 for b in blocks)
     np.testing.assert_array_equal(np.concatenate(blocks), images)
     assert find_unreadable(bins, "x.bin") == []
     bins[1], bins[5] = b"not an image", np.zeros(0, np.uint8)
