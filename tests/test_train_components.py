@@ -123,8 +123,11 @@ def test_sampler_shards_shuffles_by_epoch_and_resumes_mid_epoch():
     s = EpochSampler(data, 1, 0, seed=5)
     s.set_position(0)
     epoch0 = list(s)
+    assert {e for e, _ in epoch0} == {0}
     s.set_position(1)
-    assert list(s) != epoch0 and sorted(list(s)) == sorted(epoch0)
+    epoch1 = list(s)
+    assert {e for e, _ in epoch1} == {1}
+    assert [i for _, i in epoch1] != [i for _, i in epoch0] and sorted(epoch1) == sorted((1, i) for _, i in epoch0)
     s.set_position(0, start=8)
     assert list(s) == epoch0[8:] and len(s) == len(epoch0) - 8
 

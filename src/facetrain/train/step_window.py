@@ -1,0 +1,73 @@
+"""What the loop reports per logging interval, kept without host synchronisation in between.
+
+Per optimizer step the device accumulates the loss of the steps taken, how many were taken and
+skipped (non-finite loss on some rank) and the longest run of consecutive skips; the host only
+counts steps and times (waiting for data vs everything else). `collect` is the one point where
+the host waits for the device: one all-reduce of one tensor on the rank's device and one
+device-to-host copy, at logging steps only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from facetrain.train import distributed as D
+
+
+@dataclass
+class WindowSummary:
+    loss: float  # mean over the interval's steps taken, over all ranks (nan when none was taken)
+    loss_sum: float  # this interval's sum over steps taken of the all-rank mean loss
+    steps: int
+    skipped: int
+    longest_skip_run: int  # longest run of consecutive skipped steps seen so far (continues across intervals)
+    data_time: float = 0.0  # mean seconds per batch waiting for the loader (this rank)
+    step_time: float = 0.0  # mean seconds per batch for everything else
+
+
+class StepWindow:
+    def __init__(self, device: torch.device):
+        self.device = device
+        # [loss sum over steps taken, steps taken, steps skipped]: summed over ranks at `collect`
+        self._sums = torch.zeros(3, device=device)
+        self._streak = torch.zeros((), device=device)  # consecutive skipped steps up to now
+        self._longest = torch.zeros((), device=device)
+        self.steps = 0
+        self.batches = 0
+        self.data_time = 0.0
+        self.step_time = 0.0
+
+    def add_times(self, data_time: float, step_time: float) -> None:
+        self.batches += 1
+        self.data_time += data_time
+        self.step_time += step_time
+
+    def add_step(self, group_loss: torch.Tensor, skipped: torch.Tensor) -> None:
+        """`skipped` is the (all-reduced) device flag: 1.0 when the step was not taken."""
+        skipped = skipped.reshape(())
+        taken = 1.0 - skipped
+        loss = torch.where(skipped > 0, torch.zeros_like(group_loss), group_loss.detach().float())
+        self._sums += torch.stack([loss, taken, skipped])
+        self._streak.mul_(skipped).add_(skipped)
+        torch.maximum(self._longest, self._streak, out=self._longest)
+        self.steps += 1
+
+    def collect(self, ctx: D.DistContext) -> WindowSummary:
+        """Collective: every rank calls it at the same steps (this waits for the device). Resets the
+        interval's device sums; the times are taken separately (`take_times`) so that this wait counts."""
+        packed = self._sums.clone()
+        D.all_reduce_sum(packed, ctx)  # ranks take and skip the same steps: counts come back x world
+        loss_total, taken, skipped, longest = torch.cat([packed, self._longest.reshape(1)]).tolist()
+        world = ctx.world_size
+        self._sums.zero_()
+        self.steps = 0
+        return WindowSummary(loss_total / taken if taken else float("nan"), loss_total / world,
+                             round(taken / world), round(skipped / world), round(longest))
+
+    def take_times(self) -> tuple[float, float]:
+        """(data_time, step_time): mean seconds per batch since the last call; resets them."""
+        batches = max(self.batches, 1)
+        times = self.data_time / batches, self.step_time / batches
+        self.batches, self.data_time, self.step_time = 0, 0.0, 0.0
+        return times
