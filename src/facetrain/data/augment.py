@@ -66,6 +66,7 @@ def low_resolution(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # Luminance weights of a BGR pixel (ITU-R 601, as cv2's BGR2GRAY and PIL's "L" conversion of RGB)
 BGR_LUMA = np.array([0.114, 0.587, 0.299])
+_IDENTITY, _LUMA_ROWS = np.eye(3), np.tile(BGR_LUMA, (3, 1))  # built once, not per image
 
 
 def grey(img: np.ndarray) -> np.ndarray:
@@ -89,7 +90,7 @@ def adjust_saturation(img: np.ndarray, factor: float) -> np.ndarray:
 
     AdaFace runs torchvision's ColorJitter on its BGR array as if it were RGB, so its grey weights land on
     the wrong channels (0.299 on blue); here the weights match BGR."""
-    matrix = factor * np.eye(3) + (1.0 - factor) * np.tile(BGR_LUMA, (3, 1))
+    matrix = factor * _IDENTITY + (1.0 - factor) * _LUMA_ROWS
     return cv2.transform(img, matrix)
 
 
@@ -120,11 +121,12 @@ class Augmenter:
                 raise ValueError(f"Augmenter: {name} must be a probability in [0, 1], got {p}")
         self.crop_p, self.low_res_p, self.photometric_p, self.flip_p = crop_p, low_res_p, photometric_p, flip_p
         self.swap_color_channel = swap_color_channel
+        self._thresholds = np.array([crop_p, low_res_p, photometric_p, flip_p])
 
     def __call__(self, bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if self.swap_color_channel else bgr
         # one uniform per augmentation, always drawn, so the stream does not depend on which fired
-        fire = rng.uniform(size=4) < (self.crop_p, self.low_res_p, self.photometric_p, self.flip_p)
+        fire = (rng.uniform(size=4) < self._thresholds).tolist()
         if fire[0]:
             img = crop_paste(img, rng)
         if fire[1]:
