@@ -339,3 +339,24 @@ def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
     for r in ranks:
         assert r["step"] == 2 and torch.equal(r["kernel"], saved)
         assert "missing.ckpt: checkpoint not found" in r["error"]
+
+
+def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
+    """fp16's path (GradScaler with the fused SGD), run with a CPU scaler: a non-finite loss skips the
+    step and lowers the scale, a finite one steps, neither waits for the device."""
+    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext()))
+    trainer.run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, enabled=True)
+    params = [p.detach().clone() for p in trainer.run.net.parameters()]
+    images, labels = next(iter(trainer.run.loader))
+    calls = _count_syncs(monkeypatch)
+    trainer.snapshot.take()
+    trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    skipped = trainer.optimizer_step(torch.tensor(float("nan")))
+    unchanged = all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
+    trainer.snapshot.take()
+    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    taken = trainer.optimizer_step(loss)
+    assert calls == []
+    monkeypatch.undo()
+    assert skipped.item() == 1.0 and unchanged and trainer.run.scaler.get_scale() == 2.0**9
+    assert taken.item() == 0.0 and not all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
