@@ -16,10 +16,10 @@ class BufferSnapshot:
         self.buffers = [b for b in buffers if b.is_floating_point()]
         sizes = [b.numel() for b in self.buffers]
         device = self.buffers[0].device if self.buffers else torch.device("cpu")
-        dtype = torch.float32 if any(b.dtype == torch.float32 for b in self.buffers) else None
-        if any(b.dtype != (dtype or self.buffers[0].dtype) for b in self.buffers):
-            raise ValueError("BufferSnapshot: buffers of one dtype expected")
-        self._saved = torch.empty(sum(sizes), device=device, dtype=dtype or torch.float32)
+        dtype = self.buffers[0].dtype if self.buffers else torch.float32
+        if any(b.dtype != dtype or b.device != device for b in self.buffers):
+            raise ValueError("BufferSnapshot: the buffers must share one dtype and device")
+        self._saved = torch.empty(sum(sizes), device=device, dtype=dtype)
         self._current = torch.empty_like(self._saved)
         self._saved_views = [v.view_as(b) for v, b in zip(self._saved.split(sizes), self.buffers)]
         self._current_views = [v.view_as(b) for v, b in zip(self._current.split(sizes), self.buffers)]

@@ -77,8 +77,8 @@ class EpochSampler(DistributedSampler):
         self.start = start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        indices = list(super().__iter__())
-        return iter([(self.epoch, i) for i in indices[self.start:]])
+        indices, epoch = list(super().__iter__()), self.epoch
+        return ((epoch, i) for i in indices[self.start:])  # pairs made as the loader asks (millions of images)
 
     def __len__(self) -> int:
         return self.num_samples - self.start
