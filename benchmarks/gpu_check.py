@@ -6,8 +6,8 @@ paths, run once on a GPU machine (<= 8 minutes on one H100/H200-class GPU), summ
 
 Sections (each timed; any failure is printed with its traceback and makes the exit status 1):
 - step: IR-50 / IR-101 training step img/s at batch 128/256/512, fp16 (GradScaler) and bf16,
-  channels_last on/off, torch.compile on/off (compile at batch 256, channels_last only: each
-  compilation costs a minute), peak memory;
+  channels_last on/off, torch.compile on/off (IR-50 at batch 256 with channels_last only: each
+  compilation costs about a minute), peak memory;
 - end_to_end: `facetrain synth --workers` makes a >= 50,000-image folder, then `facetrain train`
   IR-50 batch 256 for a fixed number of steps: img/s, data-time share, the bare step for the ratio;
 - eval: embedding img/s (image + flip) in fp32 and bf16, TF32 on/off difference of fp32 embeddings,
@@ -51,14 +51,14 @@ from facetrain.train.precision import resolve_precision  # noqa: E402
 
 GPU_PLAN = {
     "archs": ["ir_50", "ir_101"], "batches": [128, 256, 512], "precisions": ["fp16", "bf16"], "compile_batch": 256,
-    "steps": 10, "warmup": 3, "num_classes": 10000,
+    "compile_archs": ["ir_50"], "steps": 10, "warmup": 3, "num_classes": 10000,
     "synth_identities": 2000, "synth_per_identity": 25, "e2e_arch": "ir_50", "e2e_batch": 256, "e2e_steps": 120,
     "e2e_log_every": 20, "eval_images": 20000, "eval_archs": ["ir_50"], "ijb_templates": 23124,
     "ijb_pairs": 15_658_590, "short_arch": "ir_18", "short_precisions": ["bf16", "fp16"], "short_batch": 64,
     "threads": 0, "short_workers": -1,  # 0 / -1: the defaults
 }
 CPU_PLAN = {
-    "archs": ["tinynet"], "batches": [8], "precisions": ["bf16"], "compile_batch": None,
+    "archs": ["tinynet"], "batches": [8], "precisions": ["bf16"], "compile_batch": None, "compile_archs": [],
     "steps": 2, "warmup": 1, "num_classes": 100,
     "synth_identities": 8, "synth_per_identity": 8, "e2e_arch": "tinynet", "e2e_batch": 16, "e2e_steps": 4,
     "e2e_log_every": 1, "eval_images": 64, "eval_archs": ["tinynet"], "ijb_templates": 500, "ijb_pairs": 20000,
@@ -94,7 +94,8 @@ def step_grid(plan: dict, device: torch.device) -> dict:
         for batch in plan["batches"]:
             for precision in plan["precisions"]:
                 for channels_last in (True, False):
-                    compiles = [False] + ([True] if batch == plan["compile_batch"] and channels_last else [])
+                    compiled = batch == plan["compile_batch"] and channels_last and arch in plan["compile_archs"]
+                    compiles = [False] + ([True] if compiled else [])
                     for compile_ in compiles:
                         if device.type == "cuda":
                             torch.cuda.empty_cache()
