@@ -12,7 +12,6 @@ import math
 import os
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
@@ -109,15 +108,9 @@ def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: 
                         f"process, fewer than one batch of {batch_size}; lower --batch_size")
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         collate_fn=collate_uint8, drop_last=True, pin_memory=pin_memory,
-                        generator=torch.Generator().manual_seed(seed), worker_init_fn=_one_cv2_thread,
+                        generator=torch.Generator().manual_seed(seed),
                         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None)
     return loader, sampler
-
-
-def _one_cv2_thread(_worker_id: int) -> None:
-    """Each loader process works on one image at a time: cv2's own thread pool (one thread per CPU
-    in every worker) would only oversubscribe the cores on 112x112 images."""
-    cv2.setNumThreads(1)
 
 
 MAX_DEFAULT_WORKERS = 16  # AdaFace's default
