@@ -1,7 +1,8 @@
 """`--write_filtered OUT`: the audited dataset without its defects, as an image folder of links.
 
-Keeps one identity per collision cluster (the one with the most images) and drops every training image
-that a reference set leaks into. Files of an image folder are absolute symlinks, as `facetrain compound`
+Keeps one identity per collision cluster (the one with the most images), drops every training identity whose
+centroid matches a reference identity (references with identity labels) and every training image that a
+reference image matches. Files of an image folder are absolute symlinks, as `facetrain compound`
 writes them; sources without files (RecordIO, memfiles) have their images written out. The folder is
 built under a temporary name and renamed into place; `OUT/dropped.json` lists what was dropped and why.
 """
@@ -34,6 +35,10 @@ def dropped_items(report: dict, data: AuditSet) -> tuple[dict[str, str], dict[in
                 other, cosine = best[name]
                 identities[name] = (f"collision cluster {k} ({len(cluster['identities'])} identities, kept "
                                     f"{cluster['keep']}); closest: {other}, centroid cosine {cosine:.4f}")
+    for ref_name, leak in report["leakage"].items():
+        for pair in leak["identity_pairs"] or []:  # None for references without identity labels (.bin)
+            identities.setdefault(pair["train_identity"], f"leaks {ref_name} identity {pair['reference_identity']} "
+                                                          f"(centroid cosine {pair['cosine']:.4f})")
     index = {data.image_name(i): i for i in range(len(data))}
     images: dict[int, str] = {}
     for ref_name, leak in report["leakage"].items():

@@ -99,6 +99,10 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
                     for name, v in report["leakage"].items()])
         page.image(figures.get("leakage", Path()), "cosine of each reference image to its nearest training image")
         for name, v in report["leakage"].items():
+            if v["identity_pairs"]:
+                page.text(f"{name}: reference identities whose centroid matches a training identity's, best first:")
+                page.table(["reference identity", "training identity", "centroid cosine"],
+                           [[p["reference_identity"], p["train_identity"], p["cosine"]] for p in v["identity_pairs"][:50]])
             if v["pairs"]:
                 page.text(f"{name}: closest pairs (reference | training), best first:")
                 page.table(["reference", "training", "cosine"], [[p["reference"], p["train"], p["cosine"]] for p in v["pairs"][:10]])

@@ -80,9 +80,12 @@ def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, 
             "identities_to_drop": int(sum(len(c) - 1 for c in clusters))}
 
 
-def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours, far: float | None) -> dict:
+def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours, far: float | None,
+                    identities: tuple[IdentityStats, IdentityStats, Neighbours] | None = None) -> dict:
     """`expected_by_chance`: the false pairs a threshold at false-accept rate `far` lets through among all
-    (reference, training) pairs when no face is shared (far x pairs); None for a given threshold."""
+    (reference, training) pairs when no face is shared (far x pairs); None for a given threshold.
+    `identities` (reference stats, training stats, centroid matches) for a reference with identity labels:
+    `identity_pairs` lists them (None without labels), and the identity counts are the union of both levels."""
     order = np.lexsort((found.key, found.query, -found.score))
     pairs = []
     for k in order:
@@ -92,12 +95,23 @@ def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours, far:
             pair["reference_identity"] = reference.class_name(reference.labels[found.query[k]])
         pairs.append(pair)
     ref_images = np.unique(found.query)
+    train_labels = set(data.labels[found.key].tolist())
+    ref_labels = set(reference.labels[ref_images].tolist()) if reference.labels is not None else None
+    identity_pairs = None
+    if identities is not None:
+        ref_stats, train_stats, matched = identities
+        identity_pairs = []
+        for k in np.lexsort((matched.key, matched.query, -matched.score)):
+            ref_label, train_label = int(ref_stats.labels[matched.query[k]]), int(train_stats.labels[matched.key[k]])
+            identity_pairs.append({"reference_identity": reference.class_name(ref_label),
+                                   "train_identity": data.class_name(train_label), "cosine": round(float(matched.score[k]), 6)})
+            ref_labels.add(ref_label)
+            train_labels.add(train_label)
     return {"description": reference.description, "images": int(len(reference)), "pair_count": len(pairs),
             "expected_by_chance": None if far is None else round(far * len(reference) * len(data), 3),
             "reference_images": int(len(ref_images)),
-            "reference_identities": (int(len(np.unique(reference.labels[ref_images])))
-                                     if reference.labels is not None else None),
+            "reference_identities": len(ref_labels) if ref_labels is not None else None,
             "train_images": int(len(np.unique(found.key))),
-            "train_identities": int(len(np.unique(data.labels[found.key]))),
+            "train_identities": len(train_labels),
             "nearest_train_cosine": distribution(found.best_score), "nearest_histogram": histogram(found.best_score),
-            "pairs": pairs}
+            "pairs": pairs, "identity_pairs": identity_pairs}

@@ -12,7 +12,7 @@ from facetrain.audit.clusters import collision_clusters
 from facetrain.audit.embeddings import Embedder, file_hash
 from facetrain.audit.filtered import write_filtered
 from facetrain.audit.html import write_figures, write_html
-from facetrain.audit.identities import identity_neighbours, identity_stats
+from facetrain.audit.identities import identity_neighbours, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import search
 from facetrain.audit.report import collisions_section, inter_section, intra_section, leakage_section, summary_section
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
@@ -115,6 +115,12 @@ def run_audit(options: AuditOptions) -> dict:
     clusters = collision_clusters(zip(identities.query, identities.key))
     leaks = {ref.name: search(ref_emb[ref.name], train_emb, threshold.value, device=options.device,
                               progress=options.progress, desc=f"leakage {ref.name}") for ref in references}
+    identity_leaks = {}
+    for ref in references:
+        if ref.labels is not None:
+            ref_stats = identity_stats(ref_emb[ref.name], ref.labels)
+            identity_leaks[ref.name] = (ref_stats, stats, reference_identity_matches(
+                ref_stats, stats, threshold.value, options.device, options.progress, f"leakage {ref.name} identities"))
     timings["search_s"] = time.perf_counter() - tic
 
     report = {
@@ -125,8 +131,8 @@ def run_audit(options: AuditOptions) -> dict:
         "intra_class": intra_section(data, stats, options.top),
         "inter_class": inter_section(data, stats, identities),
         "collisions": collisions_section(data, stats, identities, clusters),
-        "leakage": {ref.name: leakage_section(ref, data, leaks[ref.name], threshold.details.get("achieved_far"))
-                    for ref in references},
+        "leakage": {ref.name: leakage_section(ref, data, leaks[ref.name], threshold.details.get("achieved_far"),
+                                              identity_leaks.get(ref.name)) for ref in references},
         "embeddings": cache_state,
     }
     tic = time.perf_counter()
@@ -157,5 +163,6 @@ def format_summary(report: dict) -> str:
              f"({c['identities_to_drop']} identities to drop)"]
     for name, leak in report["leakage"].items():
         lines.append(f"  leakage {name}: {leak['pair_count']} pairs, {leak['reference_images']} reference images, "
-                     f"{leak['train_images']} training images ({leak['train_identities']} identities)")
+                     f"{leak['train_images']} training images; {leak['train_identities']} training identities"
+                     + ("" if leak["identity_pairs"] is None else f" ({len(leak['identity_pairs'])} identity pairs)"))
     return "\n".join(lines)
