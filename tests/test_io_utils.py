@@ -1,6 +1,7 @@
 """io_utils: atomic writes, leftovers of dead processes, and the fault-injection hook."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,3 +75,20 @@ def test_atomic_path_removes_its_temporary_on_error(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def _strict_loads(text: str):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_strict_non_finite_numbers_become_null(tmp_path):
+    import numpy as np
+
+    obj = {"nan": float("nan"), "inf": [float("inf"), -float("inf"), 1.5], "np_nan": np.float32("nan"),
+           "np_two": np.float64(2.0), "np_int": np.int64(7), "pair": (1, float("nan")), "text": "NaN"}
+    io_utils.atomic_write_json(tmp_path / "out.json", obj)
+    assert _strict_loads((tmp_path / "out.json").read_text()) == {
+        "nan": None, "inf": [None, None, 1.5], "np_nan": None, "np_two": 2.0, "np_int": 7, "pair": [1, None],
+        "text": "NaN"}

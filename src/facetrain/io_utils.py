@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -185,5 +186,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def strict_json_value(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, ±inf, numpy's included) replaced by None, numpy scalars
+    by Python numbers and tuples by lists: what strict JSON (RFC 8259) can hold."""
+    if isinstance(obj, dict):
+        return {k: strict_json_value(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "shape", None) == ():  # numpy / torch scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Strict JSON (non-finite numbers become null, see `strict_json_value`), written atomically."""
+    text = json.dumps(strict_json_value(obj), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
