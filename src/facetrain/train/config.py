@@ -23,6 +23,7 @@ from typing import Any
 
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json
+from facetrain.train.flag_ranges import check_flag_ranges
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 HEADS = ("adaface", "arcface", "cosface")
@@ -78,6 +79,8 @@ class TrainConfig:
     save_all_models: bool = False
     save_every_steps: int = 0
     val_every: int = 1
+    val_check_interval: float | int | None = None  # None: AdaFace's 0.1 when epochs <= 4, else 1.0
+    overwrite: bool = False
     log_every: int = 20
     limit_train_batches: int = 0
     test_run: bool = False
@@ -99,18 +102,7 @@ class TrainConfig:
             raise ConfigError(f"--use_16bit (fp16) contradicts --precision {self.precision}")
         if self.head not in HEADS:
             raise ConfigError(f"--head must be one of {HEADS}, got {self.head!r}")
-        for name in ("epochs", "batch_size", "accumulate_grad_batches", "val_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < -1:
-            raise ConfigError(f"--num_workers must be >= 0 (or -1: automatic), got {self.num_workers}")
-        for name in ("save_every_steps", "limit_train_batches", "warmup_epochs", "gpus",
-                     "weight_decay", "lr"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("low_res_augmentation_prob", "crop_augmentation_prob", "photometric_augmentation_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        check_flag_ranges(self)
         if not 0.0 < self.sample_rate <= 1.0:
             raise ConfigError(f"--sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.sample_rate < 1.0 and not self.partial_fc:
@@ -123,6 +115,15 @@ class TrainConfig:
             raise ConfigError(f"--resume_from_checkpoint expects a .ckpt file, got {self.resume_from_checkpoint}")
         if self.resume_from_checkpoint and not Path(self.resume_from_checkpoint).is_file():
             raise ConfigError(f"{self.resume_from_checkpoint}: checkpoint not found")
+        if self.overwrite and self.resume_from_checkpoint:
+            raise ConfigError("--overwrite deletes the run that --resume_from_checkpoint continues: give one of them")
+
+    @property
+    def effective_val_check_interval(self) -> float | int:
+        """AdaFace's schedule unless given: 10 validations per epoch for runs of <= 4 epochs, else one."""
+        if self.val_check_interval is not None:
+            return self.val_check_interval
+        return 0.1 if self.epochs <= 4 else 1.0
 
     def resolve_output_dir(self, now: float | None = None) -> Path:
         """The run folder (see module docstring). Deterministic given the file system."""
@@ -137,7 +138,11 @@ class TrainConfig:
         return Path("experiments") / f"{self.prefix}_{stamp}_{n}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The run's settings (config.json, checkpoints). Not `overwrite`: it deletes a folder's previous run
+        once, at the start; replaying a saved config must never do that again."""
+        values = dataclasses.asdict(self)
+        del values["overwrite"]
+        return values
 
     def save_json(self, path: str | os.PathLike) -> None:
         atomic_write_json(path, self.to_dict())
@@ -157,6 +162,15 @@ def parse_milestones(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a comma list of epochs like 12,20,24, got {text!r}") from None
+
+
+def parse_val_check_interval(text: str) -> float | int:
+    """Lightning's two kinds: '0.25' (or '1.0') is a fraction of the epoch, '500' a number of batches."""
+    try:
+        return int(text) if text.strip().lstrip("+-").isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.25 or a number of batches like 500, "
+                                         f"got {text!r}") from None
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +249,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                             "the batch's classes are always kept", type=float)
     add(g, "--warmup_epochs", "linear LR warm-up length", type=float)
     add(g, "--val_every", "validate every N epochs (and the last)", type=int)
+    add(g, "--val_check_interval", "within a validated epoch (Lightning's meaning): a fraction in (0, 1] validates "
+        "every int(fraction x batches) batches, a whole number N every N batches (default: AdaFace's 0.1 when "
+        "--epochs <= 4, else 1.0 = once per epoch)", type=parse_val_check_interval)
+    add(g, "--overwrite", "replace the run already in --output_dir (its checkpoints, logs and results are deleted; "
+        "other files are kept)", action="store_true")
     add(g, "--save_every_steps", "also write last.ckpt every N optimizer steps (0 = per epoch only)", type=int)
     add(g, "--log_every", "log training values every N steps", type=int)
     add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
