@@ -1,27 +1,25 @@
 """End-to-end training on a tiny dataset: outputs, exact resume after SIGKILL, non-finite losses,
 clear errors before any step, evaluate-only mode."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from facetrain.checkpoint import load_backbone, load_checkpoint
+from facetrain.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from facetrain.cli import main
 from facetrain.eval.verification_report import evaluate_checkpoint
+from facetrain.models import build_model
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
 from facetrain.train.run import build_run
+from crash_tools import CommandServer
+from train_checks import assert_same_outputs, check_after_kill, strict_json
 from train_fixtures import make_dataset, train_args
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -89,37 +87,86 @@ def _state(path: Path) -> dict:
     return load_checkpoint(path)["state_dict"]
 
 
-def test_killed_run_resumes_to_the_same_weights(data, tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Runs `facetrain` commands in forked processes, killed at a chosen write event when asked."""
+    with CommandServer(tmp_path_factory.mktemp("commands")) as s:
+        yield s
+
+
+def _resume(run: Path) -> list[str]:
+    return ["--resume_from_checkpoint", str(run / "last.ckpt")]
+
+
+def test_killed_run_resumes_to_the_same_weights(data, tmp_path, server):
     # tinynet has dropout: the torch RNG state must be restored too. No validation sets: weights only.
     flags = ["--epochs", "2", "--save_every_steps", "2", "--precision", "fp32", "--lr_milestones", "1",
              "--warmup_epochs", "0.5", "--limit_train_batches", "3", "--batch_size", "4",
              "--crop_augmentation_prob", "0.5", "--low_res_augmentation_prob", "0.5", "--val_data_path", "none"]
-    killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *train_args(data, killed, *flags)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (killed / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    saved = load_checkpoint(killed / "last.ckpt")["facetrain"]["extra"]
-    assert saved["global_step"] < 6  # killed before the end (normally mid-epoch 0, after step 2)
-    resumed = subprocess.run([sys.executable, str(ROOT / "main.py"), *train_args(
-        data, killed, *flags, "--resume_from_checkpoint", str(killed / "last.ckpt"))], env=env,
-        capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-
     reference = tmp_path / "reference"
-    with pytest.warns(UserWarning, match="without validation"):
-        assert main(["train", *train_args(data, reference, *flags)]) == 0
-    a, b = _state(killed / "last.ckpt"), _state(reference / "last.ckpt")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), rtol=0, atol=1e-6), key
-    ra = json.loads((killed / "results.json").read_text())
-    rb = json.loads((reference / "results.json").read_text())
-    assert ra["global_step"] == rb["global_step"] == 6
+    _, commits = server.trace(["train", *train_args(data, reference, *flags)])
+    lasts = [n for n, path in commits if path.endswith("last.ckpt")]
+    assert len(lasts) == 4  # steps 2 (mid-epoch 0), 3 (end of epoch 0), 4 (mid-epoch 1), 6 (end)
+    killed = tmp_path / "killed"
+    # deterministic: SIGKILLed halfway through writing the second last.ckpt (the end of epoch 0)
+    assert server.run(["train", *train_args(data, killed, *flags)], kill_at=(lasts[0] + lasts[1]) // 2).killed
+    assert any(p.name.startswith("last.ckpt.tmp-") for p in killed.iterdir())
+    saved = load_checkpoint(killed / "last.ckpt")["facetrain"]["extra"]
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (0, 2, 2)
+    resumed = server.run(["train", *train_args(data, killed, *flags, *_resume(killed))])
+    assert resumed.returncode == 0, resumed.log[-2000:]
+    assert_same_outputs(killed, reference)
+    assert json.loads((killed / "results.json").read_text())["global_step"] == 6
+
+
+def test_killed_between_best_and_last_checkpoint_resumes_consistently(data, tmp_path, server):
+    # the first validation (step 2) improves on nothing: best.ckpt and last.ckpt are written together
+    flags = ["--epochs", "1", "--limit_train_batches", "4", "--batch_size", "4", "--precision", "fp32",
+             "--save_every_steps", "1", "--val_check_interval", "2"]
+    reference = tmp_path / "reference"
+    _, commits = server.trace(["train", *train_args(data, reference, *flags)])
+    first_best = next(n for n, path in commits if path.endswith("best.ckpt"))
+    second = first_best + 1 if (first_best + 1, str(reference / "last.ckpt")) in commits else first_best
+    killed = tmp_path / "killed"
+    assert server.run(["train", *train_args(data, killed, *flags)], kill_at=second).killed  # between the two
+    check_after_kill(killed)  # last.ckpt does not record a best that best.ckpt does not hold
+    resumed = server.run(["train", *train_args(data, killed, *flags, *_resume(killed))])
+    assert resumed.returncode == 0, resumed.log[-2000:]
+    assert_same_outputs(killed, reference)
+    results = json.loads((killed / "results.json").read_text())
+    best = load_checkpoint(killed / "best.ckpt")["facetrain"]["extra"]  # what the final test evaluated
+    assert results["best_step"] == best["global_step"] == 2 and results["best_epoch"] == best["best"]["epoch"] == 0
+
+
+def test_mid_epoch_validations_follow_the_schedule_and_resume_exactly(data, tmp_path, server):
+    # 4 batches, validation every 2 (Lightning: int(4 x 0.5)): steps 2 and 4 of each epoch
+    flags = ["--epochs", "2", "--limit_train_batches", "4", "--batch_size", "4", "--precision", "fp32",
+             "--val_check_interval", "0.5"]
+    reference = tmp_path / "reference"
+    _, commits = server.trace(["train", *train_args(data, reference, *flags)])
+    val_steps = [r["step"] for r in read_metrics(reference / "metrics.csv") if r["name"] == "val_acc"]
+    assert val_steps == [2, 4, 6, 8]
+    lasts = [n for n, path in commits if path.endswith("last.ckpt")]
+    assert len(lasts) == 4  # a checkpoint after each validation
+    killed = tmp_path / "killed"  # after the mid-epoch validation of epoch 0, inside the next checkpoint
+    assert server.run(["train", *train_args(data, killed, *flags)], kill_at=(lasts[0] + lasts[1]) // 2).killed
+    saved = load_checkpoint(killed / "last.ckpt")["facetrain"]["extra"]
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (0, 2, 2)
+    resumed = server.run(["train", *train_args(data, killed, *flags, *_resume(killed))])
+    assert resumed.returncode == 0, resumed.log[-2000:]
+    assert_same_outputs(killed, reference)  # includes the logged rows: no validation logged twice
+    best = json.loads((killed / "results.json").read_text())
+    history = load_checkpoint(killed / "last.ckpt")["facetrain"]["extra"]["best"]["history"]
+    assert [h["step"] for h in history] == [2, 4, 6, 8]
+    assert best["best_val_acc"] == max(h["val_acc"] for h in history)
+
+
+def test_validation_falls_at_the_end_of_an_accumulation_group(data, tmp_path):
+    # every batch (Lightning's int 1), accumulation 2: weights change after batches 2 and 4 only
+    out = tmp_path / "run"
+    assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "4", "--batch_size", "4",
+                                      "--accumulate_grad_batches", "2", "--val_check_interval", "1")]) == 0
+    assert [r["step"] for r in read_metrics(out / "metrics.csv") if r["name"] == "val_acc"] == [1, 2]
 
 
 def test_nonfinite_loss_skips_the_step_and_restores_buffers(data, tmp_path):
@@ -147,9 +194,13 @@ def _buffers(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_diverging_run_stops_with_a_clear_error(data, tmp_path, capsys):
+    model = build_model("tinynet")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # every loss is NaN from the first step
+    save_checkpoint(tmp_path / "nan.ckpt", model)
     with pytest.warns(UserWarning, match="non-finite loss"):
-        code = main(["train", *train_args(data, tmp_path / "nan", "--lr", "1e30", "--epochs", "1",
-                                          "--max_nonfinite_steps", "3")])
+        code = main(["train", *train_args(data, tmp_path / "nan", "--epochs", "1", "--max_nonfinite_steps", "3",
+                                          "--start_from_model_statedict", str(tmp_path / "nan.ckpt"))])
     assert code == 1
     assert "non-finite losses in a row" in capsys.readouterr().err
 
@@ -162,11 +213,13 @@ def _small(data: Path, tmp_path: Path) -> dict:
 def test_bad_inputs_fail_before_training(data, tmp_path, capsys, trained):
     base = train_args(data, tmp_path / "bad", "--epochs", "1")
     cases = [
-        (["--custom_num_class", "3"], "label"),
+        (["--custom_num_class", "3"], "does not match the 6 classes"),
+        (["--custom_num_class", "100000000"], "does not match the 6 classes"),  # before allocating 200 GB
+        (["--val_check_interval", "7"], "more batches than an epoch"),
         (["--train_data_path", "nowhere/imgs"], "not found"),
         (["--batch_size", "64"], "fewer than one batch"),
         (["--start_from_model_statedict", str(trained / "last.ckpt"), "--arch", "ir_18"], "tinynet"),
-        (["--resume_from_checkpoint", str(trained / "last.ckpt"), "--custom_num_class", "9"], "class_num"),
+        (["--resume_from_checkpoint", str(trained / "last.ckpt"), "--arch", "ir_18"], "arch"),
     ]
     for extra, message in cases:
         assert main(["train", *base, *extra]) == 1, extra
@@ -182,3 +235,57 @@ def test_training_without_validation_sets_warns_and_trains(data, tmp_path):
     assert code == 0
     results = json.loads((tmp_path / "noval" / "results.json").read_text())
     assert results["best_checkpoint"] == "" and results["test"] == {} and results["global_step"] == 1
+
+
+def test_a_used_output_dir_is_refused_unless_resumed_or_overwritten(data, trained, tmp_path, capsys):
+    out = tmp_path / "used"
+    flags = ("--epochs", "1", "--limit_train_batches", "1")
+    assert main(["train", *train_args(data, out, *flags)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", *train_args(data, out, *flags)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: --output_dir is not empty") and "--overwrite" in err
+    assert f"--resume_from_checkpoint {out / 'last.ckpt'}" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
+    # a checkpoint from elsewhere does not make the folder ours either
+    assert main(["train", *train_args(data, out, *flags, "--epochs", "3", *_resume(trained))]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["train", *train_args(data, out, *flags, "--overwrite", *_resume(out))]) == 1
+    assert "--overwrite deletes the run" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_only_the_previous_runs_files(data, tmp_path, capsys):
+    out = tmp_path / "reused"
+    assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "2",
+                                      "--save_all_models")]) == 0
+    assert (out / "best.ckpt").exists() and (out / "epoch=00.ckpt").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "last.ckpt.tmp-999999999").write_text("left by a killed run")
+    with pytest.warns(UserWarning, match="without validation"):  # and without a best checkpoint
+        assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "1",
+                                          "--val_data_path", "none", "--overwrite")]) == 0
+    assert "--overwrite: deleted the previous run's results.json, best.ckpt, last.ckpt" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "last.ckpt", "metrics.csv",
+                                                     "notes.txt", "results.json"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert {r["step"] for r in read_metrics(out / "metrics.csv")} == {1}  # the new run's rows only
+    results = strict_json(out / "results.json")
+    assert results["best_checkpoint"] == "" and results["best_val_acc"] is None and results["best_step"] == -1
+
+
+def test_resuming_a_finished_run(data, trained, tmp_path, capsys):
+    trained = Path(shutil.copytree(trained, tmp_path / "finished"))
+    files = {p.name: p.stat().st_mtime_ns for p in trained.iterdir()}
+    # shorter than what was trained: refused, nothing written
+    assert main(["train", *train_args(data, trained, "--epochs", "1", *_resume(trained))]) == 1
+    err = capsys.readouterr().err
+    assert "has trained 2 epoch(s), more than --epochs 1" in err and err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in trained.iterdir()} == files
+    # as long: nothing to train, the final test again (e.g. after a kill before results.json)
+    results = (trained / "results.json").read_text()
+    assert main(["train", *train_args(data, trained, "--epochs", "2", "--save_all_models",
+                                      "--accumulate_grad_batches", "2", "--limit_train_batches", "3",
+                                      *_resume(trained))]) == 0
+    assert "nothing left but the final test" in capsys.readouterr().out
+    assert json.loads((trained / "results.json").read_text())["best_step"] == json.loads(results)["best_step"]

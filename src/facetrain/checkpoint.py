@@ -24,7 +24,7 @@ from torch import nn
 
 import facetrain
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_path
+from facetrain.io_utils import atomic_path, open_write
 from facetrain.models import build_model, canonical_name, infer_arch
 
 PathLike = str | os.PathLike
@@ -82,7 +82,7 @@ def save_checkpoint(
         "facetrain": {"version": facetrain.__version__, "extra": extra or {}},
     }
     _check_plain(checkpoint, "checkpoint")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
         torch.save(checkpoint, f)
         f.flush()
         os.fsync(f.fileno())

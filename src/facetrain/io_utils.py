@@ -113,7 +113,8 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 _LEFTOVER = re.compile(r"\.(?:tmp|old)-(\d+)$")
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (a temporary named after it may still be written)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -134,7 +135,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         names = [e.name for e in it if e.name.startswith(prefix)]
     for name in names:
         match = _LEFTOVER.fullmatch(name[len(path.name):])
-        if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+        if not match or int(match.group(1)) == os.getpid() or process_alive(int(match.group(1))):
             continue
         leftover = path.parent / name
         if leftover.is_dir() and not leftover.is_symlink():

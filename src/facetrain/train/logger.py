@@ -4,6 +4,7 @@ curves.png (loss, learning rate, validation)."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from pathlib import Path
@@ -68,18 +69,23 @@ class MetricLogger:
             self._wandb.log({name: float(value) for name, value in values.items()}, step=step)
         self._file.flush()
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (a resumed run repeats them)."""
+    def truncate_after(self, step: int) -> int:
+        """Drop rows logged after `step` (a resumed run logs them again) and a row cut short by a kill;
+        returns how many rows were dropped."""
         if not self.enabled:
-            return
-        rows = read_metrics(self.csv_path)
+            return 0
         self._file.close()
+        text = self.csv_path.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a row without its newline was cut short
+        rows = list(csv.DictReader(io.StringIO(complete)))
+        kept = [r for r in rows if int(r["step"]) <= step]
         with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["step", "epoch", "name", "value"])
-            w.writerows([r["step"], r["epoch"], r["name"], repr(r["value"])] for r in rows if r["step"] <= step)
+            w.writerows([r["step"], r["epoch"], r["name"], r["value"]] for r in kept)
         self._file = open(self.csv_path, "a", newline="")
         self._writer = csv.writer(self._file)
+        return len(rows) - len(kept) + (complete != text)
 
     def plot(self) -> Path | None:
         if not self.enabled:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facetrain.checkpoint import load_backbone
+from facetrain.checkpoint import load_backbone, load_checkpoint
 from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
 from facetrain.io_utils import atomic_write_json
@@ -25,14 +25,12 @@ from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
-from facetrain.train.run import TrainingRun, build_run, copy_checkpoint, save_run
+from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
+from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
 from facetrain.train.run_log import RunLog, log, warn
-from facetrain.train.state import Position
+from facetrain.train.state import BestResult, Position, recorded_best
 from facetrain.train.step_window import StepWindow, WindowSummary
 from facetrain.train.validation import mean_threshold, validate, validation_logs
-
-LAST, BEST, RESULTS = "last.ckpt", "best.ckpt", "results.json"
-SAMPLES = "training_samples.jpg"  # augmented inputs as the model sees them (BGR): a wrong colour order shows at once
 
 
 class TrainingDiverged(FacetrainError):
@@ -46,6 +44,7 @@ class TrainResult:
     best_checkpoint: Path | None = None
     best_val_acc: float | None = None
     best_epoch: int = -1
+    best_step: int = -1  # optimizer steps done when the best validation ran
     test_metrics: dict[str, dict] = field(default_factory=dict)  # per set (and 'average'), fp32
     global_step: int = 0
     epochs_completed: int = 0
@@ -66,6 +65,8 @@ class Trainer:
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
+        self.validating = D.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
+        self.window.load_state_dict(run.losses.window)  # a resumed run continues the logged sums exactly
 
     # ----------------------------------------------------------------- steps
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, group_size: int, last_in_group: bool) -> torch.Tensor:
@@ -108,7 +109,7 @@ class Trainer:
         run.net.train()
         bar = tqdm(total=run.batches, initial=start, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=None if (cfg.progress and run.ctx.is_main) else True)
-        epoch_loss, epoch_n = 0.0, 0
+        totals = run.losses  # restored on resume: the logged means continue exactly
         tic, images_seen = time.perf_counter(), 0
         group_loss = torch.zeros((), device=run.ctx.device)
         self.snapshot.take()
@@ -138,13 +139,13 @@ class Trainer:
             if summary is not None:
                 summary.data_time, summary.step_time = self.window.take_times()
                 self._log_window(summary, epoch, lr, images_seen / (now - tic), bar)
-                epoch_loss, epoch_n = epoch_loss + summary.loss_sum, epoch_n + summary.steps
-            step = run.position.global_step
-            if last and cfg.save_every_steps and step % cfg.save_every_steps == 0 and b + 1 < run.batches:
-                save_run(run, run.output_dir / LAST)
+                totals.epoch_loss += summary.loss_sum
+                totals.epoch_steps += summary.steps
+            if last and b + 1 < run.batches:  # the epoch's last group is end_epoch's
+                tic += self.after_step(epoch, group_start, b)  # validation and checkpoints are not training
             ready = time.perf_counter()
         bar.close()
-        return epoch_loss / max(epoch_n, 1)
+        return totals.epoch_loss / max(totals.epoch_steps, 1)
 
     def _log_window(self, summary: WindowSummary, epoch: int, lr: float, speed: float, bar: tqdm) -> None:
         """What the host learnt at a logging step: loss, skipped steps (stop when diverging), times."""
@@ -163,40 +164,80 @@ class Trainer:
         bar.set_postfix(loss=f"{summary.loss:.3f}", img_s=f"{speed:.0f}", lr=f"{lr:.2g}",
                         data=f"{summary.data_time:.3f}s", step=f"{summary.step_time:.3f}s")
 
-    def end_epoch(self, epoch: int, train_loss: float) -> None:
+    def after_step(self, epoch: int, group_start: int, last_batch: int) -> float:
+        """Mid-epoch, after the optimizer step of batches group_start..last_batch: the validation that
+        falls in them, if any, and a checkpoint after it or every --save_every_steps steps. Returns
+        the seconds this took."""
         run, cfg = self.run, self.run.config
-        run.position = Position(epoch + 1, 0, run.position.global_step)
-        logs = {"train_loss_epoch": train_loss, "epoch": epoch}
-        is_last = epoch + 1 == cfg.epochs
+        tic = time.perf_counter()
+        validate_now = self.validation_due(epoch, group_start, last_batch)
+        improved = self.validate(epoch) if validate_now else False
+        if validate_now or (cfg.save_every_steps and run.position.global_step % cfg.save_every_steps == 0):
+            self.save_checkpoints(improved)
+        return time.perf_counter() - tic
+
+    def validation_due(self, epoch: int, group_start: int, last_batch: int) -> bool:
+        """Lightning's schedule: in validated epochs, after every `val_check_batches`-th batch; with
+        gradient accumulation at the end of the group holding that batch (weights change only there)."""
+        run, cfg = self.run, self.run.config
+        if not self.validating or not ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+            return False
+        return (last_batch + 1) // run.val_check_batches > group_start // run.val_check_batches
+
+    def validate(self, epoch: int) -> bool:
+        """Rank 0 validates and logs while the other ranks wait; True (on every rank) when val_acc improved."""
+        run, cfg = self.run, self.run.config
         improved = False
-        if run.ctx.is_main and run.val_sets and ((epoch + 1) % cfg.val_every == 0 or is_last):
+        if run.ctx.is_main:
             results = validate(run.model, run.val_sets, run.batch_size, run.precision.name,
                                cfg.channels_last, cfg.progress)
-            logs.update(validation_logs(results))
+            logs = validation_logs(results)
             run.precision.prepare_model(run.model)  # evaluation hands the model back contiguous
-            run.best.history.append({"epoch": epoch, "val_acc": logs["val_acc"]})
+            step = run.position.global_step
+            run.best.history.append({"epoch": epoch, "step": step, "val_acc": logs["val_acc"]})
             improved = logs["val_acc"] > run.best.metric
             if improved:
                 run.best.metric, run.best.epoch, run.best.path = logs["val_acc"], epoch, str(run.output_dir / BEST)
                 run.best.threshold_l2, run.best.threshold_cosine = mean_threshold(results)
                 # already the final test's numbers when validation ran in fp32 (see finish)
                 self.best_fp32_results = results if run.precision.name == "fp32" else None
-            log.info(f"epoch {epoch}: val_acc {100 * logs['val_acc']:.2f}% (best {100 * run.best.metric:.2f}% "
-                       f"at epoch {run.best.epoch})")
-        run.logger.log(logs, run.position.global_step, epoch)
-        run.logger.plot()
+            run.logger.log(logs, step, epoch)
+            log.info(f"epoch {epoch} step {step}: val_acc {100 * logs['val_acc']:.2f}% (best "
+                     f"{100 * run.best.metric:.2f}% at epoch {run.best.epoch} step {_best_step(run.best)})")
         improved = D.broadcast_object(improved, run.ctx)
         run.best = D.broadcast_object(run.best, run.ctx)
-        save_run(run, run.output_dir / LAST)
-        extras = ([BEST] if improved else []) + ([f"epoch={epoch:02d}.ckpt"] if cfg.save_all_models else [])
-        copy_checkpoint(run, run.output_dir / LAST, [run.output_dir / name for name in extras])
+        return improved
+
+    def save_checkpoints(self, improved: bool, epoch_copy: str | None = None) -> None:
+        """Write the run's state to best.ckpt (when improved), epoch=NN.ckpt (when given) and last.ckpt, in
+        that order: last.ckpt is what a resume continues from, so it never records a state that the
+        others do not hold yet (a kill in between repeats the step, which rewrites them identically)."""
+        run = self.run
+        names = ([BEST] if improved else []) + ([epoch_copy] if epoch_copy else []) + [LAST]
+        run.losses.window = self.window.state_dict()
+        save_run(run, run.output_dir / names[0])
+        copy_checkpoint(run, run.output_dir / names[0], [run.output_dir / name for name in names[1:]])
+
+    def end_epoch(self, epoch: int, train_loss: float) -> None:
+        run, cfg = self.run, self.run.config
+        last_group_start = (run.batches - 1) - (run.batches - 1) % cfg.accumulate_grad_batches
+        validate_now = self.validation_due(epoch, last_group_start, run.batches - 1)
+        run.position = Position(epoch + 1, 0, run.position.global_step)
+        run.losses = LossTotals()
+        run.logger.log({"train_loss_epoch": train_loss, "epoch": epoch}, run.position.global_step, epoch)
+        improved = self.validate(epoch) if validate_now else False
+        run.logger.plot()
+        self.save_checkpoints(improved, epoch_checkpoint(epoch) if cfg.save_all_models else None)
 
     def fit(self) -> TrainResult:
         run, cfg = self.run, self.run.config
         run_log = RunLog(run.output_dir, enabled=run.ctx.is_main)
         if run.ctx.is_main:
-            cfg.save_json(run.output_dir / "config.json")
-            run.logger.truncate_after(run.position.global_step)
+            cfg.save_json(run.output_dir / CONFIG)
+            dropped = run.logger.truncate_after(run.position.global_step)
+            if dropped:
+                log.info(f"{run.logger.csv_path}: removed {dropped} row(s) logged after step "
+                         f"{run.position.global_step}, where this run resumes (they are logged again)")
             log.info(f"{run.dataset.source.describe()}\n{run.num_classes} classes, {run.batches} batches of "
                      f"{run.batch_size} x {run.ctx.world_size} process(es) per epoch, precision {run.precision.name}"
                      f"{', channels_last' if run.precision.channels_last else ''}, device {run.ctx.device}, "
@@ -205,6 +246,9 @@ class Trainer:
                 write_training_samples(run.dataset, run.output_dir / SAMPLES)
         if run.position.batch >= run.batches:  # saved at the very end of an epoch
             run.position = Position(run.position.epoch + 1, 0, run.position.global_step)
+        if run.position.epoch >= cfg.epochs and run.ctx.is_main:
+            log.info(f"{cfg.resume_from_checkpoint}: all {cfg.epochs} epochs are trained; nothing left but the "
+                     "final test")
         try:
             for epoch in range(run.position.epoch, cfg.epochs):
                 loss = self.run_epoch(epoch)
@@ -215,22 +259,30 @@ class Trainer:
             run_log.close()
 
     def finish(self) -> TrainResult:
-        """Final test (rank 0) with the best checkpoint, else the last, in fp32; results.json."""
+        """Final test (rank 0) in fp32 with best.ckpt, else last.ckpt; results.json. The best epoch, step
+        and accuracy reported are those recorded in the tested best.ckpt itself."""
         run = self.run
-        last = run.output_dir / LAST
-        best = run.output_dir / BEST if (run.output_dir / BEST).exists() else None
-        result = TrainResult(run.output_dir, last if last.exists() else None, best,
-                             run.best.metric if best else None, run.best.epoch, {},
-                             run.position.global_step, run.position.epoch, self.skipped_steps)
+        last, best = run.output_dir / LAST, run.output_dir / BEST
+        best = best if run.best.epoch >= 0 and best.is_file() else None
+        record = run.best
+        result = TrainResult(run.output_dir, last_checkpoint=last if last.exists() else None, best_checkpoint=best,
+                             global_step=run.position.global_step, epochs_completed=run.position.epoch,
+                             skipped_steps=self.skipped_steps)
         if run.ctx.is_main:
             if run.val_sets and (best or result.last_checkpoint):
                 if best and self.best_fp32_results is not None:  # same weights, same protocol: no second pass
                     result.test_metrics = self.best_fp32_results
                 else:
-                    model, _ = load_backbone(best or last, arch=run.model.arch)
+                    checkpoint = load_checkpoint(best or last)
+                    if best:  # e.g. resumed: report what the file holds
+                        record = recorded_best(checkpoint["facetrain"]["extra"])
+                    model, _ = load_backbone(checkpoint, arch=run.model.arch)
                     result.test_metrics = validate(model, run.val_sets, run.batch_size, "fp32", False,
                                                    run.config.progress, device=run.ctx.device)
                 log.info(f"final test ({(best or last).name}, fp32):\n{format_results(result.test_metrics)}")
+        if best:
+            result.best_val_acc, result.best_epoch, result.best_step = record.metric, record.epoch, _best_step(record)
+        if run.ctx.is_main:
             atomic_write_json(run.output_dir / RESULTS, _result_json(result))
         D.barrier(run.ctx)
         return result
@@ -239,9 +291,14 @@ class Trainer:
 def _result_json(result: TrainResult) -> dict:
     return {"output_dir": str(result.output_dir), "best_checkpoint": str(result.best_checkpoint or ""),
             "last_checkpoint": str(result.last_checkpoint or ""), "best_val_acc": result.best_val_acc,
-            "best_epoch": result.best_epoch, "global_step": result.global_step,
+            "best_epoch": result.best_epoch, "best_step": result.best_step, "global_step": result.global_step,
             "epochs_completed": result.epochs_completed, "skipped_steps": result.skipped_steps,
             "test": result.test_metrics}
+
+
+def _best_step(best: BestResult) -> int:
+    """The step of the validation that set the best (the first one reaching its accuracy)."""
+    return next((h.get("step", -1) for h in best.history if h["val_acc"] == best.metric), -1)
 
 
 def _float_buffers(module: nn.Module) -> list[torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,20 @@ from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
 from facetrain.train.precision import Precision, maybe_compile, resolve_precision
+from facetrain.train.run_folder import check_output_dir, clear_run_files
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
+
+
+@dataclass
+class LossTotals:
+    """Running sums behind the logged training-loss means (the epoch's, and the logging window's
+    `StepWindow.state_dict()`); saved in checkpoints so that a resumed run logs exactly what an
+    uninterrupted one does."""
+    epoch_loss: float = 0.0
+    epoch_steps: int = 0
+    window: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -59,9 +70,11 @@ class TrainingRun:
     net: RecognitionNet  # backbone + head + loss: what the step calls
     ddp_net: nn.Module  # `net`, wrapped in DistributedDataParallel when there are several processes
     val_sets: dict[str, VerificationSet]  # rank 0 only
+    val_check_batches: int  # within a validated epoch, validate after every this many batches
     logger: MetricLogger
     position: Position
     best: BestResult
+    losses: LossTotals = field(default_factory=LossTotals)
 
 
 def seed_everything(seed: int) -> None:
@@ -74,13 +87,18 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
     output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
     batch_size = config.batch_size // ctx.world_size
 
     source = open_training_source(config.data_root, config.train_data_path, config.use_mxrecord)
-    num_classes = config.custom_num_class if config.custom_num_class > 0 else source.num_classes
+    if config.custom_num_class > 0 and config.custom_num_class != source.num_classes:
+        raise ConfigError(f"--custom_num_class {config.custom_num_class} does not match the {source.num_classes} "
+                          f"classes of {source.describe()} (labels 0..{source.num_classes - 1}); "
+                          "leave it out to use the data's count")
+    num_classes = source.num_classes
     augmenter = Augmenter(config.crop_augmentation_prob, config.low_res_augmentation_prob,
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
@@ -88,6 +106,7 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
                                          config.seed, pin_memory=ctx.device.type == "cuda")
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
+    val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
     model, head = build_model_and_head(config, num_classes)
     # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
@@ -108,10 +127,14 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     scheduler = build_scheduler(optimizer, steps_per_epoch, config.lr_milestones, config.lr_gamma,
                                 config.warmup_epochs)
     scaler = precision.make_scaler()
-    position, best = Position(), BestResult()
+    position, best, losses = Position(), BestResult(), LossTotals()
     if config.resume_from_checkpoint:
-        position, best = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer, scheduler,
+        position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer, scheduler,
                                       scaler, batches)
+        if position.epoch > config.epochs or (position.epoch == config.epochs and position.batch > 0):
+            raise ConfigError(f"{config.resume_from_checkpoint}: has trained {position.epoch} epoch(s), more than "
+                              f"--epochs {config.epochs}; a run cannot be shortened: give --epochs "
+                              f">= {position.epoch} (= {position.epoch} only repeats the final test)")
     elif ctx.enabled:
         torch.manual_seed(config.seed + ctx.rank)  # independent dropout masks per process
     net = RecognitionNet(model, head, precision, maybe_compile(model, config.compile))
@@ -121,9 +144,14 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     if ctx.enabled:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    if config.overwrite and ctx.is_main:  # only now that everything else was accepted
+        cleared = clear_run_files(output_dir)
+        if cleared:
+            print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
     return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
                        num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
-                       _metric_logger(config, output_dir, ctx.is_main), position, best)
+                       val_check_batches, _metric_logger(config, output_dir, ctx.is_main), position, best,
+                       losses)
 
 
 def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
@@ -131,10 +159,35 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
                         config=config.to_dict())
 
 
+def _on_main(ctx: D.DistContext, check, *args) -> None:
+    """Run a check on rank 0 only (e.g. of the file system, which other ranks may see later) and raise
+    its ConfigError on every rank."""
+    problem = None
+    if ctx.is_main:
+        try:
+            check(*args)
+        except ConfigError as exc:
+            problem = str(exc)
+    problem = D.broadcast_object(problem, ctx)
+    if problem:
+        raise ConfigError(problem)
+
+
+def validation_interval_batches(interval: float | int, batches: int) -> int:
+    """Lightning's `val_check_batch`: a fraction of the epoch's batches (at least 1), or a number of batches."""
+    if isinstance(interval, int):
+        if interval > batches:
+            raise ConfigError(f"--val_check_interval {interval} is more batches than an epoch has ({batches}); "
+                              "use a fraction like 1.0 for once per epoch")
+        return interval
+    return max(1, int(batches * interval))
+
+
 def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                 scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult]:
-    """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position and best result.
+                 scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult, LossTotals]:
+    """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
+    and loss totals.
     Only rank 0 reads the file (its path is rank 0's) and hands the state to the others, so nodes need
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
@@ -161,7 +214,7 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
         warnings.warn(f"{path}: saved by {len(rngs)} processes, resumed with {ctx.world_size}: "
                       "random streams restart from the seed", stacklevel=2)
         torch.manual_seed(config.seed + ctx.rank + position.global_step)
-    return position, state.best
+    return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
 
 
 def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
@@ -205,7 +258,8 @@ def save_run(run: TrainingRun, path: Path) -> None:
             optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
             head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
         save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
-                            run.best, run.config.to_dict(), rngs, run.ctx.world_size, **more)
+                            run.best, run.config.to_dict(), rngs, run.ctx.world_size,
+                            loss_totals=asdict(run.losses), **more)
     D.barrier(run.ctx)
     if sharded:
         pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)

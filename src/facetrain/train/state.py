@@ -71,10 +71,12 @@ def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> No
 def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any, scaler: torch.amp.GradScaler, position: Position, best: BestResult,
                         config: dict[str, Any], rng_per_rank: list[dict[str, Any]], world_size: int,
-                        optimizer_state: dict[str, Any] | None = None, partial_fc: dict[str, Any] | None = None) -> None:
+                        optimizer_state: dict[str, Any] | None = None, partial_fc: dict[str, Any] | None = None,
+                        loss_totals: dict[str, float] | None = None) -> None:
     """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume.
     A Partial FC run passes its optimizer state without the centres' momentum and `partial_fc`, the
-    entry naming the per-rank shard files (`facetrain.train.pfc_state`)."""
+    entry naming the per-rank shard files (`facetrain.train.pfc_state`). `loss_totals`: the logged
+    means' running sums, so a resumed run logs the same values."""
     extra = {
         "state_version": STATE_VERSION,
         "epoch": position.epoch,
@@ -88,6 +90,7 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
         "best": {"metric": best.metric, "epoch": best.epoch, "path": best.path, "history": best.history,
                  "threshold_l2": best.threshold_l2, "threshold_cosine": best.threshold_cosine},
         "config": _plain(config),
+        "loss_totals": dict(loss_totals or {}),
     }
     if partial_fc is not None:
         extra["partial_fc"] = partial_fc
@@ -114,9 +117,14 @@ class TrainingState:
 
     @property
     def best(self) -> BestResult:
-        b = self.extra["best"]
-        return BestResult(b["metric"], b["epoch"], b["path"], list(b["history"]), b.get("threshold_l2"),
-                          b.get("threshold_cosine"))
+        return recorded_best(self.extra)
+
+
+def recorded_best(extra: dict[str, Any]) -> BestResult:
+    """The best result a checkpoint's `extra` recorded when it was written."""
+    b = extra["best"]
+    return BestResult(b["metric"], b["epoch"], b["path"], list(b["history"]), b.get("threshold_l2"),
+                      b.get("threshold_cosine"))
 
 
 def load_training_state(path: str | Path, arch: str, head_name: str, num_classes: int) -> TrainingState:

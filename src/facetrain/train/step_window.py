@@ -38,6 +38,17 @@ class StepWindow:
         self.data_time = 0.0
         self.step_time = 0.0
 
+    def state_dict(self) -> dict[str, list[float]]:
+        """The device sums and skip counters (a host sync: checkpoints only)."""
+        return {"sums": self._sums.tolist(), "skips": [self._streak.item(), self._longest.item()]}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Continue from `state_dict()` (nothing: a fresh window)."""
+        if state:
+            self._sums.copy_(torch.tensor(state["sums"]))
+            self._streak.fill_(state["skips"][0])
+            self._longest.fill_(state["skips"][1])
+
     def add_times(self, data_time: float, step_time: float) -> None:
         self.batches += 1
         self.data_time += data_time

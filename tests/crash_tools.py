@@ -1,0 +1,107 @@
+"""Running `facetrain` commands that are SIGKILLed at a chosen write event (the fault-injection hook
+of `facetrain.io_utils`, FACETRAIN_CRASH_AFTER_WRITES), and finding the events worth killing at.
+
+`CommandServer` keeps one process that has imported torch and matplotlib (most of a run's start-up
+time on 2 cores) and forks a fresh child per command; each child imports facetrain itself, so the
+hook reads that command's environment as in a real run. `trace=True` records at which event number
+each output was committed (renamed onto its final path) during an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+CRASH_ENV, EVENTS_FILE_ENV = "FACETRAIN_CRASH_AFTER_WRITES", "FACETRAIN_WRITE_EVENTS_FILE"
+
+_SERVER = textwrap.dedent("""
+    import json, os, sys
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot, torch, torch._dynamo  # what every training run imports
+    torch.set_num_threads(1)
+
+    def child(job):
+        os.environ.update(job["env"])
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        from facetrain import io_utils
+        from facetrain.cli import main
+        if job["trace"]:
+            count, commits = [0], []
+            counted, replaced = io_utils.write_event, io_utils.replace
+            def write_event():
+                count[0] += 1
+                counted()
+            def replace(src, dst):
+                replaced(src, dst)
+                commits.append([count[0], str(dst)])
+            io_utils.write_event, io_utils.replace = write_event, replace
+        code = main(job["argv"])
+        if job["trace"]:
+            with open(job["trace"], "w") as f:
+                json.dump(commits, f)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return code
+
+    for line in sys.stdin:
+        job = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(child(job))  # a normal exit: the hook's atexit handler writes the event count
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+""")
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    log: str
+
+    @property
+    def killed(self) -> bool:
+        return self.returncode == -signal.SIGKILL
+
+
+class CommandServer:
+    """`with CommandServer(scratch) as server: server.run(["train", ...], kill_at=N)`."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.jobs = 0
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "CommandServer":
+        env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, EVENTS_FILE_ENV)}
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**env, "OMP_NUM_THREADS": "1"}, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+    def run(self, argv: list[str], kill_at: int | None = None, events_file: Path | None = None,
+            trace: Path | None = None) -> Outcome:
+        self.jobs += 1
+        log = self.scratch / f"command-{self.jobs}.log"
+        env = {CRASH_ENV: str(kill_at) if kill_at else "", EVENTS_FILE_ENV: str(events_file or "")}
+        job = {"argv": [str(a) for a in argv], "env": env, "log": str(log), "trace": str(trace or "")}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        code = int(self.proc.stdout.readline())
+        return Outcome(code, log.read_text())
+
+    def trace(self, argv: list[str]) -> tuple[int, list[tuple[int, str]]]:
+        """Run uninterrupted: (number of write events, [(event number, committed path), ...])."""
+        events, commits = self.scratch / "events.txt", self.scratch / "commits.json"
+        outcome = self.run(argv, events_file=events, trace=commits)
+        assert outcome.returncode == 0, outcome.log[-3000:]
+        return int(events.read_text()), [(n, path) for n, path in json.loads(commits.read_text())]
