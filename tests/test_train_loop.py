@@ -267,7 +267,8 @@ def test_overwrite_replaces_only_the_previous_runs_files(data, tmp_path, capsys)
                                           "--val_data_path", "none", "--overwrite")]) == 0
     assert "--overwrite: deleted the previous run's results.json, best.ckpt, last.ckpt" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "last.ckpt", "metrics.csv",
-                                                     "notes.txt", "results.json"]
+                                                     "notes.txt", "results.json", "train.log",
+                                                     "training_samples.jpg"]
     assert (out / "notes.txt").read_text() == "mine"
     assert {r["step"] for r in read_metrics(out / "metrics.csv")} == {1}  # the new run's rows only
     results = strict_json(out / "results.json")
