@@ -145,7 +145,9 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_milestones=list(s.lr_milestones),
         low_res_augmentation_prob=s.augmentation_prob, crop_augmentation_prob=s.augmentation_prob,
         photometric_augmentation_prob=s.augmentation_prob, num_workers=s.workers, seed=s.seed,
-        output_dir=str(run_dir), val_every=s.val_every, gpus=int(torch.cuda.is_available()), progress=progress,
+        output_dir=str(run_dir), val_every=s.val_every,
+        val_check_interval=1.0,  # once per validated epoch, as the 10-epoch recipe (the tiny one has 1 epoch)
+        gpus=int(torch.cuda.is_available()), progress=progress,
         precision=s.precision,
     )
     config.validate()
