@@ -200,7 +200,8 @@ def test_diverging_run_stops_with_a_clear_error(data, tmp_path, capsys):
     save_checkpoint(tmp_path / "nan.ckpt", model)
     with pytest.warns(UserWarning, match="non-finite loss"):
         code = main(["train", *train_args(data, tmp_path / "nan", "--epochs", "1", "--max_nonfinite_steps", "3",
-                                          "--start_from_model_statedict", str(tmp_path / "nan.ckpt"))])
+                                          "--start_from_model_statedict", str(tmp_path / "nan.ckpt"),
+                                          "--val_data_path", "none")])  # validating NaN weights is its own error
     assert code == 1
     assert "non-finite losses in a row" in capsys.readouterr().err
 
