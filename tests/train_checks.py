@@ -12,6 +12,7 @@ import torch
 from facetrain.checkpoint import load_checkpoint
 
 RUN_CONFIG_KEYS = ("output_dir", "resume_from_checkpoint", "overwrite")  # differ between the runs compared
+TIMINGS = ("img_per_sec", "data_time", "step_time")  # logged, but not reproducible
 
 
 def strict_json(path: Path):
@@ -51,9 +52,9 @@ def check_after_kill(run: Path) -> None:
 
 
 def metric_rows(run: Path) -> list[tuple]:
-    """(step, epoch, name, value) as logged; speeds are timings, not compared."""
+    """(step, epoch, name, value) as logged; timings are not compared."""
     with open(run / "metrics.csv", newline="") as f:
-        return [(r["step"], r["epoch"], r["name"], None if r["name"] == "img_per_sec" else r["value"])
+        return [(r["step"], r["epoch"], r["name"], None if r["name"] in TIMINGS else r["value"])
                 for r in csv.DictReader(f)]
 
 
