@@ -20,7 +20,7 @@ from train_fixtures import make_dataset, train_args
 
 SCRIPT = [0.55, 0.9, 0.7]  # best: epoch 1
 FLAGS = ("--epochs", "3", "--limit_train_batches", "2", "--save_all_models", "--precision", "fp32",
-         "--crop_augmentation_prob", "0.5")
+         "--crop_augmentation_prob", "0.5", "--val_check_interval", "1.0")  # one validation per epoch
 
 
 @pytest.fixture(autouse=True)
