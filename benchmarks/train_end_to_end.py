@@ -54,6 +54,7 @@ def bare_step(args_list: list[str], steps: int, gpus: int) -> float:
     parser, _ = build_parser("train")
     config = config_from_args(parser.parse_args(args_list))
     config.num_workers = 0
+    config.output_dir += "_bare_step"  # its own folder: the end-to-end run's folder is a finished run
     device = configure_device(pick_device(gpus, 0))
     trainer = Trainer(build_run(config, DistContext(device=device)))
     run = trainer.run
