@@ -47,7 +47,7 @@ from facetrain.eval.embed import extract_features  # noqa: E402
 from facetrain.eval.ijb_verify import score_pairs, verification_metrics  # noqa: E402
 from facetrain.models import build_model  # noqa: E402
 from facetrain.train.distributed import configure_device, free_port  # noqa: E402
-from facetrain.train.precision import resolve_precision  # noqa: E402
+from facetrain.precision import resolve_precision  # noqa: E402
 
 GPU_PLAN = {
     "archs": ["ir_50", "ir_101"], "batches": [128, 256, 512], "precisions": ["fp16", "bf16"], "compile_batch": 256,

@@ -369,7 +369,7 @@ def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "bf16"), (False, True, "bf16"),
                                                         (False, False, "fp32")])
 def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, amx, avx512_bf16, expected):
-    from facetrain.train.precision import resolve_precision
+    from facetrain.precision import resolve_precision
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)

@@ -12,11 +12,12 @@ from torch import nn
 from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model
+from facetrain.precision import resolve_precision
 from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
 from facetrain.train.data import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.logger import MetricLogger, read_metrics
 from facetrain.train.optim import build_optimizer, build_scheduler, split_parameters
-from facetrain.train.precision import Precision, resolve_precision
+from facetrain.train.precision import Precision
 from facetrain.train.state import capture_rng, restore_rng
 
 
@@ -174,7 +175,7 @@ def test_adaface_script_flags_are_accepted():
 @pytest.mark.parametrize("fast_bf16, expected", [(True, "bf16"), (False, "fp32")])
 def test_auto_precision_follows_the_cpu_probe(monkeypatch, fast_bf16, expected):
     """Both branches of `auto` on a CPU, whatever this machine has: the probe is patched."""
-    import facetrain.train.precision as precision
+    import facetrain.precision as precision
 
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
     cpu = torch.device("cpu")

@@ -150,3 +150,31 @@ def test_extract_features_batches_flip_and_restores_mode():
                                   flip=False, progress=False)
     assert none is None and np.allclose(bf16, feats, atol=0.1)
     assert next(model.parameters()).is_contiguous()
+
+
+def _conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten())
+
+
+@pytest.mark.parametrize("found", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_extract_features_hands_the_model_back_in_the_memory_format_it_found(found, channels_last):
+    """A model trained NHWC stays NHWC after validation (the trainer no longer repairs it), and an
+    NCHW model asked to run NHWC comes back NCHW."""
+    images = np.random.default_rng(5).integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    model = _conv_net().to(memory_format=found)
+    reference, _ = extract_features(_conv_net(), images, batch_size=4, flip=False, progress=False)
+    feats, _ = extract_features(model, images, batch_size=4, flip=False, progress=False, channels_last=channels_last)
+    weight = model[0].weight
+    assert weight.is_contiguous(memory_format=found)
+    assert weight.is_contiguous() == (found == torch.contiguous_format)
+    assert np.allclose(feats, reference, atol=1e-5)
+
+
+def test_unknown_precision_is_refused_before_the_model_moves():
+    model = _conv_net().train()
+    with pytest.raises(ValueError, match="fp64"):
+        extract_features(model, np.zeros((2, 112, 112, 3), np.uint8), precision="fp64", progress=False)
+    assert model.training

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_ckpt, add_detector, add_device, add_max_pixels, add_quiet
+from facetrain.commands.options import (add_batch_size, add_ckpt, add_detector, add_device, add_max_pixels,
+                                        add_precision, add_quiet)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--align", action="store_true", help="detect and align each photo with MTCNN first")
     add_detector(parser, prefix="with --align: ")
     add_batch_size(parser)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    add_precision(parser)
     add_device(parser)
     add_max_pixels(parser, "photos (listed as failed)")
     add_quiet(parser)

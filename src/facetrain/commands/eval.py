@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_device, add_quiet
+from facetrain.commands.options import add_batch_size, add_device, add_precision, add_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
     add_batch_size(parser)
     add_device(parser)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="fp32 gives the reference numbers; bf16/fp16 are faster approximations")
+    add_precision(parser)
     parser.add_argument("--channels_last", action="store_true", help="channels-last memory format (with bf16)")
     parser.add_argument("--fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
                         help="how image and flip features are fused (none = no flip test)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet, add_workers
+from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_precision, add_quiet, add_workers
 
 
 def _bool(text: str) -> bool:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_size(parser, 128)
     add_device(parser)
     parser.add_argument("--gpu", type=int, default=None, help="AdaFace's flag: GPU index (same as --device cuda:N)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    add_precision(parser)
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--fusion_method", default="pre_norm_vector_add",
                         choices=("pre_norm_vector_add", "average", "norm_weighted_avg", "concat"))

@@ -26,6 +26,14 @@ def add_detector(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     parser.add_argument("--detector", choices=DETECTORS, default="adaface", help=prefix + DETECTOR_HELP)
 
 
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """--precision for evaluation: fp32 (the reference numbers) unless asked; the names are facetrain.precision's."""
+    from facetrain.precision import EVAL_PRECISIONS
+
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="fp32",
+                        help="fp32 gives the reference numbers; bf16/fp16 (autocast) are faster approximations")
+
+
 def add_batch_size(parser: argparse.ArgumentParser, default: int = 256) -> None:
     parser.add_argument("--batch_size", type=int, default=default, help=f"images per forward pass (default {default})")
 

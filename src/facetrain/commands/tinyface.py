@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_quiet
+from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_precision, add_quiet
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the results as JSON here")
     add_batch_size(parser, 128)
     add_device(parser)
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="fp32 gives the reference numbers; bf16/fp16 are faster approximations")
+    add_precision(parser)
     parser.add_argument("--channels_last", action="store_true")
     add_quiet(parser)
 

@@ -18,8 +18,7 @@ import torch
 from tqdm import tqdm
 
 from facetrain.data.transforms import normalize_batch
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from facetrain.precision import autocast
 
 
 class ImageSource(Protocol):
@@ -88,6 +87,15 @@ def _as_features(output) -> torch.Tensor:
     return output.float()
 
 
+def weight_memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's 4-D weights are laid out NHWC (a model trained with
+    --channels_last), else contiguous: what `model.to(memory_format=...)` restores."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
 def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: int = 256, device: str | torch.device | None = None,
                      precision: str = "fp32", channels_last: bool = False, flip: bool = True, progress: bool = True,
                      desc: str = "embed") -> tuple[np.ndarray, np.ndarray | None]:
@@ -97,24 +105,21 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
     train/eval mode, device and memory format are restored afterwards. `device=None` keeps the
     model where it is. bf16/fp16 use autocast (opt-in; fp32 gives the reference numbers).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     param = next(model.parameters(), None)
     home = param.device if param is not None else torch.device("cpu")
     target = torch.device(device) if device is not None else home
-    was_training = model.training
+    mixed = autocast(precision, target)  # checks the name before anything moves
+    was_training, found_format = model.training, weight_memory_format(model)
     model.eval().to(target)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    autocast = (torch.autocast(target.type, dtype=PRECISIONS[precision]) if PRECISIONS[precision] is not None
-                else contextlib.nullcontext())
     n = len(images)
     batch_size = eval_batch_size(batch_size, target)
     starts = range(0, n, batch_size)
     views = 2 if flip else 1
     gathered: torch.Tensor | None = None  # (views, n, D) on the device
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), mixed:
             batches = _prefetch(images, starts, batch_size, pin=target.type == "cuda")
             for start, batch in zip(starts, tqdm(batches, total=len(starts), desc=desc,
                                                  disable=None if progress else True, leave=False)):
@@ -128,9 +133,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
                     gathered = torch.empty((views, n, out.shape[1]), dtype=torch.float32, device=target)
                 gathered[:, start : start + len(batch)] = out.view(views, len(batch), -1)
     finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
-        model.to(home).train(was_training)
+        model.to(home, memory_format=found_format).train(was_training)
     if gathered is None:
         raise ValueError("no images to embed")
     host = gathered.cpu().numpy()  # the one device-to-host copy

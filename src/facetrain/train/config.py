@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from facetrain.errors import ConfigError
+from facetrain.precision import TRAIN_PRECISIONS
 from facetrain.io_utils import atomic_write_json
 from facetrain.train.flag_ranges import check_flag_ranges
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 HEADS = ("adaface", "arcface", "cosface")
 TEST_RUN_BATCHES = 50  # AdaFace's --test_run: limit_train_batches=50
 
@@ -96,8 +96,8 @@ class TrainConfig:
         return TEST_RUN_BATCHES if self.test_run and not self.limit_train_batches else self.limit_train_batches
 
     def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ConfigError(f"--precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
         if self.use_16bit and self.precision in ("fp32", "bf16"):
             raise ConfigError(f"--use_16bit (fp16) contradicts --precision {self.precision}")
         if self.head not in HEADS:
@@ -238,7 +238,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--wandb_project", "W&B project")
     g = parser.add_argument_group("facetrain additions")
     add(g, "--precision", "auto: bf16 where it is fast (GPUs that have it, CPUs with AMX/AVX512-BF16), else fp32 "
-                          "(fp16 with --use_16bit)", choices=PRECISIONS)
+                          "(fp16 with --use_16bit)", choices=TRAIN_PRECISIONS)
     add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")

@@ -192,7 +192,6 @@ class Trainer:
             results = validate(run.model, run.val_sets, run.batch_size, run.precision.name,
                                cfg.channels_last, cfg.progress)
             logs = validation_logs(results)
-            run.precision.prepare_model(run.model)  # evaluation hands the model back contiguous
             step = run.position.global_step
             run.best.history.append({"epoch": epoch, "step": step, "val_acc": logs["val_acc"]})
             improved = logs["val_acc"] > run.best.metric
