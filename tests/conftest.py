@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-`one_torch_thread`: one torch thread for a module (MTCNN).
+`one_torch_thread`: one torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`).
 `trained_tinynet`: TinyNet + AdaFace trained once per session on 200 synthetic identities x 16 images
 (~3 minutes on 2 idle CPU cores). The learning test checks its accuracy; the audit tests use it as the face
 model that finds planted defects, so the suite pays for the training once.
@@ -40,8 +40,9 @@ def trained_tinynet(tmp_path_factory) -> TrainedModel:
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """MTCNN runs its pyramid one small level at a time: with several OpenMP threads on a shared
-    machine the threads spin at every op's barrier (10x slower); the batch aligner uses one too."""
+    """One intra-op thread: float reductions give the same results on every machine (training tests
+    compare runs bit for bit, the demo test a measured margin), and on a shared machine several OpenMP
+    threads spin at every op's barrier (MTCNN's small pyramid levels: 10x slower)."""
     import torch
 
     threads = torch.get_num_threads()

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 from facetrain.cli import main
 from facetrain.demo import DemoSettings, check_accuracy_floor
@@ -14,13 +13,7 @@ from facetrain.errors import FacetrainError
 TINY_MARGIN = 0.05
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The same float reductions on every machine: the measured margin holds for this thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tiny_demo_writes_results_and_report_and_fails_below_its_floor(tmp_path, capsys):

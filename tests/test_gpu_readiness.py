@@ -37,12 +37,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("faces"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:

@@ -21,12 +21,7 @@ from train_fixtures import make_dataset, train_args
 CLASSES = 7  # odd: 4 + 3 classes on two processes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

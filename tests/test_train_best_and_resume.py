@@ -23,12 +23,7 @@ FLAGS = ("--epochs", "3", "--limit_train_batches", "2", "--save_all_models", "--
          "--crop_augmentation_prob", "0.5", "--val_check_interval", "1.0")  # one validation per epoch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scripted(monkeypatch, accuracies):

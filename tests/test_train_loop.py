@@ -22,13 +22,7 @@ from train_fixtures import make_dataset, train_args
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Our processes share 2 cores with others: one intra-op thread avoids OpenMP oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
