@@ -87,6 +87,25 @@ def test_window_means_over_ranks_and_counts_skips(monkeypatch):
     assert window.take_times() == (0.5, 1.5)
 
 
+def test_skip_counters_continue_across_a_resume():
+    """The streak, the longest run and the run's total of skipped steps travel in the checkpoint:
+    two skips before the save and one after make a streak of 3 and a total of 4, as uninterrupted."""
+    ctx, nan = DistContext(rank=0, world_size=1), float("nan")
+    before = StepWindow(torch.device("cpu"))
+    for loss in (nan, 1.0, nan, nan):
+        before.add_step(torch.tensor(loss), torch.tensor([float(loss != loss)]))
+    assert before.collect(ctx).skipped_total == 3
+    resumed = StepWindow(torch.device("cpu"))
+    resumed.load_state_dict(before.state_dict())
+    assert resumed.skipped_total == 3  # before any new step: what results.json of a finished run reports
+    resumed.add_step(torch.tensor(nan), torch.tensor([1.0]))
+    s = resumed.collect(ctx)
+    assert (s.skipped, s.longest_skip_run, s.skipped_total) == (1, 3, 4)
+    old_format = StepWindow(torch.device("cpu"))
+    old_format.load_state_dict({"sums": [0.0, 0.0, 0.0], "skips": [2.0, 2.0]})
+    assert old_format.skipped_total == 0
+
+
 # 13. the head's buffers in one all-reduce
 def test_head_buffers_are_averaged_in_one_collective(monkeypatch):
     calls: list = []

@@ -61,7 +61,6 @@ class Trainer:
 
     def __init__(self, run: TrainingRun):
         self.run = run
-        self.skipped_steps = 0
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
@@ -150,7 +149,6 @@ class Trainer:
     def _log_window(self, summary: WindowSummary, epoch: int, lr: float, speed: float, bar: tqdm) -> None:
         """What the host learnt at a logging step: loss, skipped steps (stop when diverging), times."""
         run, step = self.run, self.run.position.global_step
-        self.skipped_steps += summary.skipped
         if summary.skipped:
             warn(f"non-finite loss in {summary.skipped} of the last {summary.skipped + summary.steps} "
                  f"steps (to step {step}): those steps were skipped")
@@ -266,7 +264,7 @@ class Trainer:
         record = run.best
         result = TrainResult(run.output_dir, last_checkpoint=last if last.exists() else None, best_checkpoint=best,
                              global_step=run.position.global_step, epochs_completed=run.position.epoch,
-                             skipped_steps=self.skipped_steps)
+                             skipped_steps=self.window.skipped_total)
         if run.ctx.is_main:
             if run.val_sets and (best or result.last_checkpoint):
                 if best and self.best_fp32_results is not None:  # same weights, same protocol: no second pass

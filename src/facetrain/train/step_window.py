@@ -22,6 +22,7 @@ class WindowSummary:
     steps: int
     skipped: int
     longest_skip_run: int  # longest run of consecutive skipped steps seen so far (continues across intervals)
+    skipped_total: int  # steps skipped since the run began (continues across intervals and resumes)
     data_time: float = 0.0  # mean seconds per batch waiting for the loader (this rank)
     step_time: float = 0.0  # mean seconds per batch for everything else
 
@@ -31,8 +32,10 @@ class StepWindow:
         self.device = device
         # [loss sum over steps taken, steps taken, steps skipped]: summed over ranks at `collect`
         self._sums = torch.zeros(3, device=device)
-        self._streak = torch.zeros((), device=device)  # consecutive skipped steps up to now
-        self._longest = torch.zeros((), device=device)
+        # [consecutive skipped steps up to now, the longest such run, all skipped steps]: the run's,
+        # never reset, saved in checkpoints
+        self._skips = torch.zeros(3, device=device)
+        self.skipped_total = 0  # the host's copy of the last, as of the last `collect` (or resume)
         self.steps = 0
         self.batches = 0
         self.data_time = 0.0
@@ -40,14 +43,15 @@ class StepWindow:
 
     def state_dict(self) -> dict[str, list[float]]:
         """The device sums and skip counters (a host sync: checkpoints only)."""
-        return {"sums": self._sums.tolist(), "skips": [self._streak.item(), self._longest.item()]}
+        return {"sums": self._sums.tolist(), "skips": self._skips.tolist()}
 
     def load_state_dict(self, state: dict[str, list[float]]) -> None:
         """Continue from `state_dict()` (nothing: a fresh window)."""
         if state:
             self._sums.copy_(torch.tensor(state["sums"]))
-            self._streak.fill_(state["skips"][0])
-            self._longest.fill_(state["skips"][1])
+            skips = list(state["skips"]) + [0.0] * (3 - len(state["skips"]))  # no total before 2026-11-29
+            self._skips.copy_(torch.tensor(skips))
+            self.skipped_total = round(skips[2])
 
     def add_times(self, data_time: float, step_time: float) -> None:
         self.batches += 1
@@ -60,8 +64,10 @@ class StepWindow:
         taken = 1.0 - skipped
         loss = torch.where(skipped > 0, torch.zeros_like(group_loss), group_loss.detach().float())
         self._sums += torch.stack([loss, taken, skipped])
-        self._streak.mul_(skipped).add_(skipped)
-        torch.maximum(self._longest, self._streak, out=self._longest)
+        streak, longest, total = self._skips.unbind()
+        streak.mul_(skipped).add_(skipped)
+        torch.maximum(longest, streak, out=longest)
+        total.add_(skipped)
         self.steps += 1
 
     def collect(self, ctx: D.DistContext) -> WindowSummary:
@@ -69,12 +75,13 @@ class StepWindow:
         interval's device sums; the times are taken separately (`take_times`) so that this wait counts."""
         packed = self._sums.clone()
         D.all_reduce_sum(packed, ctx)  # ranks take and skip the same steps: counts come back x world
-        loss_total, taken, skipped, longest = torch.cat([packed, self._longest.reshape(1)]).tolist()
+        loss_total, taken, skipped, _, longest, total = torch.cat([packed, self._skips]).tolist()
         world = ctx.world_size
         self._sums.zero_()
         self.steps = 0
+        self.skipped_total = round(total)
         return WindowSummary(loss_total / taken if taken else float("nan"), loss_total / world,
-                             round(taken / world), round(skipped / world), round(longest))
+                             round(taken / world), round(skipped / world), round(longest), self.skipped_total)
 
     def take_times(self) -> tuple[float, float]:
         """(data_time, step_time): mean seconds per batch since the last call; resets them."""
