@@ -3,9 +3,10 @@
 A folder that already holds anything is refused, so a new run never truncates `metrics.csv` or
 leaves another run's `best.ckpt` beside its own results, unless
 - `--resume_from_checkpoint` points into it (the run continues there), or
-- `--overwrite` is given: the previous run's files (the names below and their temporaries) are deleted,
-  `results.json` first so a half-cleared folder never looks like a finished run. Other files are left
-  alone. A temporary of a live process means another run writes there: refused.
+- `--overwrite` is given: the previous run's files (the names below, the Partial FC shard folders of
+  its checkpoints, and their temporaries) are deleted, `results.json` first so a half-cleared folder
+  never looks like a finished run, shard folders after the checkpoints that name them. Other files are
+  left alone. A temporary of a live process means another run writes there: refused.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from facetrain.errors import ConfigError
 from facetrain.io_utils import process_alive
 from facetrain.train.logger import CSV_NAME, CURVES_NAME
+from facetrain.train.pfc_state import SHARD_DIR_SUFFIX
 from facetrain.train.run_log import LOG_NAME
 
 LAST, BEST, RESULTS, CONFIG = "last.ckpt", "best.ckpt", "results.json", "config.json"
@@ -35,8 +37,16 @@ def epoch_checkpoint(epoch: int) -> str:
     return f"epoch={epoch:02d}.ckpt"
 
 
+def _is_checkpoint(name: str) -> bool:
+    return name in (BEST, LAST) or bool(_EPOCH_CHECKPOINT.fullmatch(name))
+
+
+def _is_shard_dir(name: str) -> bool:
+    return name.endswith(SHARD_DIR_SUFFIX) and _is_checkpoint(name[: -len(SHARD_DIR_SUFFIX)])
+
+
 def _is_run_file(name: str) -> bool:
-    return name in RUN_FILES or bool(_EPOCH_CHECKPOINT.fullmatch(name))
+    return name in RUN_FILES or _is_checkpoint(name) or _is_shard_dir(name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -73,7 +83,7 @@ def clear_run_files(output_dir: Path) -> list[str]:
         return []
     names = os.listdir(output_dir)
     epochs = sorted(n for n in names if _EPOCH_CHECKPOINT.fullmatch(n))
-    ordered = [n for n in RUN_FILES if n in names] + epochs
+    ordered = [n for n in RUN_FILES if n in names] + epochs + sorted(n for n in names if _is_shard_dir(n))
     ordered += sorted(n for n in names if (m := _TEMPORARY.fullmatch(n)) and _is_run_file(m["name"]))
     for name in ordered:
         path = output_dir / name
