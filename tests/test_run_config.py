@@ -69,6 +69,7 @@ def test_run_log_and_training_samples(first):
 
 @pytest.mark.slow
 def test_wandb_logs_offline(data, tmp_path, monkeypatch):
+    data_root = data
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -80,3 +81,10 @@ def test_wandb_logs_offline(data, tmp_path, monkeypatch):
     data = records[0].read_bytes()  # protobuf records: names and strings appear as plain bytes
     for expected in (b"adaface_face_recognition", out.name.encode(), b"train_loss", b"val_acc", b"lfw_val_acc"):
         assert expected in data, expected
+    # resumed in its folder: the same W&B run continues (same id), not a second run of the same name
+    run_id = (out / "wandb" / "facetrain-run-id").read_text().strip()
+    assert records[0].name == f"run-{run_id}.wandb"
+    assert main(["train", *train_args(data_root, out, "--epochs", "2", "--limit_train_batches", "2", "--use_wandb",
+                                      "--log_every", "1", "--resume_from_checkpoint", str(out / "last.ckpt"))]) == 0
+    records = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(records) == 2 and {r.name for r in records} == {f"run-{run_id}.wandb"}

@@ -7,13 +7,15 @@ import csv
 import io
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
-from facetrain.io_utils import atomic_path
+from facetrain.io_utils import atomic_path, atomic_write_bytes
 
 CSV_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"
+WANDB_ID_NAME = "facetrain-run-id"  # in RUN/wandb/: the W&B run a resume continues
 
 
 def _tensorboard_writer(log_dir: Path):
@@ -26,12 +28,24 @@ def _tensorboard_writer(log_dir: Path):
 
 def _wandb_run(output_dir: Path, project: str, config: dict[str, Any] | None):
     """A W&B run named after the run folder, as AdaFace's WandbLogger; None when wandb is not installed
-    (config_from_args has warned). WANDB_MODE=offline keeps it on disk (`wandb sync` uploads later)."""
+    (config_from_args has warned). WANDB_MODE=offline keeps it on disk (`wandb sync` uploads later).
+
+    The run's id is kept in RUN/wandb/, so a run resumed in its folder continues the same W&B run
+    (W&B drops the re-logged steps up to its last one: the same values, an exact resume logs them
+    again); a new or --overwrite'n folder starts a new one."""
     try:
         import wandb
     except ImportError:
         return None
-    return wandb.init(project=project, name=output_dir.name, dir=str(output_dir), config=config, reinit=True)
+    id_file = output_dir / "wandb" / WANDB_ID_NAME
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(6)  # W&B ids: letters and digits
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(id_file, f"{run_id}\n".encode())
+    return wandb.init(project=project, name=output_dir.name, dir=str(output_dir), config=config, id=run_id,
+                      resume="allow", reinit=True)
 
 
 class MetricLogger:
