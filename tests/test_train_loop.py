@@ -11,6 +11,7 @@ from facetrain.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from facetrain.cli import main
 from facetrain.eval.verification_report import evaluate_checkpoint
 from facetrain.models import build_model
+from facetrain.precision import cpu_has_fast_bf16
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
@@ -66,6 +67,10 @@ def test_training_writes_checkpoints_logs_and_results(trained, data):
     model, info = load_backbone(trained / "best.ckpt")
     assert info["arch"] == "tinynet"
     assert json.loads((trained / "config.json").read_text())["accumulate_grad_batches"] == 2
+    # config.json keeps the requests (precision auto); results.json says what they resolved to, here
+    assert json.loads((trained / "config.json").read_text())["precision"] == "auto"
+    assert results["runtime"] == {"precision": "bf16" if cpu_has_fast_bf16() else "fp32", "channels_last": True,
+                                  "device": "cpu", "world_size": 1, "num_workers": 0, "torch": torch.__version__}
 
 
 def test_evaluate_only_mode(trained, data, tmp_path, capsys):

@@ -49,6 +49,9 @@ class TrainResult:
     global_step: int = 0
     epochs_completed: int = 0
     skipped_steps: int = 0
+    # what config.json's requests (precision auto, num_workers -1) resolved to, and on what: the same
+    # command gives the same bits only on the same kind of machine and software build
+    runtime: dict[str, object] = field(default_factory=dict)
 
 
 class Trainer:
@@ -264,7 +267,7 @@ class Trainer:
         record = run.best
         result = TrainResult(run.output_dir, last_checkpoint=last if last.exists() else None, best_checkpoint=best,
                              global_step=run.position.global_step, epochs_completed=run.position.epoch,
-                             skipped_steps=self.window.skipped_total)
+                             skipped_steps=self.window.skipped_total, runtime=runtime_facts(run))
         if run.ctx.is_main:
             if run.val_sets and (best or result.last_checkpoint):
                 if best and self.best_fp32_results is not None:  # same weights, same protocol: no second pass
@@ -290,7 +293,13 @@ def _result_json(result: TrainResult) -> dict:
             "last_checkpoint": str(result.last_checkpoint or ""), "best_val_acc": result.best_val_acc,
             "best_epoch": result.best_epoch, "best_step": result.best_step, "global_step": result.global_step,
             "epochs_completed": result.epochs_completed, "skipped_steps": result.skipped_steps,
-            "test": result.test_metrics}
+            "runtime": result.runtime, "test": result.test_metrics}
+
+
+def runtime_facts(run: TrainingRun) -> dict[str, object]:
+    return {"precision": run.precision.name, "channels_last": run.precision.channels_last,
+            "device": run.ctx.device.type, "world_size": run.ctx.world_size, "num_workers": run.loader.num_workers,
+            "torch": torch.__version__}
 
 
 def _best_step(best: BestResult) -> int:
@@ -300,8 +309,6 @@ def _best_step(best: BestResult) -> int:
 
 def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
     return [b for b in module.buffers() if b.is_floating_point()]
-
-
 
 
 def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 32) -> None:
