@@ -11,8 +11,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, help="override the backbone (default tinynet)")
     parser.add_argument("--seed", type=int, default=None, help="data and training seed (default 0); other seeds "
                                                                 "show the run-to-run spread")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                        help="training precision (default auto: bf16 on CPUs with AMX/AVX512-BF16, else fp32)")
+    from facetrain.precision import TRAIN_PRECISIONS
+
+    parser.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
+                        help="training precision (default auto: bf16 where it is fast, e.g. CPUs with "
+                             "AMX/AVX512-BF16, else fp32; fp16 needs a GPU)")
     parser.add_argument("--min_accuracy", type=float, default=None,
                         help="fail (exit 1) when the average over the five sets is lower (default 0.95; "
                              "none with --tiny; 0 accepts any)")
