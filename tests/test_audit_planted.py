@@ -23,7 +23,9 @@ from facetrain.data.bin import read_bin
 from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.data.synthetic.splits import render_pairs
 
-SEED, IDENTITIES, IMAGES, TRAIN_IMAGES, PAIRS = 5, 30, 16, 12, 60
+# 8 unseen images per reference identity: with 4, the weakest planted identity's centroid cleared the
+# threshold by 0.003 (cosine 0.792 vs 0.789 on an AMX machine); with 8 by 0.011 (0.800)
+SEED, IDENTITIES, IMAGES, TRAIN_IMAGES, PAIRS = 5, 30, 20, 12, 60
 SPLIT_TWO, SPLIT_THREE = 10, 11
 OVERLAP, UNRELATED = range(5), range(25, 30)  # reference identities; UNRELATED stay out of training
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
