@@ -1,10 +1,8 @@
-"""Crash-consistency driver: kill a command with SIGKILL at seeded write events, then check the invariants.
+"""Crash consistency of the data commands: kill a command with SIGKILL at seeded write events, then check.
 
-Run as `python crash_harness.py COMMAND WORKDIR SEED KILLS`; prints one JSON object. It runs in
-its own process, which imports facetrain once and forks a child per run (cheap, and the
-children's torch never shares a thread pool with a parent that used it). For each kill point N
-(seeded, within the event count of an uninterrupted run, see facetrain.io_utils):
-1. the child runs the command with FACETRAIN_CRASH_AFTER_WRITES=N and must die of SIGKILL;
+For each kill point N (seeded, within the event count of an uninterrupted run, see facetrain.io_utils),
+run through a `crash_tools.CommandServer` (one process with the imports done, a forked child per run):
+1. the child runs the command killed at write event N and must die of SIGKILL;
 2. every output file that exists is identical to the uninterrupted run's (outputs are
    deterministic and atomic, so anything else is a half-written or mismatched file), and the
    command's own readers accept what looks complete;
@@ -14,43 +12,19 @@ children's torch never shares a thread pool with a parent that used it). For eac
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from facetrain import io_utils
-from facetrain.cli import main
+from crash_tools import CommandServer
 
 LEFTOVER_MARKS = (".tmp-", ".old-")
-
-
-def run_forked(argv: list[str], crash_at: int | None = None, count_file: Path | None = None) -> int:
-    """Exit code of `facetrain ARGV` in a forked child (negative signal number when killed)."""
-    pid = os.fork()
-    if pid == 0:
-        rc = 99
-        try:
-            os.environ.pop(io_utils.CRASH_ENV, None)
-            if crash_at is not None:
-                os.environ[io_utils.CRASH_ENV] = str(crash_at)
-            if count_file is not None:
-                os.environ[io_utils.EVENTS_FILE_ENV] = str(count_file)
-            io_utils._events = io_utils._WriteEvents()
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            rc = main(argv)
-            if count_file is not None:
-                count_file.write_text(str(io_utils._events.count))
-        finally:
-            os._exit(rc)
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+# imported once by the server, not by every forked run (MTCNN and torch's data modules: ~1 s)
+PRELOAD = {"align": ("facetrain.align.batch",), "convert_memfiles": ("facetrain.data.dcface",),
+           "convert_images": ("facetrain.data.dcface",)}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -135,13 +109,14 @@ def check_readable(command: str, out: Path) -> None:
             folder.read(i)
 
 
-def trial(command: str, argv: list[str], out: Path, crash_at: int, reference: dict[str, str]) -> list[str]:
+def trial(server: CommandServer, command: str, argv: list[str], out: Path, crash_at: int,
+          reference: dict[str, str]) -> list[str]:
     """Problems found for one kill point (empty when every invariant holds)."""
     shutil.rmtree(out, ignore_errors=True)
     problems = []
-    rc = run_forked(argv, crash_at=crash_at)
-    if rc != -9:
-        return [f"N={crash_at}: expected SIGKILL, exit code {rc}"]
+    outcome = server.run(argv, kill_at=crash_at)
+    if not outcome.killed:
+        return [f"N={crash_at}: expected SIGKILL, exit code {outcome.returncode}: {outcome.log[-500:]}"]
     killed = snapshot(out) if out.exists() else {}
     for rel, digest in killed.items():
         if any(m in rel for m in LEFTOVER_MARKS):
@@ -153,9 +128,9 @@ def trial(command: str, argv: list[str], out: Path, crash_at: int, reference: di
             check_readable(command, out)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the test lists every failure
         problems.append(f"N={crash_at}: an output that looks complete is unreadable: {type(exc).__name__}: {exc}")
-    rc = run_forked(argv)
-    if rc != 0:
-        return problems + [f"N={crash_at}: the re-run exited with {rc}"]
+    outcome = server.run(argv)
+    if outcome.returncode != 0:
+        return problems + [f"N={crash_at}: the re-run exited with {outcome.returncode}: {outcome.log[-500:]}"]
     again = snapshot(out)
     if again != reference:
         diff = sorted(set(again.items()) ^ set(reference.items()))[:4]
@@ -165,30 +140,15 @@ def trial(command: str, argv: list[str], out: Path, crash_at: int, reference: di
     return problems
 
 
-def _preload(command: str) -> None:
-    """Import what the command uses once, here, so that each forked run does not pay for it (torch: ~1 s)."""
-    import importlib
-
-    if command == "align":
-        importlib.import_module("facetrain.align.batch")
-    if command.startswith("convert"):
-        importlib.import_module("facetrain.data.dcface")
-
-
 def harness(command: str, work: Path, seed: int, kills: int) -> dict:
+    """Kill `command` at `kills` seeded write events; {"events", "kills", "files", "problems"}."""
     argv, out = prepare(command, work)
-    _preload(command)
-    count_file = work / "events"
-    if run_forked(argv, count_file=count_file) != 0:
-        return {"events": 0, "kills": [], "problems": ["the uninterrupted run failed"]}
-    events = int(count_file.read_text())
-    reference = snapshot(out)
-    rng = np.random.default_rng(seed)
-    points = sorted(rng.choice(np.arange(1, events + 1), size=min(kills, events), replace=False).tolist())
-    problems = [p for n in points for p in trial(command, argv, out, n, reference)]
+    scratch = work / "logs"
+    scratch.mkdir()
+    with CommandServer(scratch, preload=PRELOAD.get(command, ())) as server:
+        events, _ = server.trace(argv)
+        reference = snapshot(out)
+        rng = np.random.default_rng(seed)
+        points = sorted(rng.choice(np.arange(1, events + 1), size=min(kills, events), replace=False).tolist())
+        problems = [p for n in points for p in trial(server, command, argv, out, n, reference)]
     return {"events": events, "kills": points, "files": len(reference), "problems": problems}
-
-
-if __name__ == "__main__":
-    command, work, seed, kills = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(harness(command, work, seed, kills)))

@@ -2,9 +2,11 @@
 of `facetrain.io_utils`, FACETRAIN_CRASH_AFTER_WRITES), and finding the events worth killing at.
 
 `CommandServer` keeps one process that has imported torch and matplotlib (most of a run's start-up
-time on 2 cores) and forks a fresh child per command; each child imports facetrain itself, so the
-hook reads that command's environment as in a real run. `trace=True` records at which event number
-each output was committed (renamed onto its final path) during an uninterrupted run.
+time on 2 cores), plus any `preload` modules, and forks a fresh child per command; each child sets
+the command's environment and then re-reads it into the hook's counter, as a process started with
+it would. `trace=True` records at which event number each output was committed (renamed onto its
+final path) during an uninterrupted run. Used for training runs (test_crash_train, test_train_loop)
+and the data commands (crash_harness).
 """
 from __future__ import annotations
 
@@ -24,15 +26,21 @@ _SERVER = textwrap.dedent("""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot, torch, torch._dynamo  # what every training run imports
+    import importlib
     torch.set_num_threads(1)
+    for name in sys.argv[1:]:
+        importlib.import_module(name)
 
     def child(job):
+        preloaded = "facetrain.io_utils" in sys.modules  # its hook read the server's environment
         os.environ.update(job["env"])
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(log, 1)
         os.dup2(log, 2)
         from facetrain import io_utils
         from facetrain.cli import main
+        if preloaded:
+            io_utils._events = io_utils._WriteEvents()  # this command's kill point and count file
         if job["trace"]:
             count, commits = [0], []
             counted, replaced = io_utils.write_event, io_utils.replace
@@ -73,15 +81,16 @@ class Outcome:
 class CommandServer:
     """`with CommandServer(scratch) as server: server.run(["train", ...], kill_at=N)`."""
 
-    def __init__(self, scratch: Path):
+    def __init__(self, scratch: Path, preload: tuple[str, ...] = ()):
         self.scratch = scratch
+        self.preload = preload
         self.jobs = 0
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "CommandServer":
         env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, EVENTS_FILE_ENV)}
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env={**env, "OMP_NUM_THREADS": "1"}, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, *self.preload], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env={**env, "OMP_NUM_THREADS": "1"}, text=True)
         return self
 
     def __exit__(self, *exc) -> None:
