@@ -4,13 +4,21 @@
 `trained_tinynet`: TinyNet + AdaFace trained once per session on 200 synthetic identities x 16 images
 (~3 minutes on 2 idle CPU cores). The learning test checks its accuracy; the audit tests use it as the face
 model that finds planted defects, so the suite pays for the training once.
+Under `make mutants` (mutmut sets MUTANT_UNDER_TEST) hypothesis does not shrink failures: a
+mutant is killed by the first failing example, and shrinking it would cost many more runs.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
+
+if "MUTANT_UNDER_TEST" in os.environ:
+    settings.register_profile("mutants", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    settings.load_profile("mutants")
 
 
 @dataclass

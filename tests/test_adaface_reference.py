@@ -73,6 +73,8 @@ def test_published_constructor_defaults():
         assert (params["m"].default, params["s"].default) == (m, 64.0)
     assert (ArcFace(E, C).m, ArcFace(E, C).s, CosFace(E, C).m, CosFace(E, C).s) == (0.5, 64.0, 0.4, 64.0)
     assert (build_margin("arcface").m, build_margin("cosface").m, build_margin("adaface").m) == (0.5, 0.4, 0.4)
+    adaface = build_margin("adaface")  # AdaFace's published h = 0.333 and t_alpha = 0.01 (head.py)
+    assert (adaface.h, adaface.t_alpha, adaface.s) == (0.333, 0.01, 64.0)
 
 
 def test_paper_defaults():

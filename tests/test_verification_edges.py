@@ -1,0 +1,101 @@
+"""Edges of the verification entry points that the reference comparisons do not reach: the fold
+count, features without flips, the reported norm, the average over the standard sets, and
+non-finite embeddings. Expected values are hand-computed (see each docstring)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from facetrain.errors import ConfigError
+from facetrain.eval.verification import average_over_standard_sets, check_finite, evaluate_pairs
+
+# 20 pairs: same pairs at squared distance 0.505, different ones at 1.505, except one different
+# pair at 0.205 (pair 0). Training sets split best at the first grid threshold above 0.505: 0.51.
+HAND_DIST = np.array([0.205, 0.505] + [0.505, 1.505] * 9)
+HAND_ISSAME = np.array([False, True] + [True, False] * 9)
+
+
+def _embeddings_at(dist: np.ndarray) -> np.ndarray:
+    """Unit 2-d pair embeddings at the given squared distances (2 - 2 cos(angle) = d)."""
+    emb = np.zeros((2 * len(dist), 2), np.float32)
+    emb[0::2, 0] = 1.0
+    angle = np.arccos(1 - np.asarray(dist, np.float64) / 2)
+    emb[1::2] = np.stack([np.cos(angle), np.sin(angle)], 1)
+    return emb
+
+
+def test_the_fold_count_reaches_accuracy_and_tar():
+    """5 folds of 4 pairs: fold 0 holds the stray different pair, so it scores 3/4 and the others 4/4
+    (std = sqrt((0.2^2 + 4 * 0.05^2) / 5) = 0.1). TAR@FAR=1e-3: only fold 0's training set has no
+    different pair below the same pairs, so only fold 0 accepts its genuine pairs: 1/5 of the folds
+    (1/10 with ten folds)."""
+    emb = _embeddings_at(HAND_DIST)
+    five = evaluate_pairs(emb, HAND_ISSAME, nrof_folds=5)
+    assert five["fold_accuracies"] == pytest.approx([0.75, 1.0, 1.0, 1.0, 1.0])
+    assert five["accuracy"] == pytest.approx(0.95) and five["std"] == pytest.approx(0.1)
+    assert five["best_threshold"] == pytest.approx(0.51)
+    assert five["best_threshold_cosine"] == pytest.approx(1 - 0.51 / 2)
+    assert five["tar_at_far_1e-3"] == pytest.approx(0.2)
+    assert five["tar_at_far_1e-3_std"] == pytest.approx(0.4)  # std of (1, 0, 0, 0, 0)
+    assert five["far_at_far_1e-3"] == pytest.approx(0.1)  # fold 0 also accepts its stray: 1 of its 2 impostors
+    ten = evaluate_pairs(emb, HAND_ISSAME)
+    assert len(ten["fold_accuracies"]) == 10 and ten["tar_at_far_1e-3"] == pytest.approx(0.1)
+
+
+def test_features_without_flips_are_normalised_and_their_norm_reported():
+    """(features, None): each row is made unit length before the distances; mean_norm is the mean
+    row norm of the features as given (rows scaled by 2 and 4 -> 3)."""
+    unit = _embeddings_at(HAND_DIST)
+    scales = np.where(np.arange(len(unit)) % 2 == 0, 2.0, 4.0)[:, None].astype(np.float32)
+    got = evaluate_pairs((unit * scales, None), HAND_ISSAME)
+    assert got["fold_accuracies"] == pytest.approx([0.5] + [1.0] * 9)
+    assert got["best_threshold"] == pytest.approx(0.51)
+    assert got["mean_norm"] == pytest.approx(3.0)
+    assert got["pairs"] == 20
+
+
+def test_final_embeddings_are_used_as_given_and_their_norm_reported():
+    """Plain (2N, D) embeddings are not re-normalised: at norm 1.5 every squared distance is 2.25
+    times the unit one (same pairs at 1.13625), so the best split moves to the first threshold above: 1.14."""
+    got = evaluate_pairs(1.5 * _embeddings_at(HAND_DIST), HAND_ISSAME)
+    assert got["mean_norm"] == pytest.approx(1.5)
+    assert got["best_threshold"] == pytest.approx(1.14)
+    assert got["accuracy"] == pytest.approx(0.95)
+
+
+def test_average_of_every_reported_metric_over_the_standard_sets():
+    res = {
+        "lfw": {"accuracy": 0.9, "best_threshold": 1.2, "tar_at_far_1e-3": 0.6, "mean_norm": 20.0},
+        "calfw": {"accuracy": 0.7, "best_threshold": 1.4, "tar_at_far_1e-3": 0.2, "mean_norm": 30.0},
+        "cfp_ff": {"accuracy": 0.0, "best_threshold": 0.0, "tar_at_far_1e-3": 0.0, "mean_norm": 0.0},
+    }
+    avg = average_over_standard_sets(res)
+    assert avg["sets"] == ["lfw", "calfw"]
+    assert avg["accuracy"] == pytest.approx(0.8) and avg["best_threshold"] == pytest.approx(1.3)
+    assert avg["tar_at_far_1e-3"] == pytest.approx(0.4) and avg["mean_norm"] == pytest.approx(25.0)
+    assert avg["best_threshold_cosine"] == pytest.approx(1 - 1.3 / 2)
+
+
+def test_average_with_no_standard_set_is_empty_and_nan():
+    avg = average_over_standard_sets({"cfp_ff": {"accuracy": 0.9, "best_threshold": 1.0,
+                                                 "tar_at_far_1e-3": 0.5, "mean_norm": 10.0}})
+    assert set(avg) == {"sets", "accuracy"} and avg["sets"] == []
+    assert math.isnan(avg["accuracy"])
+
+
+def test_non_finite_embeddings_are_an_error():
+    features = np.ones((4, 3), np.float32)
+    check_finite(features, None, "lfw")
+    check_finite(features, features.copy(), "lfw")
+    bad = features.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ConfigError, match=r"^lfw: the model gives non-finite \(NaN/inf\) embeddings for 1 of 4 images"):
+        check_finite(bad, None, "lfw")
+    flip = features.copy()
+    flip[[0, 3], 0] = np.inf
+    with pytest.raises(ConfigError, match=r"^agedb_30: .* for 2 of 4 images"):
+        check_finite(features, flip, "agedb_30")
+    with pytest.raises(ConfigError, match="for 3 of 4 images"):  # rows bad in either array count once each
+        check_finite(bad, flip, "cplfw")
