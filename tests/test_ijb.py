@@ -18,7 +18,7 @@ from facetrain.eval.ijb import IJBMode, run_ijb
 from facetrain.eval.ijb_data import load_protocol
 from facetrain.eval.ijb_identify import identification_metrics
 from facetrain.eval.ijb_verify import mode_features, score_pairs, template_features
-from facetrain.eval.roc import FAR_TARGETS, roc_curve, tar_at_far
+from facetrain.eval.roc import FAR_TARGETS, auc, roc_curve, tar_at_far
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
 
@@ -38,6 +38,27 @@ def test_roc_and_tar_match_sklearn_with_ties():
     sk_fpr, sk_tpr, sk_thr = sk_roc_curve(labels, scores)
     assert np.array_equal(fpr, sk_fpr) and np.array_equal(tpr, sk_tpr) and np.array_equal(thr[1:], sk_thr[1:])
     assert tar_at_far(fpr, tpr) == _insightface_tar(labels, scores)
+
+
+def test_roc_flattens_its_inputs_keeps_every_point_on_request_and_checks_lengths():
+    rng = np.random.default_rng(3)
+    labels = (rng.random(300) < 0.3).astype(int)
+    scores = np.round(rng.standard_normal(300) + labels, 1)
+    flat = roc_curve(labels, scores)
+    for got, want in zip(roc_curve(labels[:, None], scores[None, :]), flat):
+        assert np.array_equal(got, want)
+    fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
+    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(labels, scores, drop_intermediate=False)
+    assert np.array_equal(fpr, sk_fpr) and np.array_equal(tpr, sk_tpr) and np.array_equal(thr[1:], sk_thr[1:])
+    assert len(fpr) > len(flat[0])
+    with pytest.raises(ValueError, match="3 labels for 4 scores"):
+        roc_curve([0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+
+
+def test_auc_is_the_trapezoid_area_under_tpr_over_fpr():
+    # hand-computed: 0.5 * (0 + 0.8) / 2 + 0.5 * (0.8 + 1) / 2 = 0.2 + 0.45
+    assert auc(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.8, 1.0])) == pytest.approx(0.65)
+    assert auc(np.array([0.0, 0.1, 1.0]), np.array([0.6, 0.6, 1.0])) == pytest.approx(0.06 + 0.72)
 
 
 def _pool_loop(img_feats, templates, medias):

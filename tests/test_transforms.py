@@ -38,3 +38,23 @@ def test_align_face_puts_a_marked_point_on_the_template():
     out = align_face(canvas, landmarks)
     ys, xs = np.nonzero(out[..., 0] > 128)
     assert abs(xs.mean() - TEMPLATE_112[2, 0]) < 1.0 and abs(ys.mean() - TEMPLATE_112[2, 1]) < 1.0
+
+
+# insightface's published 112x112 ArcFace template, typed in
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]])
+
+
+def test_align_face_scales_the_template_with_the_output_size():
+    """Landmarks already on the template doubled: a 224 crop is the image itself."""
+    image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    out = align_face(image, ARCFACE_112 * 2.0, size=224)
+    assert out.shape == (224, 224, 3)
+    assert np.abs(out.astype(int) - image).max() <= 1
+
+
+def test_align_face_fills_outside_the_photo_with_zero():
+    """Landmarks 60 px right of and below the template: crop pixel (x, y) reads photo (x + 60, y + 60),
+    so columns and rows from 52 on lie outside the 112x112 photo."""
+    out = align_face(np.full((112, 112, 3), 255, np.uint8), ARCFACE_112 + 60.0)
+    assert (out[:, 53:] == 0).all() and (out[53:] == 0).all() and (out[:50, :50] == 255).all()
