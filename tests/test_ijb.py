@@ -3,7 +3,9 @@ an end-to-end run on a tiny IJB-like protocol with a perfect model, and bad prot
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+import warnings
 from pathlib import Path
 
 import cv2
@@ -53,6 +55,24 @@ def test_roc_flattens_its_inputs_keeps_every_point_on_request_and_checks_lengths
     assert len(fpr) > len(flat[0])
     with pytest.raises(ValueError, match="3 labels for 4 scores"):
         roc_curve([0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+
+
+def test_roc_of_every_small_set_matches_sklearn_without_warnings():
+    """All label patterns of 1..5 pairs with tied scores: sets without impostors (or without genuine
+    pairs) give NaN rates as sklearn does, silently; 3 points whose middle one is collinear are merged."""
+    rng = np.random.default_rng(4)
+    for n in range(1, 6):
+        for labels in itertools.product([0, 1], repeat=n):
+            scores = rng.integers(0, 3, n) / 2.0
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                got = roc_curve(np.array(labels), scores)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                want = sk_roc_curve(labels, scores)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[2][1:], want[2][1:])
 
 
 def test_auc_is_the_trapezoid_area_under_tpr_over_fpr():
