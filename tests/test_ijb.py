@@ -19,7 +19,8 @@ from facetrain.errors import DataError
 from facetrain.eval.ijb import IJBMode, run_ijb
 from facetrain.eval.ijb_data import load_protocol
 from facetrain.eval.ijb_identify import identification_metrics
-from facetrain.eval.ijb_verify import mode_features, score_pairs, template_features
+from facetrain.eval.ijb_verify import (mode_features, mode_name, score_pairs, template_features, template_rows,
+                                       verification_metrics)
 from facetrain.eval.roc import FAR_TARGETS, auc, roc_curve, tar_at_far
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
@@ -117,6 +118,34 @@ def test_modes_match_adaface_and_insightface_formulas():
     assert np.allclose(mode_features(a, None, face, use_flip_test=False), a, atol=1e-5)
     avg = mode_features(a, b, face, "average")  # unit vector, norm not kept
     assert np.allclose(np.linalg.norm(avg, axis=1), 1, atol=1e-5)
+
+
+def test_mode_names_spell_fusion_flip_norm_and_detector_score():
+    assert mode_name("pre_norm_vector_add", True, None, False) == "pre_norm_vector_add-F1N1D0"  # AdaFace: norm kept
+    assert mode_name("average", True, None, True) == "average-F1N0D1"  # ... only for pre_norm_vector_add
+    assert mode_name("concat", False, True, False) == "concat-F0N1D0"
+    assert mode_name("pre_norm_vector_add", True, False, False) == "pre_norm_vector_add-F1N0D0"
+
+
+def test_template_rows_and_unknown_templates():
+    unique = np.array([3, 10, 24])
+    assert template_rows(unique, np.array([24, 3, 3, 10])).tolist() == [2, 0, 0, 1]
+    with pytest.raises(DataError, match=r"^pairs: entry 2 refers to template 11, which has no images$"):
+        template_rows(unique, np.array([10, 11]))
+    with pytest.raises(DataError, match=r"^ijbc_1N_probe_mixed.csv: entry 1 refers to template 25"):
+        template_rows(unique, np.array([25, 3]), "ijbc_1N_probe_mixed.csv")
+
+
+def test_verification_metrics_by_hand():
+    """Genuine scores 0.9, 0.4; impostors 0.6, 0.1. ROC points (fpr, tpr): (0,0) (0,.5) (.5,.5) (.5,1)
+    (1,1); AUC = 3 of 4 genuine/impostor pairs ranked right; TAR at the nearest FPR, the last such point."""
+    got = verification_metrics(np.array([0.9, 0.4, 0.6, 0.1]), np.array([1, 1, 0, 0]), far_targets=(0.5, 1e-6))
+    assert got["tar_at_far"] == {0.5: 1.0, 1e-6: 0.5}
+    assert got["auc"] == pytest.approx(0.75)
+    assert got["fpr"].tolist() == [0, 0, 0.5, 0.5, 1] and got["tpr"].tolist() == [0, 0.5, 0.5, 1, 1]
+    assert (got["pairs"], got["genuine"]) == (4, 2)
+    assert set(verification_metrics(np.array([0.9, 0.1]), np.array([1, 0]))["tar_at_far"]) == {
+        1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}  # the literature's FAR targets by default
 
 
 def _identification_loop(query, gallery, mask):
