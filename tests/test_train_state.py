@@ -111,3 +111,43 @@ def test_rng_state_round_trip_through_a_weights_only_load(tmp_path):
     _draws()
     restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert _draws() == expected
+
+
+def test_optional_entries_scaler_and_the_model_s_own_hyper_parameters(tmp_path):
+    """A Partial FC run's optimizer state and shard entry, the logged sums and an enabled loss scaler are
+    stored as given; the config's spelling of arch and its unresolved None hyper-parameters do not
+    replace what the model and head report (canonical arch, resolved m/h/s/t_alpha)."""
+    model = build_model("tinynet")
+    head = build_head("adaface", model.embedding_size, CLASSES, h=0.5)
+    optimizer = build_optimizer(model, head, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    scheduler = build_scheduler(optimizer, steps_per_epoch=4, milestones=[2], gamma=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    config = {"arch": "ir_100", "m": None, "h": None, "s": None, "t_alpha": None, "lr": 0.1}
+    pfc = {"shards": ["pfc_rank0.pt"], "world_size": 1}
+    path = tmp_path / "pfc.ckpt"
+    save_training_state(path, model, head, optimizer, scheduler, scaler, Position(2, 0, 9), BestResult(), config,
+                        [capture_rng(torch.device("cpu"))], 1, optimizer_state={"state": {}, "param_groups": []},
+                        partial_fc=pfc, loss_totals={"loss": 12.5, "steps": 4.0})
+    raw = load_checkpoint(path)
+    extra = raw["facetrain"]["extra"]
+    assert extra["partial_fc"] == pfc and extra["loss_totals"] == {"loss": 12.5, "steps": 4.0}
+    assert extra["optimizer_states"] == [{"state": {}, "param_groups": []}]
+    assert extra["scaler"]["scale"] == 1024.0 and extra["best"]["metric"] == float("-inf")
+    assert "cuda_device" not in extra["rng_per_rank"][0]  # a CPU process has no CUDA generator to save
+    hp = raw["hyper_parameters"]
+    assert (hp["arch"], hp["m"], hp["h"], hp["s"], hp["t_alpha"]) == ("tinynet", 0.4, 0.5, 64.0, 0.01)
+    assert (hp["lr"], hp["epoch"], hp["global_step"]) == (0.1, 2, 9)
+
+
+def test_a_run_without_optional_entries_stores_none_of_them(saved):
+    extra = load_checkpoint(saved[0])["facetrain"]["extra"]
+    assert "partial_fc" not in extra and extra["loss_totals"] == {}
+    assert extra["scaler"] == {}  # a disabled scaler has no state
+
+
+def test_rng_restore_on_a_cpu_device(tmp_path):
+    torch.manual_seed(5)
+    state = capture_rng(torch.device("cpu"))
+    expected = _draws()
+    restore_rng(state, torch.device("cpu"))
+    assert _draws() == expected
