@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.bin import load_encoded, read_bin, write_bin
+from facetrain.data.bin import load_encoded, read_bin, set_name, unique_set_names, write_bin
 from facetrain.errors import DataError
 
 
@@ -108,3 +108,57 @@ def test_wrong_pair_count_and_corrupt_image(tmp_path):
     (tmp_path / "b.bin").write_bytes(pickle.dumps((encoded, [True, False])))
     with pytest.raises(DataError, match="b.bin image 2"):
         read_bin(tmp_path / "b.bin")
+
+
+def test_set_names_are_the_file_name_without_bin():
+    assert set_name("/data/lfw.old.bin") == "lfw.old" and set_name("x/CFP_FP.BIN") == "CFP_FP"
+    assert set_name("agedb_30") == "agedb_30"
+    for bad, shown in ((".bin", "''"), ("d/.hidden.bin", "'.hidden'"), ("train.bin", "'train'"), ("imgs.bin", "'imgs'")):
+        with pytest.raises(DataError, match=f"{shown} cannot name a verification set"):
+            set_name(bad)
+
+
+def test_unique_set_names_refuse_names_equal_but_for_case(tmp_path):
+    paths = [tmp_path / "a" / "lfw.bin", tmp_path / "cplfw.bin"]
+    assert unique_set_names(paths) == {"lfw": paths[0], "cplfw": paths[1]}
+    with pytest.raises(DataError, match=r"lfw.bin and .*b/LFW.bin both map to verification set 'LFW'"):
+        unique_set_names(paths + [tmp_path / "b" / "LFW.bin"])
+
+
+@pytest.mark.parametrize("payload, message", [
+    (([b"x"] * 2, [True], 0), "expected a pickled \\(bins, issame_list\\) pair, got tuple"),
+    ({"bins": 1}, "expected a pickled \\(bins, issame_list\\) pair, got dict"),
+    (({0: b"x", 1: b"y"}, [True]), "expected lists \\(bins, issame_list\\), got \\(dict, list\\)"),
+    (([b"x", b"y"], "1"), "expected lists \\(bins, issame_list\\), got \\(list, str\\)"),
+    (([b"x", 7], [True]), "image 1 is a int, expected encoded bytes"),
+    (([b"x", np.zeros(3, np.float32)], [True]), "image 1 is a ndarray, expected encoded bytes"),
+    (([b"x", b"y", b"z", b"w"], [2, 0]), "issame_list holds non-boolean values \\(int64\\)"),
+])
+def test_malformed_sets_name_the_file_and_the_problem(tmp_path, payload, message):
+    path = tmp_path / "cfp_fp.bin"
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError, match=f"^{path}: {message}"):
+        load_encoded(path)
+
+
+def test_integer_flags_bytearrays_and_a_missing_file(tmp_path):
+    path = tmp_path / "calfw.bin"
+    path.write_bytes(pickle.dumps(([bytearray(b"x"), b"y", b"z", b"w"], [1, 0]), protocol=2))
+    bins, issame = load_encoded(path)
+    assert len(bins) == 4 and issame.dtype == bool and issame.tolist() == [True, False]
+    with pytest.raises(DataError, match=f"^{tmp_path / 'none.bin'}: cannot read \\(No such file or directory\\)"):
+        load_encoded(tmp_path / "none.bin")
+
+
+def test_write_bin_defaults_to_jpeg_at_quality_95_and_checks_pairs(tmp_path):
+    images, _ = faces(2)
+    write_bin(tmp_path / "a.bin", images, [True])
+    bins, _ = pickle.loads((tmp_path / "a.bin").read_bytes())
+    assert bins[0][:3] == b"\xff\xd8\xff"  # JPEG
+    assert bins[0] == cv2.imencode(".jpg", images[0], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    write_bin(tmp_path / "b.bin", images, [True], quality=40)
+    low, _ = pickle.loads((tmp_path / "b.bin").read_bytes())
+    assert low[0] == cv2.imencode(".jpg", images[0], [cv2.IMWRITE_JPEG_QUALITY, 40])[1].tobytes()
+    with pytest.raises(ValueError, match="write_bin: 2 images for 2 pairs"):
+        write_bin(tmp_path / "c.bin", images, [True, False])
+    assert not (tmp_path / "c.bin").exists()
