@@ -84,8 +84,28 @@ def test_align_face_puts_the_landmarks_where_the_template_says():
     assert big.shape == (224, 224) and big[int(2 * template[2, 1]), int(2 * template[2, 0])] > 100
 
 
-def test_the_fit_runs_in_float64_whatever_the_landmarks_dtype():
-    """float32 landmarks (as detectors return them) are fitted exactly as their float64 values."""
-    landmarks = (np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                           [41.5493, 92.3655], [70.7299, 92.2041]]) * 1.37 + [100.3, 41.9]).astype(np.float32)
-    np.testing.assert_array_equal(estimate_similarity(landmarks), estimate_similarity(landmarks.astype(np.float64)))
+def test_the_fit_runs_in_float64_whatever_the_input_dtypes():
+    """float32 landmarks (as detectors return them) and a float32 template are fitted exactly as their
+    float64 values."""
+    template = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                         [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+    landmarks = (template * 1.37 + [100.3, 41.9]).astype(np.float32)
+    np.testing.assert_array_equal(estimate_similarity(landmarks, template),
+                                  estimate_similarity(landmarks.astype(np.float64), template.astype(np.float64)))
+
+
+def test_mirrored_points_get_skimages_best_rotation():
+    """Umeyama's reflection fix, against skimage's SimilarityTransform (what insightface calls)."""
+    from skimage.transform import SimilarityTransform
+
+    mirrored = POINTS * [-1.0, 1.0] + [200.0, 0.0]
+    reference = SimilarityTransform.from_estimate(POINTS, mirrored)
+    np.testing.assert_allclose(estimate_similarity(POINTS, mirrored), reference.params[:2], atol=1e-9)
+
+
+def test_two_points_and_small_coordinates_are_enough():
+    """Two points fix a similarity; coordinates of spread below 1 (normalised ones) scale like any other."""
+    truth = _similarity(40.0, 0.2, 3.0, -7.0)
+    for points in (POINTS[:2], POINTS / 400.0):
+        moved = points @ truth[:, :2].T + truth[:, 2]
+        np.testing.assert_allclose(estimate_similarity(points, moved), truth, atol=1e-7)
