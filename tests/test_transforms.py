@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from facetrain.align.transform import TEMPLATE_112, align_face, estimate_similarity
+from facetrain.align.transform import TEMPLATE_112, align_face, estimate_similarity, warp_and_crop_face
 from facetrain.data.transforms import normalize_batch, to_tensor
 
 
@@ -43,14 +43,20 @@ def test_align_face_puts_a_marked_point_on_the_template():
 # insightface's published 112x112 ArcFace template, typed in
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                         [41.5493, 92.3655], [70.7299, 92.2041]])
+# AdaFace's get_reference_facial_points(default_square=True): its 96x112 points + 8 px in x, typed in
+ADAFACE_SQUARE_112 = np.array([[38.29459953, 51.69630051], [73.53179932, 51.50139999], [56.02519989, 71.73660278],
+                               [41.54930115, 92.3655014], [70.72990036, 92.20410156]])
 
 
-def test_align_face_scales_the_template_with_the_output_size():
-    """Landmarks already on the template doubled: a 224 crop is the image itself."""
+def test_both_warps_scale_the_template_with_the_output_size():
+    """Landmarks already on the template doubled: a 224 crop of a 224 photo is the photo itself,
+    and a 112 crop of a bigger photo is 112 x 112."""
     image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    out = align_face(image, ARCFACE_112 * 2.0, size=224)
-    assert out.shape == (224, 224, 3)
-    assert np.abs(out.astype(int) - image).max() <= 1
+    for warp, template in ((align_face, ARCFACE_112), (warp_and_crop_face, ADAFACE_SQUARE_112)):
+        out = warp(image, template * 2.0, size=224)
+        assert out.shape == (224, 224, 3)
+        assert np.abs(out.astype(int) - image).max() <= 1
+        assert warp(image, template * 2.0).shape == (112, 112, 3)
 
 
 def test_align_face_fills_outside_the_photo_with_zero():
