@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facetrain.errors import ConfigError
-from facetrain.eval.verification import average_over_standard_sets, check_finite, evaluate_pairs
+from facetrain.eval.verification import average_over_standard_sets, check_finite, evaluate_pairs, kfold_accuracy
 
 # 20 pairs: same pairs at squared distance 0.505, different ones at 1.505, except one different
 # pair at 0.205 (pair 0). Training sets split best at the first grid threshold above 0.505: 0.51.
@@ -99,3 +99,41 @@ def test_non_finite_embeddings_are_an_error():
         check_finite(features, flip, "agedb_30")
     with pytest.raises(ConfigError, match="for 3 of 4 images"):  # rows bad in either array count once each
         check_finite(bad, flip, "cplfw")
+
+
+def _rates_loop(dist, issame, thresholds, folds=10):
+    """insightface's calculate_roc: per held-out fold and threshold, tp / (tp + fn) and fp / (fp + tn)
+    (0 when the fold has no such pairs), averaged over the folds."""
+    n = len(dist)
+    sizes = [n // folds + (1 if i < n % folds else 0) for i in range(folds)]
+    starts = np.cumsum([0] + sizes)
+    tprs, fprs = np.zeros((folds, len(thresholds))), np.zeros((folds, len(thresholds)))
+    for k in range(folds):
+        d, s = dist[starts[k]:starts[k + 1]], issame[starts[k]:starts[k + 1]]
+        for j, t in enumerate(thresholds):
+            pred = d < t
+            tp, fp = np.sum(pred & s), np.sum(pred & ~s)
+            fn, tn = np.sum(~pred & s), np.sum(~pred & ~s)
+            tprs[k, j] = 0 if tp + fn == 0 else tp / (tp + fn)
+            fprs[k, j] = 0 if fp + tn == 0 else fp / (fp + tn)
+    return tprs.mean(0), fprs.mean(0)
+
+
+def test_kfold_accuracy_reports_insightfaces_mean_roc():
+    rng = np.random.default_rng(5)
+    dist = rng.uniform(0, 4, 60)
+    issame = rng.random(60) < 0.5
+    issame[:6] = False  # fold 0 (pairs 0-5) has no genuine pair: its TPR counts as 0
+    issame[6:12] = True  # fold 1 (pairs 6-11) has no impostor: its FPR counts as 0
+    thresholds = np.arange(0, 4, 0.1)
+    got = kfold_accuracy(dist, issame, thresholds=thresholds)
+    tpr, fpr = _rates_loop(dist, issame, thresholds)
+    np.testing.assert_allclose(got["tpr"], tpr, atol=1e-12)
+    np.testing.assert_allclose(got["fpr"], fpr, atol=1e-12)
+
+
+def test_too_few_pairs_for_the_folds():
+    with pytest.raises(ValueError, match="need at least 10 pairs for 10 folds, got 9"):
+        kfold_accuracy(np.zeros(9), np.zeros(9, bool))
+    with pytest.raises(ValueError, match="need at least 1 pairs for 1 folds"):
+        kfold_accuracy(np.zeros(9), np.zeros(9, bool), nrof_folds=1)
