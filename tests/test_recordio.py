@@ -1,5 +1,6 @@
 import multiprocessing
 import pickle
+import re
 import struct
 
 import cv2
@@ -211,3 +212,28 @@ def test_rewriting_a_pair_never_leaves_the_old_index_beside_the_new_rec(tmp_path
     assert seen[0] == ("train.rec", ["train.rec"])  # old idx and property already gone
     assert seen[1][0] == "train.idx"
     assert RecordReader(tmp_path).num_classes == 4 and (tmp_path / "property").read_text() == "4,112,112\n"
+
+
+def test_index_lines_are_quoted_cut_at_60_characters_and_overflow_is_malformed(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:2]], labels[:2], header=False)
+    idx = tmp_path / "train.idx"
+    long_line = "1\t" + "7x" * 50
+    idx.write_text(f"0\t0\n{long_line}\n")
+    with pytest.raises(DataError, match=re.escape(f"train.idx: line 2 is {long_line[:60]!r}, expected `key<TAB>offset`")):
+        RecordReader(tmp_path)
+    idx.write_text("0\t0\n1\t99999999999999999999999\n")  # whole numbers, but not int64 ones
+    with pytest.raises(DataError, match=re.escape("train.idx: malformed index (expected `key<TAB>offset` lines)")):
+        RecordReader(tmp_path)
+
+
+def test_closing_an_unpickled_copy_leaves_the_original_open(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:3]], labels[:3], header=False)
+    reader = RecordReader(tmp_path)
+    reader.read_image(0)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert copy.read_image(1)[1] == labels[1]
+    copy.close()
+    assert reader.read_image(2)[1] == labels[2]
+    reader.close()
