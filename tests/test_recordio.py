@@ -237,3 +237,53 @@ def test_closing_an_unpickled_copy_leaves_the_original_open(tmp_path, images_lab
     copy.close()
     assert reader.read_image(2)[1] == labels[2]
     reader.close()
+
+
+def _header_rec(tmp_path, header_labels, n_images=2, extra_keys=()):
+    """Record 0 = a header with `header_labels`, then images 1..n_images, then empty records at
+    `extra_keys` (identity records or others)."""
+    png = _png(faces(1, identities=1)[0][0])
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, header_labels, b"")
+        for k in range(1, n_images + 1):
+            w.write(k, 0.0, png)
+        for k in extra_keys:
+            w.write(k, [1.0, 2.0], b"")
+    return tmp_path
+
+
+@pytest.mark.parametrize("header", [[2.5, 5.0], [3.0, float("inf")], [3.0], [5.0, 3.0], [0.0, 3.0]])
+def test_header_labels_must_be_a_whole_first_end_range(tmp_path, header):
+    shown = re.escape(str(np.array(header, np.float32).tolist()))
+    with pytest.raises(DataError, match=f"train.rec: header record 0 has labels {shown}, expected "
+                                        r"\(first identity record, end\) with 1 <= first <= end$"):
+        RecordReader(_header_rec(tmp_path, header, extra_keys=(3, 4)))
+
+
+def test_header_ranges_at_their_limits(tmp_path):
+    """first = end: no identity records; first = 1: no images; a third label and records after the
+    identity block are ignored."""
+    assert RecordReader(_header_rec(tmp_path / "a", [3.0, 3.0])).num_classes == 1  # labels 0 only
+    empty = RecordReader(_header_rec(tmp_path / "b", [1.0, 1.0], n_images=0))
+    assert empty.image_keys.tolist() == [] and empty.num_classes == 0
+    extra = RecordReader(_header_rec(tmp_path / "c", [3.0, 5.0, 0.5], extra_keys=(3, 4, 5)))
+    assert extra.image_keys.tolist() == [1, 2] and extra.num_classes == 2
+
+
+def test_header_identity_count_message(tmp_path):
+    with pytest.raises(DataError, match=re.escape("train.rec: header record 0 declares 3 identities (records 3..5) "
+                                                  "but 2 of those records exist: the class count does not match")):
+        RecordReader(_header_rec(tmp_path, [3.0, 6.0], extra_keys=(3, 4)))
+
+
+def test_a_scan_names_a_record_cut_after_its_head(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path / "a.rec", [_png(i) for i in images[:2]], labels[:2], header=False)
+    (tmp_path / "a.idx").unlink()
+    with open(tmp_path / "a.rec", "ab") as f:
+        f.write(struct.pack("<II", MAGIC, 100))  # the head of a third record, its 100 bytes missing
+    with pytest.raises(DataError, match="a.rec: record 2 runs past the end of the file"):
+        RecordReader(tmp_path / "a.rec")
+    with open(tmp_path / "b.rec", "wb") as f:  # an empty last record (8 bytes, length 0) is whole
+        f.write((tmp_path / "a.rec").read_bytes()[:-8] + struct.pack("<II", MAGIC, 0))
+    assert RecordReader(tmp_path / "b.rec").keys.tolist() == [0, 1, 2]
