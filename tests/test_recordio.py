@@ -287,3 +287,11 @@ def test_a_scan_names_a_record_cut_after_its_head(tmp_path, images_labels):
     with open(tmp_path / "b.rec", "wb") as f:  # an empty last record (8 bytes, length 0) is whole
         f.write((tmp_path / "a.rec").read_bytes()[:-8] + struct.pack("<II", MAGIC, 0))
     assert RecordReader(tmp_path / "b.rec").keys.tolist() == [0, 1, 2]
+
+
+def test_class_labels_up_to_the_largest_int32(tmp_path):
+    """2^31 - 128 is the largest float32 below 2^31: a valid class; 2^31 itself does not fit an int32."""
+    assert RecordReader(_one_image_rec(tmp_path / "a", 2.0**31 - 128)).read_image(0)[1] == 2**31 - 128
+    assert RecordReader(_one_image_rec(tmp_path / "b", 100.0)).read_image(0)[1] == 100
+    with pytest.raises(DataError, match=r"record 0 has label 2147483648.0: a class label must be a whole number"):
+        RecordReader(_one_image_rec(tmp_path / "c", 2.0**31)).read_image(0)
