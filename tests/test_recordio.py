@@ -293,5 +293,16 @@ def test_class_labels_up_to_the_largest_int32(tmp_path):
     """2^31 - 128 is the largest float32 below 2^31: a valid class; 2^31 itself does not fit an int32."""
     assert RecordReader(_one_image_rec(tmp_path / "a", 2.0**31 - 128)).read_image(0)[1] == 2**31 - 128
     assert RecordReader(_one_image_rec(tmp_path / "b", 100.0)).read_image(0)[1] == 100
-    with pytest.raises(DataError, match=r"record 0 has label 2147483648.0: a class label must be a whole number"):
+    with pytest.raises(DataError, match=r"train.rec: record 0 has label 2147483648.0: a class label must be a whole"):
         RecordReader(_one_image_rec(tmp_path / "c", 2.0**31)).read_image(0)
+
+
+def test_read_image_with_a_one_label_array_and_a_corrupt_image(tmp_path):
+    png = _png(faces(1, identities=1)[0][0])
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, [7.0], png)  # flag 1: a label array of one
+        w.write(1, 2.0, png[:50])
+    reader = RecordReader(tmp_path)
+    assert reader.read_image(0)[1] == 7  # the class is the first label
+    with pytest.raises(DataError, match="train.rec record 1"):
+        reader.read_image(1)
