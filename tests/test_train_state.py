@@ -151,3 +151,23 @@ def test_rng_restore_on_a_cpu_device(tmp_path):
     expected = _draws()
     restore_rng(state, torch.device("cpu"))
     assert _draws() == expected
+
+
+def test_checkpoints_of_other_tools_cannot_be_resumed(saved, tmp_path):
+    """AdaFace's own checkpoints (a state_dict, no facetrain entry) and one whose facetrain entry has
+    no `extra` are refused with the hint, not a crash."""
+    state_dict = load_checkpoint(saved[0])["state_dict"]
+    for name, content in (("adaface.ckpt", {"state_dict": state_dict}),
+                          ("bare.ckpt", {"state_dict": state_dict, "facetrain": {}})):
+        torch.save(content, tmp_path / name)
+        with pytest.raises(ConfigError, match=r"not a facetrain training checkpoint \(no optimizer/scheduler state "
+                                              r"to resume from\); use --start_from_model_statedict to start from its weights"):
+            load_training_state(tmp_path / name, "tinynet", "adaface", CLASSES)
+
+
+def test_a_training_checkpoint_without_hyper_parameters_loads(saved, tmp_path):
+    raw = load_checkpoint(saved[0])
+    del raw["hyper_parameters"]
+    torch.save(raw, tmp_path / "no_hp.ckpt")
+    state = load_training_state(tmp_path / "no_hp.ckpt", "ir_18", "arcface", 99)  # nothing to compare against
+    assert state.hyper_parameters == {} and state.position == Position(1, 2, 7)
