@@ -306,3 +306,72 @@ def test_read_image_with_a_one_label_array_and_a_corrupt_image(tmp_path):
     assert reader.read_image(0)[1] == 7  # the class is the first label
     with pytest.raises(DataError, match="train.rec record 1"):
         reader.read_image(1)
+
+
+# --- the vectorised header scan (`labels`) on hand-packed records ---
+
+def _record(flag, label, labels=b"", payload=b"", length=None):
+    body = struct.pack("<IfQQ", flag, label, 0, 0) + labels + payload
+    n = len(body) if length is None else length
+    return struct.pack("<II", MAGIC, n) + body + b"\0" * (-len(body) % 4)
+
+
+def _hand_rec(tmp_path, records, first_key=1):
+    """Records packed by hand at keys first_key.. (no key 0: no header), with their index."""
+    raw, index = b"", ""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for k, rec in enumerate(records, start=first_key):
+        index += f"{k}\t{len(raw)}\n"
+        raw += rec
+    (tmp_path / "train.rec").write_bytes(raw)
+    (tmp_path / "train.idx").write_text(index)
+    return RecordReader(tmp_path)
+
+
+def test_scanned_labels_are_int64_whatever_the_record_sizes(tmp_path):
+    """A 32-byte record (header only) at the end of the file, and a label array of one with no image."""
+    one = struct.pack("<f", 7.0)
+    reader = _hand_rec(tmp_path / "a", [_record(0, 3.0, payload=b"\x01" * 9), _record(1, 0.0, one), _record(0, 5.0)])
+    assert reader.labels.tolist() == [3, 7, 5] and reader.labels.dtype == np.int64
+    reader = _hand_rec(tmp_path / "b", [_record(0, 3.0), _record(1, 0.0, one)])  # 36 bytes at the end
+    assert reader.labels.tolist() == [3, 7]
+
+
+@pytest.mark.parametrize("labels, bad_key, shown", [([100.0, 0.0, 2.5], 3, "2.5"), ([1.0, 2.0**31, 0.0], 2, "2147483648.0"),
+                                                     ([0.0, 4.0, -3.0], 3, "-3.0")])
+def test_every_scanned_label_is_checked(tmp_path, labels, bad_key, shown):
+    reader = _hand_rec(tmp_path, [_record(0, v) for v in labels])
+    with pytest.raises(DataError, match=f"train.rec: record {bad_key} has label {re.escape(shown)}: a class label"):
+        reader.labels
+
+
+@pytest.mark.parametrize("bad", [
+    _record(3, 0.0, struct.pack("<f", 7.0)),  # declares 3 labels, holds 1
+    _record(1, 0.0),  # declares 1 label, holds none
+    _record(0, 2.0, payload=b"\x01" * 8, length=10**6),  # claims more bytes than the file has
+])
+def test_a_record_too_short_for_its_header_is_named(tmp_path, bad):
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), bad, _record(0, 1.0)])
+    with pytest.raises(DataError, match=re.escape("train.rec: record 2 runs past the end of the file or is too short "
+                                                  "for its header")):
+        reader.labels
+
+
+def test_a_bad_magic_in_the_middle_is_named_by_the_scan(tmp_path):
+    good = _record(0, 1.0)
+    reader = _hand_rec(tmp_path, [good, b"\0" * 4 + good[4:], good])
+    with pytest.raises(DataError, match=f"train.rec: bad magic in record 2 at byte {len(good)}$"):
+        reader.labels
+
+
+def test_image_arrays_are_written_as_jpeg_at_quality_95_and_only_header_sets_get_a_property_file(tmp_path):
+    images, _ = faces(3, identities=3)
+    write_insightface_rec(tmp_path / "a", list(images), [2, 0, 1], header=False)
+    reader = RecordReader(tmp_path / "a")
+    for k in range(3):
+        assert reader.read_record(k)[1] == cv2.imencode(".jpg", images[k], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    assert not (tmp_path / "a" / "property").exists()
+    write_insightface_rec(tmp_path / "b", list(images), [2, 0, 1], quality=50)
+    reader = RecordReader(tmp_path / "b")
+    assert reader.read_record(1)[1] == cv2.imencode(".jpg", images[1], [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
+    assert (tmp_path / "b" / "property").read_text() == "3,112,112\n"
