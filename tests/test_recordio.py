@@ -2,6 +2,7 @@ import multiprocessing
 import pickle
 import re
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -375,3 +376,48 @@ def test_image_arrays_are_written_as_jpeg_at_quality_95_and_only_header_sets_get
     reader = RecordReader(tmp_path / "b")
     assert reader.read_record(1)[1] == cv2.imencode(".jpg", images[1], [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes()
     assert (tmp_path / "b" / "property").read_text() == "3,112,112\n"
+
+
+def test_missing_keys_are_named_whatever_the_index(tmp_path):
+    reader = _hand_rec(tmp_path / "three", [_record(0, 1.0), _record(0, 2.0), _record(0, 3.0)])
+    for keys, missing in (([99], 99), ([0], 0), ([[2, 99]], 99), ([1, 3, 7], 7)):
+        with pytest.raises(DataError, match=f"three/train.rec: no record with key {missing}$"):
+            reader.positions(np.array(keys))
+    assert reader.positions([3, 1]).tolist() == [2, 0]
+    single = _hand_rec(tmp_path / "one", [_record(0, 1.0)])
+    with pytest.raises(DataError, match="no record with key 5$"):
+        single.read_record(5)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train.rec").write_bytes(b"")
+    (tmp_path / "empty" / "train.idx").write_text("")
+    with pytest.raises(DataError, match="empty/train.rec: no record with key 0$"):
+        RecordReader(tmp_path / "empty").positions([0])
+
+
+def test_one_descriptor_per_reader_reopened_after_close(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:3]], labels[:3], header=False)
+    reader = RecordReader(tmp_path)
+    reader.read_image(0)
+    fds = Path("/proc/self/fd")
+    open_now = len(list(fds.iterdir())) if fds.is_dir() else None
+    for k in (1, 2, 0):
+        assert reader.read_image(k)[1] == labels[k]
+    if open_now is not None:
+        assert len(list(fds.iterdir())) == open_now  # no new descriptor per read
+    reader.close()
+    assert reader.read_image(1)[1] == labels[1]  # opened again on demand
+    reader.close()
+    if open_now is not None:
+        assert len(list(fds.iterdir())) == open_now - 1
+
+
+def test_a_file_cut_while_open_names_the_record(tmp_path, images_labels):
+    images, labels = images_labels
+    write_insightface_rec(tmp_path, [_png(i) for i in images[:2]], labels[:2], header=False)
+    reader = RecordReader(tmp_path)
+    second = int(reader.offsets[1])
+    with open(tmp_path / "train.rec", "r+b") as f:
+        f.truncate(second + 4)
+    with pytest.raises(DataError, match=f"train.rec: record 1 at byte {second} is cut off \\(file ends\\)"):
+        reader.read_record(1)
