@@ -421,3 +421,42 @@ def test_a_file_cut_while_open_names_the_record(tmp_path, images_labels):
         f.truncate(second + 4)
     with pytest.raises(DataError, match=f"train.rec: record 1 at byte {second} is cut off \\(file ends\\)"):
         reader.read_record(1)
+
+
+def test_reading_records_that_do_not_fit(tmp_path):
+    huge = _record(0, 2.0, payload=b"\x01" * 8, length=10**6)
+    short = struct.pack("<II", MAGIC, 10) + b"\x02" * 10 + b"\0\0"
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), huge, short, _record(0, 4.0)])
+    size = reader.size
+    with pytest.raises(DataError, match=re.escape(f"train.rec: record 2 runs past the end of the file (1000000 bytes at "
+                                                  f"byte 32, file has {size})")):
+        reader.read_record(2)
+    with pytest.raises(DataError, match=re.escape("train.rec: record 3 is too short for a header (10 bytes)")):
+        reader.read_record(3)
+    head, payload = reader.read_record(4)  # a header and nothing else (24 bytes) is a whole record
+    assert (head.flag, head.label, payload) == (0, 4.0, b"")
+
+
+def _split(body: bytes, cut: int) -> bytes:
+    """`body` as two physical parts (continuation flags 1 and 3), each padded to 4 bytes."""
+    first, rest = body[:cut], body[cut + 4:]
+    raw = struct.pack("<II", MAGIC, (1 << 29) | len(first)) + first + b"\0" * (-len(first) % 4)
+    return raw + struct.pack("<II", MAGIC, (3 << 29) | len(rest)) + rest + b"\0" * (-len(rest) % 4)
+
+
+@pytest.mark.parametrize("cut", [25, 26, 27, 28])
+def test_split_records_with_any_part_length(tmp_path, cut):
+    """Every physical part is padded to 4 bytes, whatever its length."""
+    body = struct.pack("<IfQQ", 0, 5.0, 0, 0) + bytes(range(1, 40))
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), _split(body, cut), _record(0, 3.0)])
+    assert reader.read_raw(2) == body[:cut] + struct.pack("<I", MAGIC) + body[cut + 4:]
+    assert reader.labels.tolist() == [1, 5, 3]
+
+
+def test_a_broken_continuation_names_the_record(tmp_path):
+    body = struct.pack("<IfQQ", 0, 5.0, 0, 0) + bytes(range(1, 40))
+    split = bytearray(_split(body, 28))
+    split[8 + 28:8 + 32] = b"\0\0\0\0"  # the second part's magic
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), bytes(split), _record(0, 3.0)])
+    with pytest.raises(DataError, match=r"train.rec: bad magic 0x00000000 in record 2 at byte 68$"):
+        reader.read_raw(2)
