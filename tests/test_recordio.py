@@ -460,3 +460,16 @@ def test_a_broken_continuation_names_the_record(tmp_path):
     reader = _hand_rec(tmp_path, [_record(0, 1.0), bytes(split), _record(0, 3.0)])
     with pytest.raises(DataError, match=r"train.rec: bad magic 0x00000000 in record 2 at byte 68$"):
         reader.read_raw(2)
+
+
+def test_an_index_of_other_writes_is_explained(tmp_path):
+    reader_files = _hand_rec(tmp_path / "a", [_record(0, 1.0), _record(0, 2.0)])
+    (tmp_path / "a" / "train.idx").write_text("")
+    with pytest.raises(DataError, match=re.escape(f"a/train.idx: empty index for train.rec of {reader_files.size} bytes: "
+                                                  "they do not belong together")):
+        RecordReader(tmp_path / "a")
+    _hand_rec(tmp_path / "b", [_record(0, 1.0), _record(0, 2.0)])
+    (tmp_path / "b" / "train.idx").write_text("1\t0\n2\t8\n")  # the second offset points into record 1
+    with pytest.raises(DataError, match=re.escape("b/train.idx: does not match train.rec (no record at byte 8); the two "
+                                                  "files come from different writes: re-create them together")):
+        RecordReader(tmp_path / "b")
