@@ -473,3 +473,50 @@ def test_an_index_of_other_writes_is_explained(tmp_path):
     with pytest.raises(DataError, match=re.escape("b/train.idx: does not match train.rec (no record at byte 8); the two "
                                                   "files come from different writes: re-create them together")):
         RecordReader(tmp_path / "b")
+
+
+def test_rec_and_index_paths(tmp_path):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.rec'}: RecordIO file not found")):
+        RecordReader(tmp_path)
+    with RecordWriter(tmp_path / "x" / "y" / "t.rec", tmp_path / "x" / "y" / "t.idx") as w:  # parents made
+        w.write(0, 1.0, b"\x01\x02")
+        w.write(1, 2.0, b"\x03")
+    (tmp_path / "x" / "y" / "t.idx").rename(tmp_path / "elsewhere.idx")
+    assert RecordReader(tmp_path / "x" / "y" / "t.rec").idx_path is None  # scanned
+    given = RecordReader(tmp_path / "x" / "y" / "t.rec", tmp_path / "elsewhere.idx")
+    assert given.idx_path == tmp_path / "elsewhere.idx" and given.keys.tolist() == [0, 1]
+    (tmp_path / "elsewhere.idx").write_text("0\t0\n1\t40\n")  # a wrong second offset: the given index is read
+    with pytest.raises(DataError, match="elsewhere.idx: does not match t.rec"):
+        RecordReader(tmp_path / "x" / "y" / "t.rec", tmp_path / "elsewhere.idx")
+
+
+def test_index_text_that_is_not_key_offset_pairs(tmp_path):
+    _hand_rec(tmp_path, [_record(0, 1.0), _record(0, 2.0)])
+    idx = tmp_path / "train.idx"
+    idx.write_bytes(b"1\t0\n2\t\xc3\xa9\n")  # non-ASCII bytes are shown replaced, not decoded
+    with pytest.raises(DataError, match=re.escape("train.idx: line 2 is '2\\t\ufffd\ufffd', expected")):
+        RecordReader(tmp_path)
+    idx.write_text("1\t0\n2\n")  # an odd number of values
+    with pytest.raises(DataError, match=re.escape(f"{idx}: line 2 is '2', expected `key<TAB>offset`")):
+        RecordReader(tmp_path)
+
+
+def test_index_offsets_must_leave_room_for_a_record_head(tmp_path):
+    """An 8-byte empty record ends the file: its offset (size - 8) is in range; one byte further is not."""
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), struct.pack("<II", MAGIC, 0)])
+    assert reader.keys.tolist() == [1, 2] and reader.offsets.tolist() == [0, 32]
+    (tmp_path / "train.idx").write_text("1\t0\n2\t33\n")
+    with pytest.raises(DataError, match=re.escape("train.idx: record 2 has offset 33 past the end of train.rec (40 bytes)")):
+        RecordReader(tmp_path)
+
+
+def test_an_empty_set_and_a_headerless_record_0(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "train.rec").write_bytes(b"")
+    (tmp_path / "e" / "train.idx").write_text("")
+    empty = RecordReader(tmp_path / "e")
+    assert len(empty) == 0 and empty.keys.dtype == np.int64 and empty.header_record is None
+    assert empty.labels.tolist() == [] and empty.num_classes == 0
+    # record 0 without labels array nor image is not an InsightFace header (flag 0): just a record
+    plain = _hand_rec(tmp_path / "p", [_record(0, 1.0), _record(0, 2.0)], first_key=0)
+    assert plain.header_record is None and plain.image_keys.tolist() == [0, 1]
