@@ -144,8 +144,44 @@ def test_verification_metrics_by_hand():
     assert got["auc"] == pytest.approx(0.75)
     assert got["fpr"].tolist() == [0, 0, 0.5, 0.5, 1] and got["tpr"].tolist() == [0, 0.5, 0.5, 1, 1]
     assert (got["pairs"], got["genuine"]) == (4, 2)
+    assert verification_metrics(np.array([0.9, 0.4, 0.6, 0.1]), np.array([1, 0, 1, 1]))["genuine"] == 3
     assert set(verification_metrics(np.array([0.9, 0.1]), np.array([1, 0]))["tar_at_far"]) == {
         1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}  # the literature's FAR targets by default
+
+
+def test_mode_features_fuse_with_the_method_asked_for_in_float32():
+    a = np.array([[3.0, 4.0], [1.0, 0.0]])
+    b = np.array([[0.0, 2.0], [0.0, -1.0]])
+    face = np.ones(2)
+    # average: unit features added, then unit length (norm not kept): (0.6, 0.8) + (0, 1) -> (0.6, 1.8)
+    got = mode_features(a, b, face, "average")
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [[0.6 / np.hypot(0.6, 1.8), 1.8 / np.hypot(0.6, 1.8)],
+                                     [1 / np.sqrt(2), -1 / np.sqrt(2)]], atol=1e-6)
+    assert mode_features(a, b, face).dtype == np.float32
+    with pytest.raises(ValueError, match="^flip test requested but no flip features were extracted$"):
+        mode_features(a, None, face)
+
+
+def test_template_features_of_small_and_of_cancelling_images():
+    """Templates are unit length whatever the features' scale; a template whose media cancel out stays
+    zero (no NaN)."""
+    img = np.array([[0.01, 0.0], [0.0, 0.02], [0.5, 0.5], [-0.5, -0.5]], np.float32)
+    feats, unique = template_features(img, np.array([7, 7, 9, 9]), np.array([0, 1, 0, 1]))
+    assert unique.tolist() == [7, 9]
+    np.testing.assert_allclose(feats[0], [0.01, 0.02] / np.hypot(0.01, 0.02), rtol=1e-6)
+    assert feats[1].tolist() == [0.0, 0.0]
+
+
+def test_scoring_skips_blocks_without_pairs():
+    """Pairs whose smaller row lies in rows 0-7 and 24-31 only: blocks of 8 rows in between are empty."""
+    rng = np.random.default_rng(6)
+    feats = rng.standard_normal((40, 6))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    r1 = np.concatenate([rng.integers(0, 8, 30), rng.integers(24, 32, 30)])
+    r2 = r1 + rng.integers(0, 8, 60)
+    scores = score_pairs(feats, r1, r2, block=8, progress=False)
+    np.testing.assert_allclose(scores, np.sum(feats[r1] * feats[r2], -1), atol=1e-12)
 
 
 def _identification_loop(query, gallery, mask):
