@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError
-from facetrain.eval.verification import average_over_standard_sets, check_finite, evaluate_pairs, kfold_accuracy
+from facetrain.eval.verification import (average_over_standard_sets, check_finite, evaluate_pairs,
+                                         evaluate_verification_sets, kfold_accuracy)
 
 # 20 pairs: same pairs at squared distance 0.505, different ones at 1.505, except one different
 # pair at 0.205 (pair 0). Training sets split best at the first grid threshold above 0.505: 0.51.
@@ -137,3 +140,68 @@ def test_too_few_pairs_for_the_folds():
         kfold_accuracy(np.zeros(9), np.zeros(9, bool))
     with pytest.raises(ValueError, match="need at least 1 pairs for 1 folds"):
         kfold_accuracy(np.zeros(9), np.zeros(9, bool), nrof_folds=1)
+
+
+def test_flip_features_are_fused_with_the_method_asked_for():
+    """(features, flips): the pair distances are those of the fused features, by `fusion`."""
+    rng = np.random.default_rng(8)
+    feat = rng.standard_normal((80, 4)).astype(np.float32) * rng.uniform(0.5, 3, (80, 1)).astype(np.float32)
+    flip = rng.standard_normal((80, 4)).astype(np.float32) * rng.uniform(0.5, 3, (80, 1)).astype(np.float32)
+    issame = rng.random(40) < 0.5
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    for fusion, fused in (("pre_norm_vector_add", unit(feat + flip)), ("average", unit(unit(feat) + unit(flip)))):
+        got = evaluate_pairs((feat, flip), issame, fusion=fusion)
+        want = evaluate_pairs(fused, issame)
+        assert got["fold_accuracies"] == want["fold_accuracies"] and got["best_threshold"] == want["best_threshold"]
+    assert evaluate_pairs((feat, flip), issame, fusion="average")["best_threshold"] != evaluate_pairs(
+        (feat, flip), issame)["best_threshold"]  # the two fusions differ on this data
+    assert evaluate_pairs((feat, flip), issame)["mean_norm"] == pytest.approx(
+        (np.linalg.norm(feat, axis=1).mean() + np.linalg.norm(flip, axis=1).mean()) / 2, rel=1e-6)
+
+
+class _LeftHalf(torch.nn.Module):
+    """(unit embedding, norm) of the mean colour of the left 56 columns; NaN when that mean is above
+    0.9 (nearly white), so a photo white on the right only gives NaN for its flip."""
+
+    def forward(self, x):
+        feat = x[:, :, :, :56].mean((2, 3)) + torch.tensor([1.0, 0.5, -0.25])
+        feat = torch.where(x[:, :, :, :56].mean((1, 2, 3))[:, None] > 0.9, float("nan"), feat)
+        norm = feat.norm(dim=1, keepdim=True)
+        return feat / norm, norm
+
+
+def _images(rng, n):
+    """Photos of two flat colours (left and right half, below 200): embeddings that vary."""
+    left, right = rng.integers(0, 200, (n, 1, 1, 3)), rng.integers(0, 200, (n, 1, 1, 3))
+    halves = [np.broadcast_to(left, (n, 112, 56, 3)), np.broadcast_to(right, (n, 112, 56, 3))]
+    return np.concatenate(halves, 2).astype(np.uint8)
+
+
+def test_verification_sets_fuse_as_asked_and_report_the_norm_of_what_was_embedded():
+    rng = np.random.default_rng(9)
+    images = _images(rng, 40)
+    issame = rng.random(20) < 0.5
+    sets = {"lfw": VerificationSet("lfw", images, issame)}
+    x = (images.astype(np.float64) / 255 - 0.5) / 0.5
+    shift = np.array([1.0, 0.5, -0.25])
+    feat, flip = x[:, :, :56].mean((1, 2)) + shift, x[:, :, 56:].mean((1, 2)) + shift
+    alone = evaluate_verification_sets(_LeftHalf(), sets, fusion="none", progress=False)["lfw"]
+    assert alone["mean_norm"] == pytest.approx(np.linalg.norm(feat, axis=1).mean(), rel=1e-5)  # no flips embedded
+    got = evaluate_verification_sets(_LeftHalf(), sets, fusion="average", progress=False)["lfw"]
+    want = evaluate_pairs((feat.astype(np.float32), flip.astype(np.float32)), issame, fusion="average")
+    assert got["fold_accuracies"] == want["fold_accuracies"] and got["best_threshold"] == pytest.approx(
+        want["best_threshold"], abs=1e-12)
+    other = evaluate_pairs((feat.astype(np.float32), flip.astype(np.float32)), issame)  # pre_norm_vector_add
+    assert other["best_threshold"] != pytest.approx(want["best_threshold"], abs=0.05)  # the fusions differ here
+
+
+def test_verification_sets_refuse_non_finite_flip_embeddings():
+    rng = np.random.default_rng(10)
+    images = _images(rng, 20)
+    images[3, :, 56:] = 255  # its flip's left half is white: NaN
+    sets = {"cplfw": VerificationSet("cplfw", images, rng.random(10) < 0.5)}
+    with pytest.raises(ConfigError, match=r"^cplfw: the model gives non-finite \(NaN/inf\) embeddings for 1 of 20 images"):
+        evaluate_verification_sets(_LeftHalf(), sets, progress=False)
