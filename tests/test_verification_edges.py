@@ -205,3 +205,33 @@ def test_verification_sets_refuse_non_finite_flip_embeddings():
     sets = {"cplfw": VerificationSet("cplfw", images, rng.random(10) < 0.5)}
     with pytest.raises(ConfigError, match=r"^cplfw: the model gives non-finite \(NaN/inf\) embeddings for 1 of 20 images"):
         evaluate_verification_sets(_LeftHalf(), sets, progress=False)
+
+
+class _Linear(torch.nn.Module):
+    """A linear map of the mean colour: under bf16 autocast its matmul runs in bfloat16."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 8)
+
+    def forward(self, x):
+        feat = self.fc(x.mean((2, 3)))
+        norm = feat.float().norm(dim=1, keepdim=True)
+        return feat.float() / norm, norm
+
+
+def test_verification_sets_embed_at_the_precision_asked_for():
+    from facetrain.eval.embed import extract_features
+
+    torch.manual_seed(0)
+    model = _Linear()
+    rng = np.random.default_rng(11)
+    images = _images(rng, 20)
+    sets = {"lfw": VerificationSet("lfw", images, rng.random(10) < 0.5)}
+    norms = {}
+    for precision in ("fp32", "bf16"):
+        got = evaluate_verification_sets(model, sets, precision=precision, progress=False)["lfw"]["mean_norm"]
+        feat, flip = extract_features(model, images, precision=precision, progress=False)
+        norms[precision] = (np.linalg.norm(feat, axis=1).mean() + np.linalg.norm(flip, axis=1).mean()) / 2
+        assert got == pytest.approx(norms[precision], rel=1e-6)
+    assert norms["bf16"] != pytest.approx(norms["fp32"], rel=1e-5)
