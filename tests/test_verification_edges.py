@@ -235,3 +235,15 @@ def test_verification_sets_embed_at_the_precision_asked_for():
         norms[precision] = (np.linalg.norm(feat, axis=1).mean() + np.linalg.norm(flip, axis=1).mean()) / 2
         assert got == pytest.approx(norms[precision], rel=1e-6)
     assert norms["bf16"] != pytest.approx(norms["fp32"], rel=1e-5)
+
+
+def test_pair_labels_as_integers_or_a_column_and_the_count_check():
+    emb = _embeddings_at(HAND_DIST)
+    want = evaluate_pairs(emb, HAND_ISSAME)
+    for labels in (HAND_ISSAME.astype(int), HAND_ISSAME[:, None]):
+        got = evaluate_pairs(emb, labels)
+        assert got["fold_accuracies"] == want["fold_accuracies"] and got["tar_at_far_1e-3"] == want["tar_at_far_1e-3"]
+    direct = kfold_accuracy(HAND_DIST, HAND_ISSAME.astype(int))  # 0/1 labels, not row numbers
+    assert direct["fold_accuracies"].tolist() == want["fold_accuracies"]
+    with pytest.raises(ValueError, match=r"^38 embeddings for 20 pairs \(need exactly 2 per pair\)$"):
+        evaluate_pairs(emb[:38], HAND_ISSAME)
