@@ -12,7 +12,7 @@ import torch
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError
 from facetrain.eval.verification import (average_over_standard_sets, check_finite, evaluate_pairs,
-                                         evaluate_verification_sets, kfold_accuracy)
+                                         evaluate_verification_sets, kfold_accuracy, kfold_tar_at_far)
 
 # 20 pairs: same pairs at squared distance 0.505, different ones at 1.505, except one different
 # pair at 0.205 (pair 0). Training sets split best at the first grid threshold above 0.505: 0.51.
@@ -247,3 +247,23 @@ def test_pair_labels_as_integers_or_a_column_and_the_count_check():
     assert direct["fold_accuracies"].tolist() == want["fold_accuracies"]
     with pytest.raises(ValueError, match=r"^38 embeddings for 20 pairs \(need exactly 2 per pair\)$"):
         evaluate_pairs(emb[:38], HAND_ISSAME)
+
+
+def test_tar_at_far_by_hand_at_other_targets():
+    """20 pairs, folds of 2, genuine pairs at 0.5. Training FAR = impostors below t / training impostors.
+    (a) one impostor (pair 0, at 0.3), target 0.6: fold 0 trains without impostors (any t passes: t = 3.999,
+    its genuine and impostor accepted); folds 1-9 have FAR 1 above 0.3, so t <= 0.3 rejects their
+    genuine pairs: TAR 1/10, FAR 1/10.
+    (b) impostors at 0.3 (pair 0) and 2.0 (pair 2), target 0.5: folds 2-9 see FAR 1/2 between them,
+    which is <= 0.5, so t ~ 2.0 accepts their genuine pairs; fold 1 (FAR 1 above 0.3) rejects its
+    one: TAR 9/10; only fold 0 accepts an impostor: FAR 1/10."""
+    dist = np.full(20, 0.5)
+    issame = np.ones(20, bool)
+    dist[0], issame[0] = 0.3, False
+    a = kfold_tar_at_far(dist, issame, far_target=0.6)
+    assert a["tar"] == pytest.approx(0.1) and a["far"] == pytest.approx(0.1)
+    dist[2], issame[2] = 2.0, False
+    b = kfold_tar_at_far(dist, issame, far_target=0.5)
+    assert b["tar"] == pytest.approx(0.9) and b["far"] == pytest.approx(0.1)
+    as_ints = kfold_tar_at_far(dist, issame.astype(int), far_target=0.5)  # 0/1 labels, not row numbers
+    assert as_ints == b
