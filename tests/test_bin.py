@@ -1,13 +1,15 @@
+import io
 import os
 import pickle
 import struct
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.bin import load_encoded, read_bin, set_name, unique_set_names, write_bin
+from facetrain.data.bin import iter_decoded, load_encoded, read_bin, set_name, unique_set_names, write_bin
 from facetrain.errors import DataError
 
 
@@ -162,3 +164,33 @@ def test_write_bin_defaults_to_jpeg_at_quality_95_and_checks_pairs(tmp_path):
     with pytest.raises(ValueError, match="write_bin: 2 images for 2 pairs"):
         write_bin(tmp_path / "c.bin", images, [True, False])
     assert not (tmp_path / "c.bin").exists()
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: tqdm's `disable=None` shows bars only there."""
+
+    def isatty(self):
+        return True
+
+
+def test_decoding_progress_is_shown_on_a_terminal_only_when_asked(tmp_path, monkeypatch):
+    images, _ = faces(6)
+    write_bin(tmp_path / "lfw.bin", images, [True, False, True], ext=".png")
+    bins, _ = load_encoded(tmp_path / "lfw.bin")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    read_bin(tmp_path / "lfw.bin")
+    read_bin(tmp_path / "lfw.bin", progress=False)
+    for _ in iter_decoded(bins, str(tmp_path / "lfw.bin"), block=4):
+        pass
+    assert terminal.getvalue() == ""  # the default is no bar
+    read_bin(tmp_path / "lfw.bin", progress=True)
+    assert "decode lfw.bin: 100%" in terminal.getvalue() and "| 6/6 [" in terminal.getvalue()
+    assert "img/s]" in terminal.getvalue()
+    terminal.seek(0)
+    terminal.truncate()
+    for _ in iter_decoded(bins, str(tmp_path / "lfw.bin"), block=4, progress=True):
+        pass
+    bars = terminal.getvalue()
+    assert "| 6/6 [" in bars and "decode lfw.bin" in bars and "img/s]" in bars
+    assert "| 4/4 [" not in bars and "| 2/2 [" not in bars  # one bar for the set, none per block
