@@ -3,8 +3,11 @@ an end-to-end run on a tiny IJB-like protocol with a perfect model, and bad prot
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import math
+import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -182,6 +185,25 @@ def test_scoring_skips_blocks_without_pairs():
     r2 = r1 + rng.integers(0, 8, 60)
     scores = score_pairs(feats, r1, r2, block=8, progress=False)
     np.testing.assert_allclose(scores, np.sum(feats[r1] * feats[r2], -1), atol=1e-12)
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: tqdm's `disable=None` shows bars only there."""
+
+    def isatty(self):
+        return True
+
+
+def test_scoring_progress_is_shown_by_default_and_then_cleared(monkeypatch):
+    feats, rows = np.eye(5), np.arange(4)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    score_pairs(feats, rows, rows + 1, block=2, progress=False)
+    assert terminal.getvalue() == ""
+    score_pairs(feats, rows, rows + 1, block=2)
+    shown = terminal.getvalue()
+    assert shown.startswith("\rscoring:   0%|") and "| 0/3 [" in shown
+    assert re.search(r"\r {20,}\r$", shown)  # leave=False: the bar is wiped, no line is left
 
 
 def _identification_loop(query, gallery, mask):
