@@ -3,7 +3,9 @@ count, features without flips, the reported norm, the average over the standard 
 non-finite embeddings. Expected values are hand-computed (see each docstring)."""
 from __future__ import annotations
 
+import io
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -267,3 +269,21 @@ def test_tar_at_far_by_hand_at_other_targets():
     assert b["tar"] == pytest.approx(0.9) and b["far"] == pytest.approx(0.1)
     as_ints = kfold_tar_at_far(dist, issame.astype(int), far_target=0.5)  # 0/1 labels, not row numbers
     assert as_ints == b
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: tqdm's `disable=None` shows bars only there."""
+
+    def isatty(self):
+        return True
+
+
+def test_embedding_progress_is_named_after_the_set_and_shown_by_default(monkeypatch):
+    rng = np.random.default_rng(12)
+    sets = {"calfw": VerificationSet("calfw", _images(rng, 20), rng.random(10) < 0.5)}
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    evaluate_verification_sets(_LeftHalf(), sets, progress=False)
+    assert terminal.getvalue() == ""
+    evaluate_verification_sets(_LeftHalf(), sets)
+    assert terminal.getvalue().startswith("\rcalfw:   0%|")
