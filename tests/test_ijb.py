@@ -51,7 +51,7 @@ def test_roc_flattens_its_inputs_keeps_every_point_on_request_and_checks_lengths
     labels = (rng.random(300) < 0.3).astype(int)
     scores = np.round(rng.standard_normal(300) + labels, 1)
     flat = roc_curve(labels, scores)
-    for got, want in zip(roc_curve(labels[:, None], scores[None, :]), flat):
+    for got, want in zip(roc_curve(labels[None, :], scores[:, None]), flat):  # a row and a column
         assert np.array_equal(got, want)
     fpr, tpr, thr = roc_curve(labels, scores, drop_intermediate=False)
     sk_fpr, sk_tpr, sk_thr = sk_roc_curve(labels, scores, drop_intermediate=False)

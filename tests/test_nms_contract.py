@@ -15,7 +15,8 @@ THREE = [[0, 0, 9, 9], [20, 0, 29, 9], [5, 0, 14, 9]]
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float32"])
 def test_boxes_of_any_numeric_dtype(dtype):
     """Unsigned boxes: the gap between apart boxes (9 - 20) must not wrap around to a huge overlap."""
-    assert nms(np.array(THREE, dtype), np.array([0.9, 0.8, 0.7]), 0.3).tolist() == [0, 1]
+    for mode in ("union", "min"):  # min: overlap 50 / 100 of box 2 with box 0
+        assert nms(np.array(THREE, dtype), np.array([0.9, 0.8, 0.7]), 0.3, mode).tolist() == [0, 1]
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int32"])
