@@ -267,8 +267,9 @@ def test_header_ranges_at_their_limits(tmp_path):
     assert RecordReader(_header_rec(tmp_path / "a", [3.0, 3.0])).num_classes == 1  # labels 0 only
     empty = RecordReader(_header_rec(tmp_path / "b", [1.0, 1.0], n_images=0))
     assert empty.image_keys.tolist() == [] and empty.num_classes == 0
-    extra = RecordReader(_header_rec(tmp_path / "c", [3.0, 5.0, 0.5], extra_keys=(3, 4, 5)))
-    assert extra.image_keys.tolist() == [1, 2] and extra.num_classes == 2
+    for third in (0.5, float("nan")):
+        extra = RecordReader(_header_rec(tmp_path / f"c{third}", [3.0, 5.0, third], extra_keys=(3, 4, 5)))
+        assert extra.image_keys.tolist() == [1, 2] and extra.num_classes == 2
 
 
 def test_header_identity_count_message(tmp_path):
@@ -520,3 +521,58 @@ def test_an_empty_set_and_a_headerless_record_0(tmp_path):
     # record 0 without labels array nor image is not an InsightFace header (flag 0): just a record
     plain = _hand_rec(tmp_path / "p", [_record(0, 1.0), _record(0, 2.0)], first_key=0)
     assert plain.header_record is None and plain.image_keys.tolist() == [0, 1]
+
+
+def test_the_index_must_end_where_the_file_ends(tmp_path):
+    _hand_rec(tmp_path, [_record(0, 1.0), _record(0, 2.0)])
+    with open(tmp_path / "train.rec", "ab") as f:
+        f.write(b"\0" * 12)
+    with pytest.raises(DataError, match=re.escape("train.idx: does not match train.rec: its last record ends at byte 64, "
+                                                  "the file has 76 bytes; the two files come from different writes")):
+        RecordReader(tmp_path)
+
+
+def test_a_three_part_record_at_the_end_of_an_indexed_file(tmp_path):
+    body = struct.pack("<IfQQ", 0, 5.0, 0, 0) + bytes(range(1, 60))
+    first, middle, last = body[:28], body[32:44], body[48:]
+    raw = struct.pack("<II", MAGIC, (1 << 29) | len(first)) + first
+    raw += struct.pack("<II", MAGIC, (2 << 29) | len(middle)) + middle
+    raw += struct.pack("<II", MAGIC, (3 << 29) | len(last)) + last + b"\0" * (-len(last) % 4)
+    reader = _hand_rec(tmp_path, [_record(0, 1.0), raw])
+    magic = struct.pack("<I", MAGIC)
+    assert reader.read_raw(2) == first + magic + middle + magic + last
+
+
+def test_a_record_running_a_few_bytes_past_the_end(tmp_path):
+    """Only the last record by offset is checked when opening; an earlier one whose length reaches
+    4 bytes past the end of the file is caught when read or scanned."""
+    records = [_record(0, 1.0, payload=b"\x01" * 8), _record(0, 2.0), _record(0, 3.0)]
+    size = sum(len(r) for r in records)
+    records[0] = records[0][:4] + struct.pack("<I", size - 8 + 4) + records[0][8:]
+    reader = _hand_rec(tmp_path, records)
+    with pytest.raises(DataError, match=f"train.rec: record 1 runs past the end of the file \\({size - 4} bytes at byte 0"):
+        reader.read_record(1)
+    with pytest.raises(DataError, match="train.rec: record 1 runs past the end of the file or is too short"):
+        reader.labels
+
+
+def test_a_scan_names_trailing_bytes_and_short_records(tmp_path):
+    raw = _record(0, 1.0) + _record(0, 2.0)
+    (tmp_path / "a.rec").write_bytes(raw + b"\0" * 4)
+    with pytest.raises(DataError, match=re.escape("a.rec: 4 trailing bytes after record 1 (truncated file?)")):
+        RecordReader(tmp_path / "a.rec")
+    (tmp_path / "b.rec").write_bytes(raw[:-4])  # the second record's last 4 bytes missing
+    with pytest.raises(DataError, match="b.rec: record 1 runs past the end of the file"):
+        RecordReader(tmp_path / "b.rec")
+
+
+def test_record_headers_keep_both_ids_and_a_short_label_array_is_named(tmp_path):
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(4, 1.0, b"\x01\x02", id2=77)
+    head, payload = RecordReader(tmp_path).read_record(4)
+    assert (head.flag, head.label, head.id, head.id2, payload) == (0, 1.0, 4, 77, b"\x01\x02")
+    reader = _hand_rec(tmp_path / "short", [_record(0, 1.0), _record(3, 0.0, struct.pack("<f", 7.0))])
+    with pytest.raises(DataError, match=re.escape("short/train.rec: record 2 declares 3 labels but is only 28 bytes")):
+        reader.read_record(2)
+    reader.close()
+    reader.close()  # closing twice is harmless
