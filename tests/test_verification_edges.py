@@ -45,6 +45,7 @@ def test_the_fold_count_reaches_accuracy_and_tar():
     assert five["tar_at_far_1e-3"] == pytest.approx(0.2)
     assert five["tar_at_far_1e-3_std"] == pytest.approx(0.4)  # std of (1, 0, 0, 0, 0)
     assert five["far_at_far_1e-3"] == pytest.approx(0.1)  # fold 0 also accepts its stray: 1 of its 2 impostors
+    assert len(evaluate_pairs(emb, HAND_ISSAME, nrof_folds=2)["fold_accuracies"]) == 2  # the fewest folds
     ten = evaluate_pairs(emb, HAND_ISSAME)
     assert len(ten["fold_accuracies"]) == 10 and ten["tar_at_far_1e-3"] == pytest.approx(0.1)
 
@@ -269,6 +270,10 @@ def test_tar_at_far_by_hand_at_other_targets():
     assert b["tar"] == pytest.approx(0.9) and b["far"] == pytest.approx(0.1)
     as_ints = kfold_tar_at_far(dist, issame.astype(int), far_target=0.5)  # 0/1 labels, not row numbers
     assert as_ints == b
+    # (c) every distance exactly 1.0 (a grid value), one impostor: folds 1-9 choose t = 1.0, and
+    # "same" needs distance < t strictly, so their genuine pairs are rejected; fold 0 accepts (t = 3.999)
+    c = kfold_tar_at_far(np.ones(20), np.r_[False, np.ones(19, bool)])
+    assert c["tar"] == pytest.approx(0.1)
 
 
 class _Terminal(io.StringIO):
