@@ -102,6 +102,8 @@ def test_fusion_methods():
     a, b = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
     unit, norm = fuse_flip(a, b, "pre_norm_vector_add")
     assert np.allclose(unit * norm, a + b)
+    default_unit, default_norm = fuse_flip(a, b)  # AdaFace's default fusion
+    assert np.array_equal(default_unit, unit) and np.array_equal(default_norm, norm)
     unit_w, norm_w = fuse_flip(a, b, "norm_weighted_avg")
     assert np.allclose(unit_w, unit)  # same direction, norm = mean of the two
     assert np.allclose(norm_w[:, 0], (np.linalg.norm(a, axis=1) + np.linalg.norm(b, axis=1)) / 2)
