@@ -16,7 +16,8 @@ from facetrain.precision import resolve_precision
 from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
 from facetrain.train.data import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.logger import MetricLogger, read_metrics
-from facetrain.train.optim import build_optimizer, build_scheduler, split_parameters
+from facetrain.train.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
+                                   step_unless)
 from facetrain.train.precision import Precision
 from facetrain.train.state import capture_rng, restore_rng
 
@@ -191,3 +192,44 @@ def test_auto_precision_on_a_gpu(monkeypatch, supported, expected):
     assert resolve_precision("auto", gpu) == expected
     assert resolve_precision("auto", gpu, use_16bit=True) == "fp16"  # AdaFace's precision=16
     assert resolve_precision("fp16", gpu) == "fp16"
+
+
+def test_optimizer_groups_carry_lr_momentum_and_zero_momentum_buffers():
+    model, head = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2)
+    opt = build_optimizer(model, head, lr=0.25, momentum=0.9, weight_decay=5e-4)
+    assert [(g["lr"], g["momentum"], g["weight_decay"], g["fused"]) for g in opt.param_groups] == [
+        (0.25, 0.9, 5e-4, True), (0.25, 0.9, 0.0, True)]
+    for group in opt.param_groups:
+        for p in group["params"]:
+            assert torch.equal(opt.state[p]["momentum_buffer"], torch.zeros_like(p))
+
+
+def test_prepare_optimizer_state_after_loading_an_unfused_state():
+    """A checkpoint of an unfused SGD (fused=False, foreach=True) is made fused again; groups without
+    momentum get no buffers, the others do."""
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([{"params": [a], "momentum": 0.0}, {"params": [b], "momentum": 0.9}], lr=0.1, foreach=True)
+    prepare_optimizer_state(opt)
+    assert [(g["fused"], g["foreach"]) for g in opt.param_groups] == [(True, None), (True, None)]
+    assert "momentum_buffer" not in opt.state[a] and torch.equal(opt.state[b]["momentum_buffer"], torch.zeros(2))
+
+
+def test_a_step_with_found_inf_is_skipped():
+    model, head = nn.Linear(3, 4), nn.Linear(4, 2)
+    opt = build_optimizer(model, head, lr=0.5, momentum=0.0, weight_decay=0.0)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in model.parameters()]
+    step_unless(opt, torch.tensor(1.0))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    step_unless(opt, torch.tensor(0.0))
+    assert all(torch.allclose(p, q - 0.5) for p, q in zip(model.parameters(), before))
+
+
+def test_lr_factor_by_hand():
+    assert lr_factor(2, 1, [2], 0.1, 0) == pytest.approx(0.1)  # one step per epoch: epoch 2 passed milestone 2
+    assert lr_factor(1, 1, [2], 0.1, 0) == pytest.approx(1.0)
+    assert lr_factor(2, 1, [1], 0.1, 5) == pytest.approx(0.1 * 3 / 5)  # warm-up ramp times the decay
+    opt = torch.optim.SGD([nn.Parameter(torch.ones(1))], lr=0.2)
+    build_scheduler(opt, steps_per_epoch=4, milestones=[2], gamma=0.1)  # no warm-up by default
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
