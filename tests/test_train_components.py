@@ -212,6 +212,9 @@ def test_prepare_optimizer_state_after_loading_an_unfused_state():
     prepare_optimizer_state(opt)
     assert [(g["fused"], g["foreach"]) for g in opt.param_groups] == [(True, None), (True, None)]
     assert "momentum_buffer" not in opt.state[a] and torch.equal(opt.state[b]["momentum_buffer"], torch.zeros(2))
+    opt.state[b]["momentum_buffer"] = torch.full((2,), 3.0)  # a resumed run's momentum is kept
+    prepare_optimizer_state(opt)
+    assert torch.equal(opt.state[b]["momentum_buffer"], torch.full((2,), 3.0))
 
 
 def test_a_step_with_found_inf_is_skipped():
