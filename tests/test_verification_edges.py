@@ -15,6 +15,7 @@ from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError
 from facetrain.eval.verification import (average_over_standard_sets, check_finite, evaluate_pairs,
                                          evaluate_verification_sets, kfold_accuracy, kfold_tar_at_far)
+from pair_embeddings import embeddings_at
 
 # 20 pairs: same pairs at squared distance 0.505, different ones at 1.505, except one different
 # pair at 0.205 (pair 0). Training sets split best at the first grid threshold above 0.505: 0.51.
@@ -22,21 +23,12 @@ HAND_DIST = np.array([0.205, 0.505] + [0.505, 1.505] * 9)
 HAND_ISSAME = np.array([False, True] + [True, False] * 9)
 
 
-def _embeddings_at(dist: np.ndarray) -> np.ndarray:
-    """Unit 2-d pair embeddings at the given squared distances (2 - 2 cos(angle) = d)."""
-    emb = np.zeros((2 * len(dist), 2), np.float32)
-    emb[0::2, 0] = 1.0
-    angle = np.arccos(1 - np.asarray(dist, np.float64) / 2)
-    emb[1::2] = np.stack([np.cos(angle), np.sin(angle)], 1)
-    return emb
-
-
 def test_the_fold_count_reaches_accuracy_and_tar():
     """5 folds of 4 pairs: fold 0 holds the stray different pair, so it scores 3/4 and the others 4/4
     (std = sqrt((0.2^2 + 4 * 0.05^2) / 5) = 0.1). TAR@FAR=1e-3: only fold 0's training set has no
     different pair below the same pairs, so only fold 0 accepts its genuine pairs: 1/5 of the folds
     (1/10 with ten folds)."""
-    emb = _embeddings_at(HAND_DIST)
+    emb = embeddings_at(HAND_DIST)
     five = evaluate_pairs(emb, HAND_ISSAME, nrof_folds=5)
     assert five["fold_accuracies"] == pytest.approx([0.75, 1.0, 1.0, 1.0, 1.0])
     assert five["accuracy"] == pytest.approx(0.95) and five["std"] == pytest.approx(0.1)
@@ -53,7 +45,7 @@ def test_the_fold_count_reaches_accuracy_and_tar():
 def test_features_without_flips_are_normalised_and_their_norm_reported():
     """(features, None): each row is made unit length before the distances; mean_norm is the mean
     row norm of the features as given (rows scaled by 2 and 4 -> 3)."""
-    unit = _embeddings_at(HAND_DIST)
+    unit = embeddings_at(HAND_DIST)
     scales = np.where(np.arange(len(unit)) % 2 == 0, 2.0, 4.0)[:, None].astype(np.float32)
     got = evaluate_pairs((unit * scales, None), HAND_ISSAME)
     assert got["fold_accuracies"] == pytest.approx([0.5] + [1.0] * 9)
@@ -65,7 +57,7 @@ def test_features_without_flips_are_normalised_and_their_norm_reported():
 def test_final_embeddings_are_used_as_given_and_their_norm_reported():
     """Plain (2N, D) embeddings are not re-normalised: at norm 1.5 every squared distance is 2.25
     times the unit one (same pairs at 1.13625), so the best split moves to the first threshold above: 1.14."""
-    got = evaluate_pairs(1.5 * _embeddings_at(HAND_DIST), HAND_ISSAME)
+    got = evaluate_pairs(1.5 * embeddings_at(HAND_DIST), HAND_ISSAME)
     assert got["mean_norm"] == pytest.approx(1.5)
     assert got["best_threshold"] == pytest.approx(1.14)
     assert got["accuracy"] == pytest.approx(0.95)
@@ -241,7 +233,7 @@ def test_verification_sets_embed_at_the_precision_asked_for():
 
 
 def test_pair_labels_as_integers_or_a_column_and_the_count_check():
-    emb = _embeddings_at(HAND_DIST)
+    emb = embeddings_at(HAND_DIST)
     want = evaluate_pairs(emb, HAND_ISSAME)
     for labels in (HAND_ISSAME.astype(int), HAND_ISSAME[:, None]):
         got = evaluate_pairs(emb, labels)

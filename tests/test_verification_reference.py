@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from facetrain.data.verification_set import VerificationSet
 from facetrain.eval.verification import evaluate_pairs, evaluate_verification_sets
+from pair_embeddings import embeddings_at
 
 ACC_GRID = np.arange(0, 4, 0.01)  # typed in from insightface, on purpose not imported
 VAL_GRID = np.arange(0, 4, 0.001)
@@ -32,15 +33,6 @@ def _distances(emb: np.ndarray) -> np.ndarray:
     """Squared L2 of rows 2i, 2i+1, in float32 as insightface computes it (np.subtract, np.square, np.sum)."""
     emb = np.asarray(emb, np.float32)
     return np.array([np.sum(np.square(emb[2 * i] - emb[2 * i + 1])) for i in range(len(emb) // 2)])
-
-
-def _embeddings_at(dist: np.ndarray) -> np.ndarray:
-    """Unit 2-d pair embeddings at the given squared distances (2 - 2 cos(angle) = d)."""
-    emb = np.zeros((2 * len(dist), 2), np.float32)
-    emb[0::2, 0] = 1.0
-    angle = np.arccos(1 - np.asarray(dist, np.float64) / 2)
-    emb[1::2] = np.stack([np.cos(angle), np.sin(angle)], 1)
-    return emb
 
 
 def _reference(dist: np.ndarray, issame: np.ndarray) -> dict:
@@ -106,7 +98,7 @@ def test_tar_at_far_equals_the_reference_on_the_fine_grid(case):
     rng = np.random.default_rng(12)
     issame = rng.random(2000) < 0.5
     dist = np.where(issame, rng.integers(0, 12000, 2000), rng.integers(10055, 39000, 2000)) * 1e-4 + 5e-5
-    emb = _embeddings_at(dist)
+    emb = embeddings_at(dist)
     dist = _distances(emb)
     ref = _reference(dist, issame)
     assert evaluate_pairs(emb, issame)["tar_at_far_1e-3"] == pytest.approx(ref["tar"], abs=1e-12)
@@ -128,7 +120,7 @@ def test_a_hand_computed_case():
     0.51..1.50 (first maximum: 0.51), so fold 0 scores 1/2 and the other nine 2/2."""
     dist = np.array([0.205, 0.505] + [0.505, 1.505] * 9)
     issame = np.array([False, True] + [True, False] * 9)
-    got = evaluate_pairs(_embeddings_at(dist), issame)
+    got = evaluate_pairs(embeddings_at(dist), issame)
     assert got["fold_accuracies"] == pytest.approx([0.5] + [1.0] * 9)
     assert got["accuracy"] == pytest.approx(0.95)
     assert got["std"] == pytest.approx(0.15)  # sqrt(mean((a - 0.95)^2)) = sqrt((0.2025 + 9 * 0.0025) / 10)
