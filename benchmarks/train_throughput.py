@@ -29,8 +29,9 @@ from facetrain.train.optim import build_optimizer
 from facetrain.train.precision import Precision, maybe_compile
 
 
-def measure(arch: str, precision: str, channels_last: bool, compile_: bool, batch_size: int, device: torch.device,
-            steps: int, warmup: int, num_classes: int) -> float:
+def training_step(arch: str, precision: str, channels_last: bool, compile_: bool, batch_size: int,
+                  device: torch.device, num_classes: int):
+    """`facetrain train`'s step (RecognitionNet, fused SGD, the precision's scaler) on one fixed random batch."""
     torch.manual_seed(0)
     policy = Precision(precision, device, channels_last)
     model = policy.prepare_model(build_model(arch).to(device))
@@ -47,6 +48,13 @@ def measure(arch: str, precision: str, channels_last: bool, compile_: bool, batc
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure(arch: str, precision: str, channels_last: bool, compile_: bool, batch_size: int, device: torch.device,
+            steps: int, warmup: int, num_classes: int) -> float:
+    step = training_step(arch, precision, channels_last, compile_, batch_size, device, num_classes)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -84,24 +92,7 @@ def reference_step(arch: str, batch_size: int, device: torch.device, num_classes
 
 def default_step(arch: str, batch_size: int, device: torch.device, num_classes: int):
     """`facetrain train`'s step with its defaults (precision auto, channels_last, fused SGD)."""
-    torch.manual_seed(0)
-    policy = Precision(resolve_precision("auto", device), device, channels_last=True)
-    model = policy.prepare_model(build_model(arch).to(device))
-    head = build_head("adaface", model.embedding_size, num_classes).to(device)
-    net = RecognitionNet(model, head, policy).train()
-    optimizer = build_optimizer(model, head, lr=0.1, momentum=0.9, weight_decay=5e-4)
-    scaler = policy.make_scaler()
-    images = torch.randint(0, 256, (batch_size, 112, 112, 3), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, num_classes, (batch_size,), device=device)
-
-    def step() -> None:
-        loss, _ = net(images, labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return training_step(arch, resolve_precision("auto", device), True, False, batch_size, device, num_classes)
 
 
 def versus_reference(arch: str, batch_size: int, device: torch.device, steps: int, warmup: int,
