@@ -11,3 +11,15 @@ def embeddings_at(dist: np.ndarray) -> np.ndarray:
     angle = np.arccos(1 - np.asarray(dist, np.float64) / 2)
     emb[1::2] = np.stack([np.cos(angle), np.sin(angle)], 1)
     return emb
+
+
+def noisy_pairs(rng: np.random.Generator, n_pairs: int, dim: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (2n, dim) float32, issame): same pairs share an identity vector plus noise, different
+    pairs are independent; not normalised."""
+    issame = rng.random(n_pairs) < 0.5
+    base = rng.standard_normal((n_pairs, dim))
+    other = np.where(issame[:, None], base, rng.standard_normal((n_pairs, dim)))
+    emb = np.empty((2 * n_pairs, dim), np.float32)
+    emb[0::2] = base + noise * rng.standard_normal((n_pairs, dim))
+    emb[1::2] = other + noise * rng.standard_normal((n_pairs, dim))
+    return emb, issame

@@ -9,6 +9,7 @@ from sklearn.model_selection import KFold
 from facetrain.eval.embed import extract_features
 from facetrain.eval.fusion import fuse_flip
 from facetrain.eval.verification import average_over_standard_sets, evaluate_pairs, kfold_accuracy, kfold_tar_at_far
+from pair_embeddings import noisy_pairs
 
 # insightface's grids, typed in (not imported from the module under test)
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -51,14 +52,7 @@ def _tar_loop_reference(dist, issame, far_target=1e-3, folds=10):
 
 
 def _pair_embeddings(rng, n_pairs, dim=32, noise=0.9):
-    """Same pairs share an identity vector plus noise; different pairs are independent."""
-    issame = rng.random(n_pairs) < 0.5
-    base = rng.standard_normal((n_pairs, dim))
-    other = np.where(issame[:, None], base, rng.standard_normal((n_pairs, dim)))
-    emb = np.empty((2 * n_pairs, dim), np.float32)
-    emb[0::2] = base + noise * rng.standard_normal((n_pairs, dim))
-    emb[1::2] = other + noise * rng.standard_normal((n_pairs, dim))
-    return emb, issame
+    return noisy_pairs(rng, n_pairs, dim, noise)
 
 
 @pytest.mark.parametrize("n_pairs", [600, 607])  # 607: uneven folds as sklearn splits them

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from facetrain.data.verification_set import VerificationSet
 from facetrain.eval.verification import evaluate_pairs, evaluate_verification_sets
-from pair_embeddings import embeddings_at
+from pair_embeddings import embeddings_at, noisy_pairs
 
 ACC_GRID = np.arange(0, 4, 0.01)  # typed in from insightface, on purpose not imported
 VAL_GRID = np.arange(0, 4, 0.001)
@@ -60,12 +60,7 @@ def _reference(dist: np.ndarray, issame: np.ndarray) -> dict:
 
 
 def _pairs(rng, n_pairs, dim=16, noise=1.0):
-    issame = rng.random(n_pairs) < 0.5
-    base = rng.standard_normal((n_pairs, dim))
-    other = np.where(issame[:, None], base, rng.standard_normal((n_pairs, dim)))
-    emb = np.empty((2 * n_pairs, dim), np.float32)
-    emb[0::2] = base + noise * rng.standard_normal((n_pairs, dim))
-    emb[1::2] = other + noise * rng.standard_normal((n_pairs, dim))
+    emb, issame = noisy_pairs(rng, n_pairs, dim, noise)
     return emb / np.linalg.norm(emb, axis=1, keepdims=True), issame
 
 
