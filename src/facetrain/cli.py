@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except FacetrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line whatever the message quotes (torch's own errors span several)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except OSError as exc:  # the file system refused (permissions, a file where a folder is needed, disk full)
         print(f"error: {_describe_os_error(exc)}", file=sys.stderr)

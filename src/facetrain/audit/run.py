@@ -58,10 +58,7 @@ def _load_model(options: AuditOptions) -> Embedder:
     path = Path(options.checkpoint)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
-    try:
-        model, _ = load_backbone(path, options.arch)
-    except ConfigError as exc:  # torch's own messages span lines; the CLI promises one
-        raise ConfigError(" ".join(str(exc).split())) from None
+    model, _ = load_backbone(path, options.arch)
     return Embedder(model, file_hash(path), options.device, options.batch_size, options.fusion, options.progress)
 
 
