@@ -47,7 +47,7 @@ def test_edges_of_the_ranges_are_accepted(argv):
 def test_a_bad_flag_is_one_error_line_and_exit_1(capsys):
     assert main(["train", "--lr", "nan", "--data_root", "/nowhere"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: --lr must be finite") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: --lr must be a finite number") and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_val_check_interval_has_lightnings_two_kinds():

@@ -266,7 +266,7 @@ def test_overwrite_replaces_only_the_previous_runs_files(data, tmp_path, capsys)
         assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "1",
                                           "--val_data_path", "none", "--overwrite")]) == 0
     assert "--overwrite: deleted the previous run's results.json, best.ckpt, last.ckpt" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "last.ckpt", "metrics.csv",
+    assert sorted(p.name for p in out.iterdir()) == [".facetrain.lock", "config.json", "curves.png", "last.ckpt", "metrics.csv",
                                                      "notes.txt", "results.json", "train.log",
                                                      "training_samples.jpg"]
     assert (out / "notes.txt").read_text() == "mine"

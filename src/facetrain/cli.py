@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from facetrain.errors import FacetrainError
+from facetrain.option_checks import check_parsed
 
 # verb -> one-line description; the module `facetrain.commands.<verb>` provides
 # `add_arguments(parser)` and `run(args) -> int`.
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(verb)
     args = parser.parse_args(rest)
     try:
+        check_parsed(parser, args)
         return int(module.run(args) or 0)
     except FacetrainError as exc:
         # one line whatever the message quotes (torch's own errors span several)

@@ -6,6 +6,7 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from facetrain.commands.options import add_workers
     from facetrain.data.synthetic.profiles import BENCHMARK_NAMES
 
     parser.add_argument("--out", required=True, help="output folder (existing outputs of the same kind are replaced)")
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tinyface_subjects", type=int, default=40, help="identities with gallery images and probes")
     parser.add_argument("--tinyface_distractors", type=int, default=200, help="gallery distractors (one identity each)")
     parser.add_argument("--no_folder", action="store_true", help="do not write the <out>/imgs image folder")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
+    add_workers(parser, 1, "rendering processes (the output does not depend on it)")
 
 
 def run(args: argparse.Namespace) -> int:

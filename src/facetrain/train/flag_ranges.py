@@ -12,64 +12,75 @@ mathematical limits say where they come from:
 - `--t_alpha` in (0, 1]: the EMA rate of the feature-norm statistics (AdaFace: 0.01); 0 would freeze
   them at their initial values, above 1 the average diverges.
 - `--seed` in [0, 2**32): numpy's seed range (the seed reaches numpy, torch and the sampler).
+- `--batch_size` >= 2: batch normalisation needs more than one image per batch in training mode.
+- `--warmup_epochs` at most `--epochs`: a longer warm-up never reaches the learning rate asked for.
+Types are checked first, for every field (`check_types`): a `--config` file can hold any JSON/YAML value.
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Callable
+import dataclasses
+import typing
+from typing import TYPE_CHECKING
 
-from facetrain.errors import ConfigError
+from facetrain.option_checks import Range, at_least, check_type, fail
 
 if TYPE_CHECKING:
     from facetrain.train.config import TrainConfig
 
 MAX_LR = 10.0
 SEED_LIMIT = 2**32
+_PROBABILITY = Range(lambda v: 0 <= v <= 1, "in [0, 1]", "a probability")
 
-# flag -> (predicate on a finite value, range as written in the message, why)
-FLOAT_RANGES: dict[str, tuple[Callable[[float], bool], str, str]] = {
-    "lr": (lambda v: 0 < v <= MAX_LR, "in (0, 10]", "AdaFace: 0.1"),
-    "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]", "the factor applied at each milestone"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)", "SGD momentum; 1 never forgets a gradient"),
-    "weight_decay": (lambda v: 0 <= v < 1, "in [0, 1)", "AdaFace: 5e-4"),
-    "warmup_epochs": (lambda v: v >= 0, ">= 0", "linear warm-up length in epochs"),
-    "low_res_augmentation_prob": (lambda v: 0 <= v <= 1, "in [0, 1]", "a probability"),
-    "crop_augmentation_prob": (lambda v: 0 <= v <= 1, "in [0, 1]", "a probability"),
-    "photometric_augmentation_prob": (lambda v: 0 <= v <= 1, "in [0, 1]", "a probability"),
+FLOAT_RANGES: dict[str, Range] = {
+    "lr": Range(lambda v: 0 < v <= MAX_LR, "in (0, 10]", "AdaFace: 0.1"),
+    "lr_gamma": Range(lambda v: 0 < v <= 1, "in (0, 1]", "the factor applied at each milestone"),
+    "momentum": Range(lambda v: 0 <= v < 1, "in [0, 1)", "SGD momentum; 1 never forgets a gradient"),
+    "weight_decay": Range(lambda v: 0 <= v < 1, "in [0, 1)", "AdaFace: 5e-4"),
+    "warmup_epochs": Range(lambda v: v >= 0, ">= 0", "linear warm-up length in epochs"),
+    "low_res_augmentation_prob": _PROBABILITY,
+    "crop_augmentation_prob": _PROBABILITY,
+    "photometric_augmentation_prob": _PROBABILITY,
 }
 # head hyper-parameters: None = the head's default
-HEAD_RANGES: dict[str, tuple[Callable[[float], bool], str, str]] = {
-    "m": (lambda v: 0 <= v <= 1, "in [0, 1]", "AdaFace paper: 0.4; ArcFace 0.5, CosFace 0.35"),
-    "h": (lambda v: 0 <= v <= 1, "in [0, 1]", "AdaFace paper: 0.333; 0 = no adaptive margin"),
-    "s": (lambda v: v > 0, "> 0", "the logit scale; AdaFace: 64"),
-    "t_alpha": (lambda v: 0 < v <= 1, "in (0, 1]", "EMA rate of the norm statistics; AdaFace: 0.01"),
+HEAD_RANGES: dict[str, Range] = {
+    "m": Range(lambda v: 0 <= v <= 1, "in [0, 1]", "AdaFace paper: 0.4; ArcFace 0.5, CosFace 0.35"),
+    "h": Range(lambda v: 0 <= v <= 1, "in [0, 1]", "AdaFace paper: 0.333; 0 = no adaptive margin"),
+    "s": Range(lambda v: v > 0, "> 0", "the logit scale; AdaFace: 64"),
+    "t_alpha": Range(lambda v: 0 < v <= 1, "in (0, 1]", "EMA rate of the norm statistics; AdaFace: 0.01"),
 }
-INT_MINIMUMS = {"epochs": 1, "batch_size": 1, "accumulate_grad_batches": 1, "val_every": 1, "log_every": 1,
-                "max_nonfinite_steps": 1, "num_workers": -1, "save_every_steps": 0, "limit_train_batches": 0,
-                "gpus": 0}
+INT_RANGES: dict[str, Range] = {
+    **{name: at_least(1, "a count") for name in ("epochs", "accumulate_grad_batches", "val_every", "log_every",
+                                                  "max_nonfinite_steps")},
+    "batch_size": at_least(2, "batch normalisation needs more than one image per batch"),
+    "num_workers": at_least(-1, "a count, -1: automatic"),
+    **{name: at_least(0, "a count") for name in ("save_every_steps", "limit_train_batches", "gpus")},
+    "seed": Range(lambda v: 0 <= v < SEED_LIMIT, "in [0, 2**32)", "numpy's seed range"),
+    "custom_num_class": Range(lambda v: v == -1 or v >= 1, ">= 1, or -1", "-1 counts the classes in the data"),
+}
 
 
-def _fail(flag: str, rule: str, why: str, value: object) -> None:
-    raise ConfigError(f"--{flag} must be {rule} ({why}), got {value!r}")
+def check_types(config: "TrainConfig") -> None:
+    """ConfigError for the first field whose value is not of its annotated type (see option_checks)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        check_type(f.name, getattr(config, f.name), hints[f.name])
 
 
 def check_flag_ranges(config: "TrainConfig") -> None:
-    """ConfigError for the first numeric flag outside its range (see the module doc)."""
-    for flag, minimum in INT_MINIMUMS.items():
-        if getattr(config, flag) < minimum:
-            _fail(flag, f">= {minimum}", "a count" + (", -1: automatic" if minimum < 0 else ""), getattr(config, flag))
-    if not 0 <= config.seed < SEED_LIMIT:
-        _fail("seed", "in [0, 2**32)", "numpy's seed range", config.seed)
-    if config.custom_num_class != -1 and config.custom_num_class < 1:
-        _fail("custom_num_class", ">= 1, or -1", "-1 counts the classes in the data", config.custom_num_class)
+    """ConfigError for the first option of the wrong type or outside its range (see the module doc)."""
+    check_types(config)
+    for flag, rule in INT_RANGES.items():
+        rule.check(flag, getattr(config, flag))
     if any(m < 1 for m in config.lr_milestones):
-        _fail("lr_milestones", "epochs >= 1", "the learning rate drops after each of them", config.lr_milestones)
-    checks = [(flag, getattr(config, flag), rule) for flag, rule in FLOAT_RANGES.items()]
-    checks += [(flag, getattr(config, flag), rule) for flag, rule in HEAD_RANGES.items()
-               if getattr(config, flag) is not None]
-    for flag, value, (ok, text, why) in checks:
-        if not math.isfinite(value) or not ok(value):
-            _fail(flag, f"finite and {text}", why, value)
+        fail("lr_milestones", "epochs >= 1", "the learning rate drops after each of them", config.lr_milestones)
+    for flag, rule in FLOAT_RANGES.items():
+        rule.check(flag, getattr(config, flag))
+    for flag, rule in HEAD_RANGES.items():
+        if getattr(config, flag) is not None:
+            rule.check(flag, getattr(config, flag))
+    if config.warmup_epochs > config.epochs:
+        fail("warmup_epochs", f"at most --epochs ({config.epochs})", "a longer warm-up never reaches --lr",
+             config.warmup_epochs)
     check_val_check_interval(config.val_check_interval)
 
 
@@ -77,10 +88,8 @@ def check_val_check_interval(value: float | int | None) -> None:
     """Lightning's meaning: a float in (0, 1] is a fraction of the epoch, an int >= 1 a number of batches."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail("val_check_interval", "a number", "fraction of an epoch or number of batches", value)
     if isinstance(value, int):
         if value < 1:
-            _fail("val_check_interval", ">= 1 when a whole number", "validate every N batches", value)
-    elif not (math.isfinite(value) and 0 < value <= 1):
-        _fail("val_check_interval", "in (0, 1] when a fraction", "validate every fraction of an epoch", value)
+            fail("val_check_interval", ">= 1 when a whole number", "validate every N batches", value)
+    elif not 0 < value <= 1:
+        fail("val_check_interval", "in (0, 1] when a fraction", "validate every fraction of an epoch", value)

@@ -25,7 +25,7 @@ from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
-from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
+from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import BestResult, Position, recorded_best
@@ -320,7 +320,11 @@ def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 3
 def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
     ctx = D.init_distributed(config.gpus)
+    run = None
     try:
-        return Trainer(build_run(config, ctx)).fit()
+        run = build_run(config, ctx)
+        return Trainer(run).fit()
     finally:
+        if run is not None:
+            release_run(run)
         D.cleanup_distributed()

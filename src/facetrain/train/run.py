@@ -6,6 +6,7 @@ The loop (`facetrain.train.loop`) then only steps through what this module built
 """
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import warnings
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from facetrain.data.augment import Augmenter
+from facetrain.data.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
@@ -28,12 +30,12 @@ from facetrain.train import distributed as D
 from facetrain.train import pfc_state
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  default_num_workers, optimizer_steps_per_epoch)
+                                  data_fingerprint, optimizer_steps_per_epoch, worker_count)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
 from facetrain.train.precision import Precision, maybe_compile
-from facetrain.train.run_folder import check_output_dir, clear_run_files
+from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_run_folder
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
@@ -76,6 +78,8 @@ class TrainingRun:
     position: Position
     best: BestResult
     losses: LossTotals = field(default_factory=LossTotals)
+    data_fingerprint: str = ""  # of the training data (`training_source.data_fingerprint`), kept in checkpoints
+    folder_lock: int | None = None  # rank 0: the descriptor holding the run folder's lock (`release_run`)
 
 
 def seed_everything(seed: int) -> None:
@@ -93,6 +97,9 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
     batch_size = config.batch_size // ctx.world_size
+    if batch_size < 2:
+        raise ConfigError(f"--batch_size {config.batch_size} (total) leaves {batch_size} image per process; batch "
+                          "normalisation needs at least 2")
 
     source = open_training_source(config.data_root, config.train_data_path, config.use_mxrecord)
     if config.custom_num_class > 0 and config.custom_num_class != source.num_classes:
@@ -103,7 +110,10 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     augmenter = Augmenter(config.crop_augmentation_prob, config.low_res_augmentation_prob,
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
-    workers = config.num_workers if config.num_workers >= 0 else default_num_workers(ctx.local_world_size)
+    fingerprint = data_fingerprint(source)
+    workers, notice = worker_count(config.num_workers, ctx.local_world_size)
+    if notice and ctx.is_main:
+        warnings.warn(notice, stacklevel=2)
     loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
                                          config.seed, pin_memory=ctx.device.type == "cuda")
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
@@ -130,8 +140,8 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     scaler = precision.make_scaler()
     position, best, losses = Position(), BestResult(), LossTotals()
     if config.resume_from_checkpoint:
-        position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer, scheduler,
-                                      scaler, batches)
+        position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer,
+                                              scheduler, scaler, batches, fingerprint)
         if position.epoch > config.epochs or (position.epoch == config.epochs and position.batch > 0):
             raise ConfigError(f"{config.resume_from_checkpoint}: has trained {position.epoch} epoch(s), more than "
                               f"--epochs {config.epochs}; a run cannot be shortened: give --epochs "
@@ -145,14 +155,40 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     if ctx.enabled:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    if config.overwrite and ctx.is_main:  # only now that everything else was accepted
+    folder_lock = _lock_folder(ctx, output_dir, config)  # only now that everything else was accepted
+    if config.overwrite and ctx.is_main:
         cleared = clear_run_files(output_dir)
         if cleared:
             print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
     return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
                        num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
                        val_check_batches, _metric_logger(config, output_dir, ctx.is_main), position, best,
-                       losses)
+                       losses, fingerprint, folder_lock)
+
+
+def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> int | None:
+    """Rank 0 takes the run folder's lock and checks the folder again under it (another run may have
+    used it since the first check); the refusal is raised on every rank."""
+    fd, problem = None, None
+    if ctx.is_main:
+        try:
+            fd = lock_run_folder(output_dir)
+            check_output_dir(output_dir, config.resume_from_checkpoint, config.overwrite)
+        except ConfigError as exc:
+            problem = str(exc)
+            if fd is not None:
+                os.close(fd)
+    problem = D.broadcast_object(problem, ctx)
+    if problem:
+        raise ConfigError(problem)
+    return fd
+
+
+def release_run(run: TrainingRun) -> None:
+    """Release the run folder's lock (also released by the kernel when the process dies)."""
+    if run.folder_lock is not None:
+        os.close(run.folder_lock)
+        run.folder_lock = None
 
 
 def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
@@ -186,12 +222,14 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
 
 def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                 scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult, LossTotals]:
+                 scaler: torch.amp.GradScaler, batches: int, fingerprint: str) -> tuple[Position, BestResult, LossTotals]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
-    and loss totals.
+    and loss totals. A checkpoint trained on other data (by `fingerprint`) is refused unless
+    `--resume_onto_other_data`.
     Only rank 0 reads the file (its path is rank 0's) and hands the state to the others, so nodes need
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
+    check_same_data(path, state.extra.get("data_fingerprint"), fingerprint, config)
     model.load_state_dict(state.model_state, strict=True)
     if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
         pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
@@ -216,6 +254,20 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
                       "random streams restart from the seed", stacklevel=2)
         torch.manual_seed(config.seed + ctx.rank + position.global_step)
     return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
+
+
+def check_same_data(path: str, saved: str | None, current: str, config: TrainConfig) -> None:
+    """The data a checkpoint was trained on (its fingerprint; checkpoints without one cannot tell) must be
+    the data the resumed run reads, unless asked otherwise."""
+    if not saved or saved == current:
+        return
+    where = resolve_data_path(config.data_root, config.train_data_path, "training data (--train_data_path)")
+    if not config.resume_onto_other_data:
+        raise ConfigError(f"{path}: was trained on other data than {where} (fingerprint {saved[:12]}, this data "
+                          f"{current[:12]}); resume with the data it was trained on, or give "
+                          "--resume_onto_other_data to continue on this data anyway")
+    warnings.warn(f"{path}: trained on other data (fingerprint {saved[:12]}); continuing on {where} "
+                  f"({current[:12]}) as --resume_onto_other_data asks", stacklevel=3)
 
 
 def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
@@ -251,6 +303,7 @@ def save_run(run: TrainingRun, path: Path) -> None:
     if run.ctx.enabled:  # also the point by which every shard is on disk
         rngs = [None] * run.ctx.world_size
         torch.distributed.all_gather_object(rngs, mine)
+    problem = None
     if run.ctx.is_main:
         head, more = run.head, {}
         if sharded:
@@ -258,10 +311,16 @@ def save_run(run: TrainingRun, path: Path) -> None:
                                                                                           run.ctx.world_size)]
             optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
             head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
-        save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
-                            run.best, run.config.to_dict(), rngs, run.ctx.world_size,
-                            loss_totals=asdict(run.losses), **more)
-    D.barrier(run.ctx)
+        try:
+            save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
+                                run.best, run.config.to_dict(), rngs, run.ctx.world_size,
+                                loss_totals=asdict(run.losses), data_fingerprint=run.data_fingerprint, **more)
+        except OSError as exc:  # e.g. disk full: the temporary is gone, the previous checkpoint intact
+            problem = (f"{path}: cannot write the checkpoint ({exc.strerror or exc}); nothing was written"
+                       f"{f', {path.name} still holds the previous one' if path.exists() else ''}")
+    problem = D.broadcast_object(problem, run.ctx)  # also the barrier: every rank waits for the file
+    if problem:
+        raise FacetrainError(problem)
     if sharded:
         pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
 

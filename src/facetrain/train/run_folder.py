@@ -7,10 +7,16 @@ leaves another run's `best.ckpt` beside its own results, unless
   its checkpoints, and their temporaries) are deleted, `results.json` first so a half-cleared folder
   never looks like a finished run, shard folders after the checkpoints that name them. Other files are
   left alone. A temporary of a live process means another run writes there: refused.
+
+A run holds an exclusive OS lock (`flock`) on `LOCK` in its folder for its whole life: a second run
+into the folder, a resume of it or an `--overwrite` of it is refused while the first lives. The kernel
+releases the lock when the process dies, however it dies (kill -9 included), so no stale lock is ever
+left; the lock file itself stays (deleting it would let two processes lock two different files).
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -26,6 +32,7 @@ LAST, BEST, RESULTS, CONFIG = "last.ckpt", "best.ckpt", "results.json", "config.
 EVALUATION = "evaluation.json"
 SAMPLES = "training_samples.jpg"  # augmented inputs as the model sees them (BGR): a wrong colour order shows at once
 TENSORBOARD, WANDB = "tensorboard", "wandb"
+LOCK = ".facetrain.lock"
 # deletion order of --overwrite: what says "finished" first, what a resume needs last
 RUN_FILES = (RESULTS, EVALUATION, BEST, LAST, CONFIG, CSV_NAME, CURVES_NAME, LOG_NAME, SAMPLES, TENSORBOARD, WANDB)
 _EPOCH_CHECKPOINT = re.compile(r"epoch=\d+\.ckpt")
@@ -59,7 +66,7 @@ def check_output_dir(output_dir: Path, resume_from: str, overwrite: bool) -> Non
         return
     if not output_dir.is_dir():
         raise ConfigError(f"{output_dir}: --output_dir is a file, not a folder")
-    entries = sorted(os.listdir(output_dir))
+    entries = sorted(name for name in os.listdir(output_dir) if name != LOCK)
     if not entries or (resume_from and _inside(Path(resume_from), output_dir)):
         return
     if overwrite:
@@ -93,3 +100,20 @@ def clear_run_files(output_dir: Path) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
     return ordered
+
+
+def lock_run_folder(output_dir: Path) -> int:
+    """Create `output_dir` and take its run lock (see the module doc); returns the descriptor to hold
+    (closing it releases the lock). ConfigError when another live process holds it."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(f"{output_dir}: another training process{f' (pid {holder})' if holder.isdigit() else ''} "
+                          "is running in this folder; wait for it to end, or choose another --output_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
