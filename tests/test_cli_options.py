@@ -26,8 +26,12 @@ def test_model_verbs_take_ckpt(verb):
     assert "--ckpt" in _options(verb)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_auto_device_resolves_to_the_cpu_without_cuda():
     from facetrain.devices import resolve_device
+    from facetrain.errors import ConfigError
 
     assert resolve_device("auto").type == "cpu" and resolve_device(None).type == "cpu"
-    assert str(resolve_device("cuda:1")) == "cuda:1"
+    assert str(resolve_device("cpu")) == "cpu"
+    with pytest.raises(ConfigError, match="this machine has no cuda device"):  # not a failure at the first tensor
+        resolve_device("cuda:1")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,5 +15,10 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.train.config import config_from_args
     from facetrain.train.launch import run as launch
 
-    launch(config_from_args(args))
+    config = config_from_args(args)
+    try:
+        launch(config)
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line (the resume is exact), the shell's exit status for SIGINT
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return 130
     return 0

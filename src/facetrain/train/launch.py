@@ -2,6 +2,8 @@
 rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace's ddp)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from facetrain.data.paths import resolve_data_path
@@ -9,7 +11,8 @@ from facetrain.errors import ConfigError
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
 from facetrain.train import distributed as D
 from facetrain.train.config import TrainConfig
-from facetrain.train.loop import TrainResult, train
+from facetrain.train.loop import TrainingInterrupted, TrainResult, train
+from facetrain.train.run_folder import resume_hint
 
 EVALUATION = "evaluation.json"
 
@@ -46,6 +49,9 @@ def run(config: TrainConfig) -> TrainResult | None:
             raise ConfigError(f"--gpus {config.gpus} but {available} CUDA device(s) visible; for CPU processes "
                               "use torchrun --nproc_per_node N ... --gpus 0")
         config.output_dir = str(config.resolve_output_dir())  # every rank must agree before they start
-        D.spawn(_spawned_rank, config.gpus, (config,))
+        try:
+            D.spawn(_spawned_rank, config.gpus, (config,))
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"interrupted; {resume_hint(Path(config.output_dir))}") from None
         return None
     return train(config)

@@ -26,7 +26,7 @@ from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
 from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
-from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
+from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint, resume_hint
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import BestResult, Position, recorded_best
 from facetrain.train.step_window import StepWindow, WindowSummary
@@ -35,6 +35,10 @@ from facetrain.train.validation import mean_threshold, validate, validation_logs
 
 class TrainingDiverged(FacetrainError):
     """Too many non-finite losses in a row."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says how to resume (still a KeyboardInterrupt for callers)."""
 
 
 @dataclass
@@ -324,6 +328,10 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         run = build_run(config, ctx)
         return Trainer(run).fit()
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        raise TrainingInterrupted(f"interrupted; {resume_hint(run.output_dir)}") from None
     finally:
         if run is not None:
             release_run(run)

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def clear_run_files(output_dir: Path) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
     return ordered
+
+
+def resume_hint(output_dir: Path) -> str:
+    """What to run to continue an interrupted run in `output_dir` (one line)."""
+    if not (output_dir / LAST).is_file():
+        return f"{output_dir} holds no checkpoint yet: nothing to resume (start again with --overwrite)"
+    config = f"--config {shlex.quote(str(output_dir / CONFIG))} " if (output_dir / CONFIG).is_file() else ""
+    return f"resume with: facetrain train {config}--resume_from_checkpoint {shlex.quote(str(output_dir / LAST))}"
 
 
 def lock_run_folder(output_dir: Path) -> int:
