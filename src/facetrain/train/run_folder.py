@@ -67,6 +67,7 @@ def check_output_dir(output_dir: Path, resume_from: str, overwrite: bool) -> Non
         return
     if not output_dir.is_dir():
         raise ConfigError(f"{output_dir}: --output_dir is a file, not a folder")
+    _refuse_if_locked(output_dir)  # a live run there: say so before anything else
     entries = sorted(name for name in os.listdir(output_dir) if name != LOCK)
     if not entries or (resume_from and _inside(Path(resume_from), output_dir)):
         return
@@ -118,11 +119,36 @@ def lock_run_folder(output_dir: Path) -> int:
     fd = os.open(output_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.pread(fd, 32, 0) != f"{os.getpid()}\n".encode():  # who holds it, for the message of the refused
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        problem = _locked(output_dir, fd)
         os.close(fd)
-        raise ConfigError(f"{output_dir}: another training process{f' (pid {holder})' if holder.isdigit() else ''} "
-                          "is running in this folder; wait for it to end, or choose another --output_dir") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        raise problem from None
     return fd
+
+
+def _refuse_if_locked(output_dir: Path) -> None:
+    """ConfigError when a live process holds the folder's lock; only tests it (reads, writes nothing)."""
+    try:
+        fd = os.open(output_dir / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if _holder(fd) != str(os.getpid()):  # not this run, checking its folder again under its own lock
+            raise _locked(output_dir, fd) from None
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip()
+
+
+def _locked(output_dir: Path, fd: int) -> ConfigError:
+    holder = _holder(fd)
+    return ConfigError(f"{output_dir}: another training process{f' (pid {holder})' if holder.isdigit() else ''} "
+                       "is running in this folder; wait for it to end, or choose another --output_dir")
