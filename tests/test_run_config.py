@@ -136,6 +136,10 @@ def _refused(argv: list[str], root, capsys) -> str:
     ("a.yaml", "lr: !!python/object/apply:os.system ['touch {D}/ran']\n", "a.yaml: not valid YAML"),
     ("a.yaml", "1: 2\n", "a config file holds a mapping of option names"),
     ("a.yaml", "lr: 1.0e+400\n", "--lr must be a finite number, got inf"),
+    # YAML aliases: 9^12 references in a few hundred bytes, quoted without expanding them
+    ("a.yaml", "lr_milestones: [&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+        f"&l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, 13)) + "]\n",
+     "--lr_milestones must be a list of whole numbers, got [[1, 1, 1, 1, ...], [[...], [...], [...], [...], ...], "),
 ])
 def test_config_file_values_are_checked_like_flags(tmp_path, capsys, name, text, fragment):
     path = tmp_path / name

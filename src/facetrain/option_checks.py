@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -24,9 +25,14 @@ def fail(flag: str, rule: str, why: str, value: object) -> None:
     raise ConfigError(f"--{flag} must be {rule} ({why}), got {_shown(value)}")
 
 
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 4, 40
+
+
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
+    """The value as the message quotes it, bounded: a YAML file's aliases can nest one list in itself
+    exponentially often, and a full repr would expand it."""
+    return _SHORT.repr(value)
 
 
 @dataclass(frozen=True)

@@ -174,8 +174,8 @@ def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> i
         try:
             fd = lock_run_folder(output_dir)
             check_output_dir(output_dir, config.resume_from_checkpoint, config.overwrite)
-        except ConfigError as exc:
-            problem = str(exc)
+        except (ConfigError, OSError) as exc:  # e.g. a read-only parent folder: refused on every rank
+            problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
             if fd is not None:
                 os.close(fd)
     problem = D.broadcast_object(problem, ctx)
