@@ -99,3 +99,22 @@ def test_two_runs_started_together_into_one_folder(data, tmp_path):
     err = next(e for code, e in results if code == 1).strip()
     assert err.count("\n") == 0 and err.startswith(f"error: {out}") and "Traceback" not in err, err
     assert json.loads((out / "results.json").read_text())["global_step"] == 2 * 2
+
+
+def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path, capsys):
+    """Data-loader workers are forked: after kill -9 of the run they live on for a few seconds."""
+    code = ("import os, sys, time; from pathlib import Path; from facetrain.train.run_folder import lock_run_folder; "
+            "lock_run_folder(Path(sys.argv[1]));\nif os.fork() == 0: time.sleep(600)\nprint(os.getpid(), flush=True); "
+            "time.sleep(600)")
+    run = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        run.stdout.readline()
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        from facetrain.train.run_folder import lock_run_folder, unlock_run_folder
+
+        unlock_run_folder(lock_run_folder(tmp_path / "run"))  # free although the forked child still lives
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.stdout.close()

@@ -6,7 +6,6 @@ The loop (`facetrain.train.loop`) then only steps through what this module built
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import warnings
@@ -35,7 +34,7 @@ from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
 from facetrain.train.precision import Precision, maybe_compile
-from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_run_folder
+from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_run_folder, unlock_run_folder
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
@@ -177,7 +176,7 @@ def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> i
         except (ConfigError, OSError) as exc:  # e.g. a read-only parent folder: refused on every rank
             problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
             if fd is not None:
-                os.close(fd)
+                unlock_run_folder(fd)
     problem = D.broadcast_object(problem, ctx)
     if problem:
         raise ConfigError(problem)
@@ -187,7 +186,7 @@ def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> i
 def release_run(run: TrainingRun) -> None:
     """Release the run folder's lock (also released by the kernel when the process dies)."""
     if run.folder_lock is not None:
-        os.close(run.folder_lock)
+        unlock_run_folder(run.folder_lock)
         run.folder_lock = None
 
 

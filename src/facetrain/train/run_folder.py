@@ -11,7 +11,9 @@ leaves another run's `best.ckpt` beside its own results, unless
 A run holds an exclusive OS lock (`flock`) on `LOCK` in its folder for its whole life: a second run
 into the folder, a resume of it or an `--overwrite` of it is refused while the first lives. The kernel
 releases the lock when the process dies, however it dies (kill -9 included), so no stale lock is ever
-left; the lock file itself stays (deleting it would let two processes lock two different files).
+left; the lock file itself stays (deleting it would let two processes lock two different files). A
+forked child (a data-loader worker) closes its inherited copy of the descriptor at once, so workers
+that outlive a killed run for a few seconds do not keep its folder locked.
 """
 from __future__ import annotations
 
@@ -34,6 +36,17 @@ EVALUATION = "evaluation.json"
 SAMPLES = "training_samples.jpg"  # augmented inputs as the model sees them (BGR): a wrong colour order shows at once
 TENSORBOARD, WANDB = "tensorboard", "wandb"
 LOCK = ".facetrain.lock"
+_held: set[int] = set()  # descriptors holding run locks in this process
+
+
+def _close_inherited_locks() -> None:
+    for fd in _held:  # the child's reference only; the parent's lock stays
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 # deletion order of --overwrite: what says "finished" first, what a resume needs last
 RUN_FILES = (RESULTS, EVALUATION, BEST, LAST, CONFIG, CSV_NAME, CURVES_NAME, LOG_NAME, SAMPLES, TENSORBOARD, WANDB)
 _EPOCH_CHECKPOINT = re.compile(r"epoch=\d+\.ckpt")
@@ -126,7 +139,14 @@ def lock_run_folder(output_dir: Path) -> int:
         problem = _locked(output_dir, fd)
         os.close(fd)
         raise problem from None
+    _held.add(fd)
     return fd
+
+
+def unlock_run_folder(fd: int) -> None:
+    """Release a lock `lock_run_folder` took."""
+    _held.discard(fd)
+    os.close(fd)
 
 
 def _refuse_if_locked(output_dir: Path) -> None:
