@@ -24,6 +24,7 @@ from facetrain.checkpoint import load_checkpoint
 from facetrain.cli import main
 from facetrain.data.image_folder import ImageFolder
 from facetrain.data.memfile import write_training_memfile
+from facetrain.errors import ConfigError
 from facetrain.train.config import TrainConfig
 from train_fixtures import make_dataset, train_args
 
@@ -222,6 +223,10 @@ def test_the_api_trains_any_number_of_times(data, tmp_path):
                                   "arch": "tinynet", "batch_size": 8, "num_workers": 0, "gpus": 0, "epochs": 1,
                                   "limit_train_batches": 1, "progress": False, "output_dir": str(tmp_path / f"r{k}")})
         assert result.global_step == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"seed": 1.5}')
+    with pytest.raises(ConfigError, match=f"^{bad}: --seed must be a whole number, got 1.5$"):
+        facetrain.train(bad)
 
 
 def test_disk_full_at_the_first_checkpoint_is_one_line(data, tmp_path):
