@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,17 @@ def _as_dict(hyper_parameters: Any) -> dict:
     return dict(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
 
 
+def _warn_non_float(state: Mapping, expected: Mapping, source: str) -> None:
+    """load_state_dict casts integer tensors into float parameters silently, without any quantisation
+    scale: a quantised checkpoint would load as a model whose every output is wrong, so say so."""
+    cast = [k for k, v in state.items() if isinstance(v, torch.Tensor) and not v.is_floating_point()
+            and k in expected and expected[k].is_floating_point()]
+    if cast:
+        warnings.warn(f"{source}: {len(cast)} weight tensor(s) are stored as {state[cast[0]].dtype} (e.g. {cast[0]}), "
+                      "not floating point; they are cast to float32 without any dequantisation scale, so the "
+                      "model's outputs are probably wrong", stacklevel=3)
+
+
 def load_backbone(
     path_or_state: PathLike | Mapping, arch: str | None = None, map_location: Any = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -218,6 +230,7 @@ def load_backbone(
             raise ConfigError(f"{source}: holds a {inferred} backbone, but the architecture asked for is {arch}")
     embedding_size = backbone_state["output_layer.3.weight"].shape[0] if "output_layer.3.weight" in backbone_state else 512
     model = build_model(arch, embedding_size=embedding_size)
+    _warn_non_float(backbone_state, model.state_dict(), source)
     try:
         model.load_state_dict(backbone_state, strict=True)
     except RuntimeError as exc:
@@ -230,4 +243,5 @@ def load_backbone(
         "head_state_dict": head_state,
         "facetrain": checkpoint.get("facetrain", {}),
     }
+    model.source = source  # errors about its outputs name the file (facetrain.eval.finite)
     return model.eval(), info

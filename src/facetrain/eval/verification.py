@@ -24,7 +24,6 @@ from typing import Mapping
 
 import numpy as np
 
-from facetrain.errors import ConfigError
 from facetrain.eval.fusion import fuse_flip
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -162,16 +161,6 @@ def average_over_standard_sets(results: Mapping[str, dict]) -> dict:
     return {"sets": names, **avg, "best_threshold_cosine": l2_to_cosine(avg["best_threshold"])}
 
 
-def check_finite(features: np.ndarray, flip_features: np.ndarray | None, name: str) -> None:
-    """NaN/inf embeddings would score ~50% (every distance compares false): refuse them instead."""
-    bad = ~np.isfinite(features).all(axis=1)
-    if flip_features is not None:
-        bad |= ~np.isfinite(flip_features).all(axis=1)
-    if bad.any():
-        raise ConfigError(f"{name}: the model gives non-finite (NaN/inf) embeddings for {int(bad.sum())} of "
-                          f"{len(bad)} images: its weights are corrupt or training diverged")
-
-
 def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: int = 256, device: str | None = None,
                                precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
                                nrof_folds: int = 10, progress: bool = True) -> dict[str, dict]:
@@ -187,7 +176,6 @@ def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: in
             model, vset.images, batch_size=batch_size, device=device, precision=precision,
             channels_last=channels_last, flip=fusion != "none", progress=progress, desc=name,
         )
-        check_finite(features, flip_features, name)
         results[name] = evaluate_pairs((features, flip_features), vset.issame, nrof_folds, fusion)
     results["average"] = average_over_standard_sets(results)
     return results
