@@ -55,7 +55,7 @@ def _raw_bin(root: Path, name: str, data: bytes) -> None:
 
 def _huge_png_bin(root: Path) -> None:
     huge = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))[1].tobytes()
-    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0]), huge], [True]), protocol=4))
+    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0]), huge] * 2, [True, False]), protocol=4))
 
 
 def _dcface(root: Path, bad_name: str) -> None:

@@ -24,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from facetrain.errors import DataError
 from facetrain.eval.fusion import fuse_flip
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -170,6 +171,10 @@ def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: in
     """
     from facetrain.eval.embed import extract_features
 
+    for name, vset in sets.items():  # before any embedding: a set too small fails fast
+        if len(vset.issame) < nrof_folds:
+            raise DataError(f"{name}: {len(vset.issame)} pairs; the {nrof_folds}-fold protocol needs at least "
+                            f"{nrof_folds}")
     results: dict[str, dict] = {}
     for name, vset in sets.items():
         features, flip_features = extract_features(
