@@ -118,7 +118,7 @@ def _stand_in(name: str) -> type:
     return type(name.rsplit(".", 1)[-1], (InertObject,), {"qualified_name": name})
 
 
-def _torch_reason(exc: Exception) -> str:
+def torch_reason(exc: Exception) -> str:
     """torch's refusal without its advice to retry with weights_only=False (which would run the file's code)."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
@@ -130,7 +130,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError) as exc:
-        reasons = f"{_torch_reason(first_error)}; {_torch_reason(exc)}"
+        reasons = f"{torch_reason(first_error)}; {torch_reason(exc)}"
         raise ConfigError(f"{path}: cannot be loaded safely ({reasons})") from None
     refused = sorted(n for n in names if n != "argparse.Namespace" and not n.startswith(_INERT_MODULE_PREFIXES))
     if refused:
@@ -142,7 +142,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: cannot be loaded safely ({_torch_reason(exc)})") from None
+            raise ConfigError(f"{path}: cannot be loaded safely ({torch_reason(exc)})") from None
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
