@@ -162,6 +162,14 @@ def average_over_standard_sets(results: Mapping[str, dict]) -> dict:
     return {"sets": names, **avg, "best_threshold_cosine": l2_to_cosine(avg["best_threshold"])}
 
 
+def check_pair_counts(sets: Mapping[str, object], nrof_folds: int = 10) -> None:
+    """DataError naming the first set with fewer pairs than folds (each fold needs its own pairs)."""
+    for name, vset in sets.items():
+        if len(vset.issame) < nrof_folds:
+            raise DataError(f"{name}: {len(vset.issame)} pairs; the {nrof_folds}-fold protocol needs at least "
+                            f"{nrof_folds}")
+
+
 def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: int = 256, device: str | None = None,
                                precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
                                nrof_folds: int = 10, progress: bool = True) -> dict[str, dict]:
@@ -171,10 +179,7 @@ def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: in
     """
     from facetrain.eval.embed import extract_features
 
-    for name, vset in sets.items():  # before any embedding: a set too small fails fast
-        if len(vset.issame) < nrof_folds:
-            raise DataError(f"{name}: {len(vset.issame)} pairs; the {nrof_folds}-fold protocol needs at least "
-                            f"{nrof_folds}")
+    check_pair_counts(sets, nrof_folds)  # before any embedding: a set too small fails fast
     results: dict[str, dict] = {}
     for name, vset in sets.items():
         features, flip_features = extract_features(
