@@ -394,3 +394,16 @@ def test_a_nan_model_is_refused_before_any_number(tmp_path):
     with pytest.raises(ConfigError, match=r"^_NanNet: the model gives non-finite \(NaN/inf\) embeddings for 8 of 8"):
         run_ijb(_NanNet(), tmp_path, "IJBC", tmp_path / "out", "nan-net", progress=False)
     assert not list((tmp_path / "out").glob("*"))
+
+
+def test_a_truncated_feature_cache_is_rebuilt_with_a_notice(tmp_path, capsys):
+    write_protocol(tmp_path / "data", n_ids=2, templates_per_id=2)
+    first = run_ijb(ColourIdentityNet(), tmp_path / "data", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    cache = Path(first["feature_cache"])
+    good = cache.read_bytes()
+    cache.write_bytes(good[:100])
+    capsys.readouterr()
+    again = run_ijb(ColourIdentityNet(), tmp_path / "data", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"note: {cache}: feature cache unreadable ("), err
+    assert again["tar_at_far"] == first["tar_at_far"] and cache.read_bytes() == good
