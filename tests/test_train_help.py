@@ -44,7 +44,7 @@ def main_py_flags(script: Path) -> list[str]:
     """The flags a seed script passes to main.py, with its variables filled in as the script's defaults would."""
     text = script.read_text().replace("\\\n", " ")
     call = next(line for line in text.splitlines() if line.startswith("python") and "main.py" in line)
-    words = shlex.split(call.split("main.py", 1)[1].replace('"$@"', ""))
+    words = shlex.split(re.split(r'main\.py"?', call, maxsplit=1)[1].replace('"$@"', ""))
     return [w.replace("$task_num", "1").replace("${task_num}", "1").replace("$n_ids", "30000") for w in words]
 
 
