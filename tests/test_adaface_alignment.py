@@ -111,7 +111,7 @@ def test_align_cli_writes_adafaces_crops_by_default(tmp_path, capsys):
         Image.fromarray(_input(name)).save(raw / f"{name}.png")
     for detector in ("adaface", "facenet"):  # the same photos, each detector into its own folder
         extra = [] if detector == "adaface" else ["--detector", "facenet"]
-        assert main(["align", str(tmp_path / "raw"), str(tmp_path / detector), "--no_progress", *extra]) == 0
+        assert main(["align", str(tmp_path / "raw"), str(tmp_path / detector), "--no_progress", "--device", "cpu", *extra]) == 0
     capsys.readouterr()
     for name in NAMES:
         # The CLI stores JPEG (quality 95): compare with the reference crop through the same codec.
@@ -150,7 +150,7 @@ def test_embed_and_compare_clis_align_like_adaface(small_model, tmp_path, capsys
     for detector in ("adaface", "facenet"):
         out[detector] = tmp_path / f"{detector}.npz"
         assert main(["embed", str(photos), "--ckpt", str(path), "--out", str(out[detector]), "--align",
-                     "--detector", detector, "--no_progress"]) == 0
+                     "--detector", detector, "--device", "cpu", "--no_progress"]) == 0
     for detector, limit in (("adaface", 1e-3), ("facenet", None)):
         saved = np.load(out[detector])
         errors = [np.abs(row - reference[Path(p).stem]).max() for row, p in zip(saved["embeddings"], saved["paths"])]
@@ -160,7 +160,7 @@ def test_embed_and_compare_clis_align_like_adaface(small_model, tmp_path, capsys
             assert min(errors) > 1e-2, errors  # the other crop gives visibly other embeddings
 
     images = [str(photos / f"{name}.png") for name in names]
-    assert main(["compare", *images, "--ckpt", str(path)]) == 0
+    assert main(["compare", *images, "--ckpt", str(path), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
     rows = [line for line in printed if line.startswith("[0]") and len(line.split()) == 1 + len(names)]
     similarity = float(rows[0].split()[2])  # [0] vs [1]
