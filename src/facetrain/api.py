@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from facetrain.devices import resolve_device
-from facetrain.errors import DataError
+from facetrain.errors import ConfigError, DataError
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -43,12 +43,23 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
-          detector: str = "adaface") -> Image.Image | None:
+          detector: str = "adaface", landmarks: Any = None) -> Image.Image | None:
     """The aligned 112x112 RGB face of a photo (path, PIL image or RGB array): the seed's
     `get_aligned_face`, so None (with a warning naming the image) when no face is found.
-    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos)."""
-    from facetrain.align.aligner import get_aligned_face
+    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos).
+    `landmarks`: the face's 5 points, (5, 2) or x1, y1, ..., x5, y5 (image-left eye, image-right eye,
+    nose, image-left and image-right mouth corners): warped with `detector`'s template and fit, no detection."""
+    from facetrain.align.aligner import get_aligned_face, read_rgb
 
+    if landmarks is not None:
+        from facetrain.align.landmarks import as_points
+        from facetrain.align.transform import WARPS
+
+        if detector not in WARPS:
+            raise ConfigError(f"detector must be one of {tuple(WARPS)}, got {detector!r}")
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+        rgb = read_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(_as_pil(image))
+        return Image.fromarray(WARPS[detector](rgb, as_points(landmarks, name), 112))
     if isinstance(image, (str, os.PathLike)):
         return get_aligned_face(image, select=select, device=str(device), detector=detector)
     return get_aligned_face(None, _as_pil(image), select=select, device=str(device), detector=detector)
