@@ -50,9 +50,10 @@ def calibrate_model(ckpt: str | os.PathLike, pairs: str | os.PathLike, far: floa
     pair_sets = load_pair_sets(pairs, sets)
     genuine, impostor = [], []
     for name, vset in pair_sets.items():
-        g, i = pair_similarities(model, vset.images, vset.issame, batch_size, device, precision, progress, name)
-        genuine.append(g)
-        impostor.append(i)
+        similarity = pair_similarities(model, vset.images, batch_size, device, precision, progress, name)
+        issame = np.asarray(vset.issame, bool)
+        genuine.append(similarity[issame])
+        impostor.append(similarity[~issame])
     result = threshold_at_far(np.concatenate(genuine), np.concatenate(impostor), far, level)
     record = {**result.as_dict(), "pairs": {"path": str(pairs), "sets": sorted(pair_sets),
                                             "sha256": pairs_fingerprint(pairs)},

@@ -104,10 +104,10 @@ def format_calibration(result: Calibration, source: str) -> str:
     return "\n".join(lines)
 
 
-def pair_similarities(model, images: np.ndarray, issame: np.ndarray, batch_size: int = 256, device=None,
-                      precision: str = "fp32", progress: bool = True, name: str = "pairs") -> tuple[np.ndarray, np.ndarray]:
-    """(genuine, impostor) cosine similarities of a pair set (images 2i, 2i+1), flip-fused as the
-    10-fold protocol embeds them; non-finite features are refused naming the set."""
+def pair_similarities(model, images: np.ndarray, batch_size: int = 256, device=None, precision: str = "fp32",
+                      progress: bool = True, name: str = "pairs") -> np.ndarray:
+    """(N,) cosine similarity of each pair (images 2i, 2i+1), flip-fused as the 10-fold protocol embeds
+    them; non-finite features are refused naming the set."""
     from facetrain.eval.embed import extract_features
     from facetrain.eval.fusion import fuse_flip
     from facetrain.eval.verification import check_finite
@@ -116,6 +116,4 @@ def pair_similarities(model, images: np.ndarray, issame: np.ndarray, batch_size:
                                          flip=True, progress=progress, desc=name)
     check_finite(features, flipped, name)
     unit, _ = fuse_flip(features, flipped, "pre_norm_vector_add")
-    similarity = (unit[0::2].astype(np.float64) * unit[1::2]).sum(axis=1)
-    issame = np.asarray(issame, bool).reshape(-1)
-    return similarity[issame], similarity[~issame]
+    return (unit[0::2].astype(np.float64) * unit[1::2]).sum(axis=1)
