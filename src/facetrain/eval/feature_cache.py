@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from facetrain.eval.embed import ImageSource, extract_features
+from facetrain.fingerprint import file_sha256
 from facetrain.io_utils import atomic_path, open_write
 
 
@@ -29,11 +30,7 @@ def checkpoint_key(ckpt_path: str | os.PathLike | None, arch: str | None) -> str
     place is another model, whatever its name and time stamp) and the architecture."""
     if ckpt_path is None:
         return f"model:{arch}"
-    digest = hashlib.sha256()
-    with open(ckpt_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}|{arch}"
+    return f"sha256:{file_sha256(ckpt_path)}|{arch}"
 
 
 def files_key(paths: Iterable[str | os.PathLike]) -> str:
