@@ -3,8 +3,8 @@
 The cache holds the raw (un-normalised) image and flip features. Its file name carries a digest of
 everything that determines them: the checkpoint's sha256 and architecture, the dataset (with whatever
 besides the image files shapes a feature, e.g. IJB's landmarks), every image file's path, size and
-modification time, the precision, the memory format and the flip setting; anything else gives another
-file. A cache that cannot be read, or whose arrays do not fit the request (rows, width, non-finite
+modification time, the precision, the memory format, the device type and the flip setting; anything
+else gives another file. A cache that cannot be read, or whose arrays do not fit the request (rows, width, non-finite
 values), is embedded again after a one-line notice on stderr.
 """
 from __future__ import annotations
@@ -72,6 +72,14 @@ def _read(path: Path, rows: int, width: int | None, flip: bool) -> tuple[np.ndar
     return None
 
 
+def _device_type(model: torch.nn.Module | None, device: str | torch.device | None) -> str:
+    """cpu or cuda: a GPU's "fp32" convolutions run in TF32, so its features differ from the CPU's."""
+    if device is not None:
+        return torch.device(device).type
+    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return param.device.type if param is not None else "cpu"
+
+
 def cached_features(model: torch.nn.Module, images: ImageSource, output_dir: str | os.PathLike, prefix: str,
                     dataset: str, model_key: str, use_flip_test: bool = True, batch_size: int = 128,
                     device: str | None = None, precision: str = "fp32", channels_last: bool = False,
@@ -81,7 +89,8 @@ def cached_features(model: torch.nn.Module, images: ImageSource, output_dir: str
     (a flip cache also serves a no-flip request), else embedded and written atomically. `images` is
     only read on a miss, so a lazy source costs nothing when the cache hits. `files` are the files the
     images are read from; `dataset` names the data and anything else that shapes a feature."""
-    spec = [model_key, dataset, len(images), files_key(files), precision, bool(channels_last)]
+    spec = [model_key, dataset, len(images), files_key(files), precision, bool(channels_last),
+            _device_type(model, device)]
     flip_cache = cache_path(output_dir, prefix, spec, True)
     candidates = [flip_cache] if use_flip_test else [flip_cache, cache_path(output_dir, prefix, spec, False)]
     width = getattr(model, "embedding_size", None)
