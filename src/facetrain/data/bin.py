@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facetrain.data.image_codec import decode_bgr, encode_image, parallel_map
 from facetrain.data.safe_pickle import safe_loads
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.verification_set import VerificationSet, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 
@@ -66,12 +66,10 @@ def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:
         if not isinstance(b, (bytes, bytearray)) and not (isinstance(b, np.ndarray) and b.dtype == np.uint8):
             raise DataError(f"{path}: image {i} is a {type(b).__name__}, expected encoded bytes")
     check_decoded_size(path, bins, len(data))
-    issame = _issame_array(path, issame, len(data))
-    if issame.dtype != bool and not np.isin(issame, (0, 1)).all():
-        raise DataError(f"{path}: issame_list holds non-boolean values ({issame.dtype})")
+    issame = check_issame(issame, str(path))  # a zero-itemsize array of 10^12 labels is refused unexpanded
     if len(bins) != 2 * len(issame):
         raise DataError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 images per pair)")
-    return list(bins), issame.astype(bool)
+    return list(bins), issame
 
 
 def check_decoded_size(path: Path, bins: Sequence, file_size: int) -> None:
@@ -85,20 +83,6 @@ def check_decoded_size(path: Path, bins: Sequence, file_size: int) -> None:
         raise DataError(f"{path}: its {len(bins)} images add up to {total} encoded bytes, more than {MAX_REPEAT} "
                         f"times the file's {file_size} (the pickle repeats images by reference); refusing to "
                         f"decode them ({decoded / 2**30:.1f} GiB)")
-
-
-def _issame_array(path: Path, issame: list | tuple | np.ndarray, file_size: int) -> np.ndarray:
-    """issame as a 1-D array, checked before numpy expands it: a zero-itemsize array can declare 10^12
-    elements in a few bytes, and a list may hold arrays instead of flags."""
-    if isinstance(issame, np.ndarray):
-        if issame.dtype.itemsize == 0 or issame.dtype.kind not in "biu" or issame.ndim != 1 or issame.size > file_size:
-            raise DataError(f"{path}: issame_list is a {issame.dtype} array of shape {issame.shape}, expected one "
-                            "flag per pair")
-        return issame
-    for i, flag in enumerate(issame):
-        if not isinstance(flag, (bool, int, np.bool_, np.integer)):
-            raise DataError(f"{path}: issame_list item {i} is a {type(flag).__name__}, expected a boolean")
-    return np.asarray(issame)
 
 
 def decode_into(out: np.ndarray, bins: Sequence, source: str, threads: int | None = None,
