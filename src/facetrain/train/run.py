@@ -293,17 +293,22 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> N
 
 def save_run(run: TrainingRun, path: Path) -> None:
     """Collective: every rank hands its RNG state to rank 0, which writes the file. With Partial FC
-    every rank first writes its shard of the centres, which the main file then names."""
+    every rank first writes its shard of the centres, which the main file then names. A write that
+    fails (disk full) on any rank is the same one-line error on every rank, with nothing half-written."""
     sharded = isinstance(run.head, PartialFC)
-    if sharded:
-        own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
-    mine = capture_rng(run.ctx.device)
-    rngs = [mine]
-    if run.ctx.enabled:  # also the point by which every shard is on disk
-        rngs = [None] * run.ctx.world_size
-        torch.distributed.all_gather_object(rngs, mine)
     problem = None
-    if run.ctx.is_main:
+    if sharded:
+        try:
+            own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
+        except OSError as exc:
+            problem = _write_problem(path, exc)
+    gathered = [(capture_rng(run.ctx.device), problem)]
+    if run.ctx.enabled:  # also the point by which every shard is on disk
+        gathered = [None] * run.ctx.world_size
+        torch.distributed.all_gather_object(gathered, (capture_rng(run.ctx.device), problem))
+    rngs = [rng for rng, _ in gathered]
+    problem = next((p for _, p in gathered if p), None)
+    if run.ctx.is_main and problem is None:
         head, more = run.head, {}
         if sharded:
             names = [pfc_state.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
@@ -314,14 +319,24 @@ def save_run(run: TrainingRun, path: Path) -> None:
             save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                                 run.best, run.config.to_dict(), rngs, run.ctx.world_size,
                                 loss_totals=asdict(run.losses), data_fingerprint=run.data_fingerprint, **more)
-        except OSError as exc:  # e.g. disk full: the temporary is gone, the previous checkpoint intact
-            problem = (f"{path}: cannot write the checkpoint ({exc.strerror or exc}); nothing was written"
-                       f"{f', {path.name} still holds the previous one' if path.exists() else ''}")
-    problem = D.broadcast_object(problem, run.ctx)  # also the barrier: every rank waits for the file
-    if problem:
-        raise FacetrainError(problem)
+        except OSError as exc:
+            problem = _write_problem(path, exc)
+    _raise_on_every_rank(run.ctx, problem)  # also the barrier: every rank waits for the file
     if sharded:
         pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
+
+
+def _write_problem(path: Path, exc: OSError) -> str:
+    """e.g. disk full: the temporary is already gone, the previous file (if any) intact."""
+    return (f"{path}: cannot write the checkpoint ({exc.strerror or exc}); nothing was written"
+            f"{f', {path.name} still holds the previous one' if path.exists() else ''}")
+
+
+def _raise_on_every_rank(ctx: D.DistContext, problem: str | None) -> None:
+    """Rank 0's problem (None: none) raised on every rank; a collective, so also a barrier."""
+    problem = D.broadcast_object(problem, ctx)
+    if problem:
+        raise FacetrainError(problem)
 
 
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
@@ -332,10 +347,15 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
     for dst in destinations if sharded else []:
         pfc_state.link_shard(src, dst, own_shard)
     D.barrier(run.ctx)
+    problem = None
     if run.ctx.is_main:
         for dst in destinations:
-            with atomic_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
-    D.barrier(run.ctx)
+            try:
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
+            except OSError as exc:
+                problem = _write_problem(dst, exc)
+                break
+    _raise_on_every_rank(run.ctx, problem)
     for dst in destinations if sharded else []:
         pfc_state.remove_stale_shards(dst, run.head.shard, keep=own_shard)
