@@ -1,7 +1,19 @@
-"""`--overwrite` on a folder holding a previous Partial FC run: its shard folders go with its checkpoints."""
+"""The run folder: `--overwrite` on a folder holding a previous Partial FC run deletes its shard folders
+with its checkpoints; one live run per folder (its lock), whoever else tries and however it dies."""
 from __future__ import annotations
 
-from facetrain.train.run_folder import clear_run_files
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facetrain.cli import main
+from facetrain.train.run_folder import clear_run_files, lock_run_folder, unlock_run_folder
+from train_fixtures import make_dataset, train_args
 
 
 def test_overwrite_deletes_the_shard_folders_of_the_runs_checkpoints_and_nothing_else(tmp_path):
@@ -18,19 +30,6 @@ def test_overwrite_deletes_the_shard_folders_of_the_runs_checkpoints_and_nothing
 
 
 # --- the run lock: one live run per folder (an OS lock, released by the kernel however the holder dies)
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import pytest
-
-from facetrain.cli import main
-from train_fixtures import make_dataset, train_args
 
 _HOLD = ("import sys, time; from pathlib import Path; from facetrain.train.run_folder import lock_run_folder; "
          "lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
@@ -112,8 +111,6 @@ def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path, capsys):
         run.stdout.readline()
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
-        from facetrain.train.run_folder import lock_run_folder, unlock_run_folder
-
         unlock_run_folder(lock_run_folder(tmp_path / "run"))  # free although the forked child still lives
     finally:
         os.killpg(run.pid, signal.SIGKILL)
