@@ -13,7 +13,8 @@ mathematical limits say where they come from:
   them at their initial values, above 1 the average diverges.
 - `--seed` in [0, 2**32): numpy's seed range (the seed reaches numpy, torch and the sampler).
 - `--batch_size` >= 2: batch normalisation needs more than one image per batch in training mode.
-- `--warmup_epochs` at most `--epochs`: a longer warm-up never reaches the learning rate asked for.
+- `--warmup_epochs` at most `--epochs`: a longer warm-up never reaches the learning rate asked for;
+  `--epochs` at most 10^6, so that warm-up steps (epochs x steps per epoch) stay a finite float.
 Types are checked first, for every field (`check_types`): a `--config` file can hold any JSON/YAML value.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from facetrain.train.config import TrainConfig
 
 MAX_LR = 10.0
+MAX_EPOCHS = 10**6  # beyond any recipe; keeps epochs x steps (and the warm-up, at most as long) in float range
 SEED_LIMIT = 2**32
 _PROBABILITY = Range(lambda v: 0 <= v <= 1, "in [0, 1]", "a probability")
 
@@ -49,8 +51,9 @@ HEAD_RANGES: dict[str, Range] = {
     "t_alpha": Range(lambda v: 0 < v <= 1, "in (0, 1]", "EMA rate of the norm statistics; AdaFace: 0.01"),
 }
 INT_RANGES: dict[str, Range] = {
-    **{name: at_least(1, "a count") for name in ("epochs", "accumulate_grad_batches", "val_every", "log_every",
+    **{name: at_least(1, "a count") for name in ("accumulate_grad_batches", "val_every", "log_every",
                                                   "max_nonfinite_steps")},
+    "epochs": Range(lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]", "passes over the data; AdaFace: 24-26"),
     "batch_size": at_least(2, "batch normalisation needs more than one image per batch"),
     "num_workers": at_least(-1, "a count, -1: automatic"),
     **{name: at_least(0, "a count") for name in ("save_every_steps", "limit_train_batches", "gpus")},
