@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 
 import facetrain
-from facetrain.align.aligner import get_aligned_face
+from facetrain.alignment.aligner import get_aligned_face
 from facetrain.cli import main
 from facetrain.infer import to_input
 from train_fixtures import make_dataset, train_args

@@ -24,7 +24,7 @@ from facetrain.train.data import build_train_loader, default_num_workers
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run, load_scaler_state
+from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.state import capture_rng, restore_rng
 from facetrain.train.step_window import StepWindow
 from train_fixtures import make_dataset
@@ -328,7 +328,7 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     ctx = D.init_distributed(gpus=0)
     try:
         if ctx.rank == 1:  # as on a second node without the file
-            import facetrain.train.run as run_module
+            import facetrain.train.build as run_module
 
             def no_file(*_a, **_k):
                 raise AssertionError("rank 1 opened the checkpoint")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from facetrain.align.transform import TEMPLATE_112
+from facetrain.geometry.similarity import TEMPLATE_112
 from facetrain.errors import DataError
 from facetrain.eval.ijb import IJBMode, run_ijb
 from facetrain.eval.ijb_data import load_protocol

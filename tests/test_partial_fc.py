@@ -17,7 +17,7 @@ from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer
-from facetrain.train.precision import Precision
+from facetrain.train.amp import Precision
 
 CLASSES = 11  # odd: shards of 6 and 5
 GLOBAL_BATCH = 8

@@ -12,7 +12,7 @@ import torch
 from scipy.io import loadmat
 
 from facetrain.checkpoint import save_checkpoint
-from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.synthetic.generate import generate_dataset
 from facetrain.errors import ConfigError, DataError
 from facetrain.eval.tinyface import identification_accuracy
 from facetrain.eval.tinyface_data import load_tinyface

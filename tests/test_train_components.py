@@ -18,7 +18,7 @@ from facetrain.train.data import EpochSampler, batches_per_epoch, collate_uint8,
 from facetrain.train.logger import MetricLogger, read_metrics
 from facetrain.train.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
                                    step_unless)
-from facetrain.train.precision import Precision
+from facetrain.train.amp import Precision
 from facetrain.train.state import capture_rng, restore_rng
 
 

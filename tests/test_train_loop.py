@@ -16,7 +16,7 @@ from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
+from facetrain.train.build import build_run
 from crash_tools import CommandServer
 from train_checks import assert_same_outputs, check_after_kill, strict_json
 from train_fixtures import make_dataset, train_args

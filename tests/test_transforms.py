@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from facetrain.align.transform import TEMPLATE_112, align_face, estimate_similarity, warp_and_crop_face
+from facetrain.geometry.similarity import TEMPLATE_112, align_face, estimate_similarity, warp_and_crop_face
 from facetrain.data.transforms import normalize_batch, to_tensor
 
 

@@ -47,7 +47,7 @@ def align(image: FaceLike, select: str = "score", device: str | torch.device = "
     """The aligned 112x112 RGB face of a photo (path, PIL image or RGB array): the seed's
     `get_aligned_face`, so None (with a warning naming the image) when no face is found.
     `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos)."""
-    from facetrain.align.aligner import get_aligned_face
+    from facetrain.alignment.aligner import get_aligned_face
 
     if isinstance(image, (str, os.PathLike)):
         return get_aligned_face(image, select=select, device=str(device), detector=detector)
@@ -123,7 +123,7 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 def _aligned_bgr(face: FaceLike, index: int) -> np.ndarray:
     """112x112 BGR uint8 (the models' input order) of an aligned face, aligning photos first."""
-    from facetrain.align.aligner import read_rgb, shared_aligner
+    from facetrain.alignment.aligner import read_rgb, shared_aligner
 
     name = str(face) if isinstance(face, (str, os.PathLike)) else f"<face {index}>"
     rgb = read_rgb(face) if isinstance(face, (str, os.PathLike)) else np.asarray(_as_pil(face))

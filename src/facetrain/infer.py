@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.align.aligner import FaceAligner, read_rgb
+from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.checkpoint import load_backbone
 from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
 from facetrain.data.transforms import to_tensor

@@ -5,7 +5,7 @@ import argparse
 
 from facetrain.commands.options import add_detector, add_device, add_max_pixels, add_quiet, add_workers
 
-from facetrain.align.aligner import SELECT_MODES
+from facetrain.alignment.aligner import SELECT_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from facetrain.devices import resolve_device
 
-    from facetrain.align.batch import REPORT_NAME, align_folder
+    from facetrain.alignment.batch import REPORT_NAME, align_folder
 
     report = align_folder(args.in_dir, args.out_dir, workers=args.workers, select=args.select,
                           device=str(resolve_device(args.device)), factor=args.factor, detector=args.detector,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from facetrain.align.transform import align_face
+from facetrain.geometry.similarity import align_face
 from facetrain.errors import DataError
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.ijb_data import IJBProtocol

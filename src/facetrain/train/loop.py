@@ -2,7 +2,7 @@
 precision, DDP, non-finite-loss skipping, validation per epoch, checkpoints and exact resume.
 
 `train(config) -> TrainResult` runs a whole job in this process (one rank under torchrun): it builds
-the run (`facetrain.train.run.build_run`) and steps through it with a `Trainer`.
+the run (`facetrain.train.build.build_run`) and steps through it with a `Trainer`.
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
 from facetrain.io_utils import atomic_write_json
 from facetrain.train import distributed as D
-from facetrain.report.image_grid import write_image_grid
+from facetrain.image_grid import write_image_grid
 from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
-from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
+from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import BestResult, Position, recorded_best

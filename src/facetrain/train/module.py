@@ -11,7 +11,7 @@ from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
 from facetrain.train.config import TrainConfig
-from facetrain.train.precision import Precision
+from facetrain.train.amp import Precision
 
 
 class RecognitionNet(nn.Module):

@@ -32,7 +32,7 @@ from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_ep
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.precision import Precision, maybe_compile
+from facetrain.train.amp import Precision, maybe_compile
 from facetrain.train.run_folder import check_output_dir, clear_run_files
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)

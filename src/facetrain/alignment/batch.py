@@ -20,7 +20,7 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from facetrain.align.aligner import FaceAligner, NoFaceError
+from facetrain.alignment.aligner import FaceAligner, NoFaceError
 from facetrain.data.image_codec import encode_image
 from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
 from facetrain.data.photo import read_photo_rgb

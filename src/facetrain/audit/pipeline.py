@@ -11,7 +11,7 @@ import numpy as np
 from facetrain.audit.clusters import collision_clusters
 from facetrain.audit.embeddings import Embedder, file_hash
 from facetrain.audit.filtered import write_filtered
-from facetrain.audit.html import write_figures, write_html
+from facetrain.audit.page import write_figures, write_html
 from facetrain.audit.identities import identity_neighbours, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import search
 from facetrain.audit.report import collisions_section, inter_section, intra_section, leakage_section, summary_section
