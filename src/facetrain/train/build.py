@@ -25,7 +25,7 @@ from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
 from facetrain.precision import resolve_precision
 from facetrain.train import distributed as D
-from facetrain.train import pfc_state
+from facetrain.heads import partial_fc_checkpoint
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
                                   default_num_workers, optimizer_steps_per_epoch)
@@ -194,9 +194,9 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
     model.load_state_dict(state.model_state, strict=True)
     if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
-        pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
+        partial_fc_checkpoint.resume_head(path, state.head_state, state.extra, head, optimizer)
     elif "partial_fc" in state.extra:
-        raise ConfigError(f"{path}: holds a Partial FC head (shards in {pfc_state.shard_dir(path)}): resume with "
+        raise ConfigError(f"{path}: holds a Partial FC head (shards in {partial_fc_checkpoint.shard_dir(path)}): resume with "
                           "--partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
     else:
         head.load_state_dict(state.head_state, strict=True)
@@ -245,7 +245,7 @@ def save_run(run: TrainingRun, path: Path) -> None:
     every rank first writes its shard of the centres, which the main file then names."""
     sharded = isinstance(run.head, PartialFC)
     if sharded:
-        own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
+        own_shard = partial_fc_checkpoint.save_shard(path, run.head, run.optimizer, run.position.global_step)
     mine = capture_rng(run.ctx.device)
     rngs = [mine]
     if run.ctx.enabled:  # also the point by which every shard is on disk
@@ -254,25 +254,25 @@ def save_run(run: TrainingRun, path: Path) -> None:
     if run.ctx.is_main:
         head, more = run.head, {}
         if sharded:
-            names = [pfc_state.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
+            names = [partial_fc_checkpoint.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
                                                                                           run.ctx.world_size)]
-            optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
+            optimizer_state, entry = partial_fc_checkpoint.main_file_entries(run.head, run.optimizer, names)
             head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
         save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                             run.best, run.config.to_dict(), rngs, run.ctx.world_size,
                             loss_totals=asdict(run.losses), **more)
     D.barrier(run.ctx)
     if sharded:
-        pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
+        partial_fc_checkpoint.remove_stale_shards(path, run.head.shard, keep=own_shard)
 
 
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
     """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
     first: the copied main file names them)."""
     sharded = isinstance(run.head, PartialFC)
-    own_shard = pfc_state.shard_name(run.head.shard, run.position.global_step) if sharded else ""
+    own_shard = partial_fc_checkpoint.shard_name(run.head.shard, run.position.global_step) if sharded else ""
     for dst in destinations if sharded else []:
-        pfc_state.link_shard(src, dst, own_shard)
+        partial_fc_checkpoint.link_shard(src, dst, own_shard)
     D.barrier(run.ctx)
     if run.ctx.is_main:
         for dst in destinations:
@@ -280,4 +280,4 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
                 shutil.copyfile(src, tmp)
     D.barrier(run.ctx)
     for dst in destinations if sharded else []:
-        pfc_state.remove_stale_shards(dst, run.head.shard, keep=own_shard)
+        partial_fc_checkpoint.remove_stale_shards(dst, run.head.shard, keep=own_shard)

@@ -1,6 +1,6 @@
 """Checkpoints of a Partial FC head: one shard file per rank next to the main `.ckpt`.
 
-`run/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
+`<output_dir>/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
 without the centres' momentum, and `extra["partial_fc"]` naming the shard files. Rank r writes
 `run/last.ckpt.pfc/rank<r>of<W>-step<S>.pt` = {kernel: columns [start, stop) of AdaFace's (E, C)
 `head.kernel`, momentum: the same columns of its SGD momentum (None before the first step), ...}.
