@@ -23,6 +23,7 @@ still move by their momentum and weight decay (v1's per-step momentum bookkeepin
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +178,48 @@ class PartialFC(nn.Module):
             cos = embeddings.float() @ F.normalize(kernel.float(), dim=0)
         logits = self.margin(cos, local, norms)
         return distributed_cross_entropy(logits, local, self.group)
+
+    # The training interface of every head (see MarginHead); the shard files are
+    # `facetrain.heads.partial_fc_checkpoint`'s, which imports this module, hence the local imports.
+
+    def loss(self, embeddings: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean loss (forward already computes it across the processes)."""
+        return self(embeddings, norms, labels)
+
+    def save_rank_state(self, checkpoint: str | os.PathLike, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """This process's shard of the centres and their momentum, written before the main file names it."""
+        from facetrain.heads.partial_fc_checkpoint import save_shard
+
+        save_shard(checkpoint, self, optimizer, step)
+
+    def checkpoint_state(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[nn.Module, dict[str, Any]]:
+        """(the margin's state, saved as `head.*`; the optimizer state without the centres' momentum and
+        the entry naming every process's shard file)."""
+        from facetrain.heads.partial_fc_checkpoint import main_file_entries, shard_name
+
+        names = [shard_name(s, step) for s in all_shards(self.class_num, self.shard.world_size)]
+        optimizer_state, entry = main_file_entries(self, optimizer, names)
+        return MarginState(self), {"optimizer_state": optimizer_state, "partial_fc": entry}
+
+    def remove_stale_rank_state(self, checkpoint: str | os.PathLike, step: int) -> None:
+        """This process's shard files of `checkpoint` older than `step` (after the main file names the new one)."""
+        from facetrain.heads.partial_fc_checkpoint import remove_stale_shards, shard_name
+
+        remove_stale_shards(checkpoint, self.shard, keep=shard_name(self.shard, step))
+
+    def link_rank_state(self, src: str | os.PathLike, dst: str | os.PathLike, step: int) -> None:
+        """This process's shard of `src` made one of `dst` (before `dst`'s main file is copied)."""
+        from facetrain.heads.partial_fc_checkpoint import link_shard, shard_name
+
+        link_shard(src, dst, shard_name(self.shard, step))
+
+    def load_checkpoint_state(self, checkpoint: str | os.PathLike, head_state: dict, extra: dict,
+                              optimizer: torch.optim.Optimizer) -> None:
+        """The margin, the optimizer and this process's columns of the centres, from a checkpoint of
+        any layout: shards of any number of processes, or a full head."""
+        from facetrain.heads.partial_fc_checkpoint import resume_head
+
+        resume_head(checkpoint, head_state, extra, self, optimizer)
 
 
 class MarginState(nn.Module):

@@ -21,11 +21,9 @@ from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
-from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
 from facetrain.precision import resolve_precision
 from facetrain.train import distributed as D
-from facetrain.heads import partial_fc_checkpoint
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
                                   default_num_workers, optimizer_steps_per_epoch)
@@ -193,14 +191,7 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
     model.load_state_dict(state.model_state, strict=True)
-    if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
-        partial_fc_checkpoint.resume_head(path, state.head_state, state.extra, head, optimizer)
-    elif "partial_fc" in state.extra:
-        raise ConfigError(f"{path}: holds a Partial FC head (shards in {partial_fc_checkpoint.shard_dir(path)}): resume with "
-                          "--partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
-    else:
-        head.load_state_dict(state.head_state, strict=True)
-        optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    head.load_checkpoint_state(path, state.head_state, state.extra, optimizer)
     prepare_optimizer_state(optimizer)
     scheduler.load_state_dict(state.extra["lr_schedulers"][0])
     load_scaler_state(scaler, state.extra["scaler"], path)
@@ -241,43 +232,35 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> N
 
 
 def save_run(run: TrainingRun, path: Path) -> None:
-    """Collective: every rank hands its RNG state to rank 0, which writes the file. With Partial FC
-    every rank first writes its shard of the centres, which the main file then names."""
-    sharded = isinstance(run.head, PartialFC)
-    if sharded:
-        own_shard = partial_fc_checkpoint.save_shard(path, run.head, run.optimizer, run.position.global_step)
+    """Collective: every rank hands its RNG state to rank 0, which writes the file. A head that keeps
+    per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them."""
+    step = run.position.global_step
+    run.head.save_rank_state(path, run.optimizer, step)
     mine = capture_rng(run.ctx.device)
     rngs = [mine]
-    if run.ctx.enabled:  # also the point by which every shard is on disk
+    if run.ctx.enabled:  # also the point by which every rank's files are on disk
         rngs = [None] * run.ctx.world_size
         torch.distributed.all_gather_object(rngs, mine)
     if run.ctx.is_main:
-        head, more = run.head, {}
-        if sharded:
-            names = [partial_fc_checkpoint.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
-                                                                                          run.ctx.world_size)]
-            optimizer_state, entry = partial_fc_checkpoint.main_file_entries(run.head, run.optimizer, names)
-            head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
+        head, more = run.head.checkpoint_state(run.optimizer, step)
         save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                             run.best, run.config.to_dict(), rngs, run.ctx.world_size,
                             loss_totals=asdict(run.losses), **more)
     D.barrier(run.ctx)
-    if sharded:
-        partial_fc_checkpoint.remove_stale_shards(path, run.head.shard, keep=own_shard)
+    run.head.remove_stale_rank_state(path, step)
 
 
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
     """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
     first: the copied main file names them)."""
-    sharded = isinstance(run.head, PartialFC)
-    own_shard = partial_fc_checkpoint.shard_name(run.head.shard, run.position.global_step) if sharded else ""
-    for dst in destinations if sharded else []:
-        partial_fc_checkpoint.link_shard(src, dst, own_shard)
+    step = run.position.global_step
+    for dst in destinations:
+        run.head.link_rank_state(src, dst, step)
     D.barrier(run.ctx)
     if run.ctx.is_main:
         for dst in destinations:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
     D.barrier(run.ctx)
-    for dst in destinations if sharded else []:
-        partial_fc_checkpoint.remove_stale_shards(dst, run.head.shard, keep=own_shard)
+    for dst in destinations:
+        run.head.remove_stale_rank_state(dst, step)
