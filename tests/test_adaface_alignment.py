@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from facetrain.alignment.aligner import FaceAligner, read_rgb
-from facetrain.geometry.cp2tform import cp2tform_similarity
 from facetrain.alignment.mtcnn import MTCNN
-from facetrain.geometry.similarity import align_face, warp_and_crop_face
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
+from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.geometry.similarity import align_face, warp_and_crop_face
 from facetrain.infer import to_input
 from facetrain.models import build_model
 

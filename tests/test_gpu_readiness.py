@@ -12,19 +12,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import facetrain.eval.embed as embed
 from facetrain.errors import ConfigError
+import facetrain.eval.embed as embed
 from facetrain.eval.embed import eval_batch_size, extract_features
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.train import distributed as D
 from facetrain.train.buffer_snapshot import BufferSnapshot
+from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import build_train_loader, default_num_workers
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.state import capture_rng, restore_rng
 from facetrain.train.step_window import StepWindow
 from train_fixtures import make_dataset

@@ -7,14 +7,14 @@ import pytest
 import torch
 from skimage import data
 
-from facetrain.alignment.aligner import FaceAligner, NoFaceError, choose_face
 from facetrain.alignment.adaface_detect import adaface_scales
-from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.alignment.aligner import FaceAligner, NoFaceError, choose_face
 from facetrain.alignment.facenet_cascade import pyramid_scales
 from facetrain.alignment.mtcnn import MTCNN, WEIGHTS_ENV, ONet, PNet, RNet, find_weights_dir
 from facetrain.alignment.nms import batched_nms, nms
-from facetrain.geometry.similarity import estimate_similarity
 from facetrain.errors import ConfigError
+from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.geometry.similarity import estimate_similarity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["align", "align_all", "embed", "evaluate", "load_model", "train", "verify"]
+from facetrain.version import __version__
+
+__all__ = ["__version__", "align", "align_all", "embed", "evaluate", "load_model", "train", "verify"]
 
 
 def __getattr__(name: str) -> Any:

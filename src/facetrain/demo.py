@@ -18,13 +18,13 @@ import torch
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
-from facetrain.synthetic.generate import generate_dataset
 from facetrain.errors import FacetrainError
-from facetrain.eval.ijb import run_ijb
 from facetrain.eval.feature_cache import checkpoint_key
+from facetrain.eval.ijb import run_ijb
 from facetrain.eval.verification import STANDARD_SETS
-from facetrain.io_utils import atomic_write_json
 from facetrain.image_grid import write_image_grid
+from facetrain.io_utils import atomic_write_json
+from facetrain.synthetic.generate import generate_dataset
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import train
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 from facetrain.alignment.mtcnn import MTCNN
 from facetrain.alignment.styles import DETECTORS
-from facetrain.geometry.similarity import align_face, warp_and_crop_face
 from facetrain.data.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
+from facetrain.geometry.similarity import align_face, warp_and_crop_face
 
 log = logging.getLogger("facetrain.alignment")
 

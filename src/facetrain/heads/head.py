@@ -15,6 +15,7 @@ from facetrain.heads.adaface import AdaFaceMargin
 from facetrain.heads.arcface import ArcFaceMargin
 from facetrain.heads.cosface import CosFaceMargin
 from facetrain.heads.margin import Margin
+from facetrain.heads.partial_fc_checkpoint import shard_dir
 
 MARGIN_PREFIX = "margin."
 
@@ -86,8 +87,6 @@ class MarginHead(nn.Module):
         """Load the head and the optimizer from a saved full head; a Partial FC checkpoint is refused
         (it resumes with --partial_fc, or after `facetrain consolidate`)."""
         if "partial_fc" in extra:
-            from facetrain.heads.partial_fc_checkpoint import shard_dir  # it imports this module
-
             raise ConfigError(f"{checkpoint}: holds a Partial FC head (shards in {shard_dir(checkpoint)}): resume "
                               "with --partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
         self.load_state_dict(head_state, strict=True)
