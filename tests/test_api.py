@@ -40,6 +40,18 @@ def test_api_is_reachable_from_the_package():
         facetrain.not_a_function
 
 
+def test_align_and_load_model_are_plain_functions_whatever_is_imported():
+    """`facetrain.align` is the API function, not a package (alignment lives in facetrain.alignment),
+    and there is one model loader: the seed's `load_pretrained_model` goes through it."""
+    import inspect
+
+    import facetrain.alignment.aligner  # noqa: F401 (binds `facetrain.alignment`, never `facetrain.align`)
+    from facetrain import api, infer
+
+    assert inspect.isfunction(facetrain.align) and facetrain.align is api.align
+    assert facetrain.load_model is api.load_model is infer.load_model
+
+
 def test_checkpoint_threshold_reaches_verify(run_dir, photo):
     results = json.loads((run_dir / "results.json").read_text())
     l2 = results["test"]["average"]["best_threshold"]

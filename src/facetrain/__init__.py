@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from facetrain.version import __version__
+from facetrain.version import __version__  # noqa: F401 (the package version, as usual)
 
-__all__ = ["__version__", "align", "align_all", "embed", "evaluate", "load_model", "train", "verify"]
+__all__ = ["align", "align_all", "embed", "evaluate", "load_model", "train", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,25 +21,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.devices import resolve_device
 from facetrain.errors import DataError
+from facetrain.infer import load_model  # the public loader, re-exported as facetrain.load_model
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None,
-               download: bool = False) -> nn.Module:
-    """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
-    path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
-    is the decision threshold its training run measured on validation (None when unknown)."""
-    from facetrain.checkpoint import load_backbone
-    from facetrain.models.released import resolve_checkpoint
-
-    path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
-    model, info = load_backbone(path, arch=arch)
-    best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
-    model.threshold_cosine = best.get("threshold_cosine")
-    return model.to(resolve_device(device)).eval()
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",

@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
 
     from facetrain.alignment.aligner import FaceAligner
     from facetrain.compare import compare_images, format_matrix, plot_similarity
-    from facetrain.infer import load_pretrained_model
+    from facetrain.infer import load_model
 
     set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
-    model = load_pretrained_model(args.ckpt, device=device)
+    model = load_model(args.ckpt, device=device)
     aligner = FaceAligner(device, args.select, detector=args.detector)
     faces, similarity = compare_images(model, args.images, aligner, device)
     print(format_matrix(similarity, args.images))

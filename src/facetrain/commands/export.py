@@ -20,9 +20,9 @@ def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.safetensors):
         raise ConfigError("nothing to export: give --onnx and/or --safetensors")
     from facetrain.export import export_onnx, export_safetensors, verify_onnx
-    from facetrain.infer import load_pretrained_model
+    from facetrain.infer import load_model
 
-    model = load_pretrained_model(args.ckpt)
+    model = load_model(args.ckpt, device="cpu")
     if args.onnx:
         export_onnx(model, args.onnx, opset=args.opset)
         message = f"onnx: {args.onnx}"
