@@ -23,7 +23,7 @@ from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
 from facetrain.precision import resolve_precision
-from facetrain.train import distributed as D
+from facetrain.train import distributed
 from facetrain.train.amp import Precision, maybe_compile
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
@@ -51,7 +51,7 @@ class LossTotals:
 class TrainingRun:
     """Everything a training job is made of. `position` and `best` change as it trains."""
     config: TrainConfig
-    ctx: D.DistContext
+    ctx: distributed.DistContext
     output_dir: Path
     dataset: FaceTrainDataset
     loader: DataLoader
@@ -82,10 +82,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
+def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
-    output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    output_dir = Path(distributed.broadcast_object(str(config.resolve_output_dir()), ctx))
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
@@ -158,7 +158,7 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
                         config=config.to_dict())
 
 
-def _on_main(ctx: D.DistContext, check, *args) -> None:
+def _on_main(ctx: distributed.DistContext, check, *args) -> None:
     """Run a check on rank 0 only (e.g. of the file system, which other ranks may see later) and raise
     its ConfigError on every rank."""
     problem = None
@@ -167,7 +167,7 @@ def _on_main(ctx: D.DistContext, check, *args) -> None:
             check(*args)
         except ConfigError as exc:
             problem = str(exc)
-    problem = D.broadcast_object(problem, ctx)
+    problem = distributed.broadcast_object(problem, ctx)
     if problem:
         raise ConfigError(problem)
 
@@ -182,7 +182,7 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
     return max(1, int(batches * interval))
 
 
-def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
+def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                  scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult, LossTotals]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
@@ -209,14 +209,15 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
 
 
-def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
+def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int,
+                   ctx: distributed.DistContext) -> TrainingState:
     loaded: TrainingState | FacetrainError | None = None
     if ctx.is_main:
         try:
             loaded = load_training_state(path, arch, head_name, num_classes)
         except FacetrainError as exc:
             loaded = exc
-    loaded = D.broadcast_object(loaded, ctx)
+    loaded = distributed.broadcast_object(loaded, ctx)
     if isinstance(loaded, FacetrainError):
         raise loaded
     return loaded
@@ -246,7 +247,7 @@ def save_run(run: TrainingRun, path: Path) -> None:
         save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                             run.best, run.config.to_dict(), rngs, run.ctx.world_size,
                             loss_totals=asdict(run.losses), **more)
-    D.barrier(run.ctx)
+    distributed.barrier(run.ctx)
     run.head.remove_stale_rank_state(path, step)
 
 
@@ -256,11 +257,11 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
     step = run.position.global_step
     for dst in destinations:
         run.head.link_rank_state(src, dst, step)
-    D.barrier(run.ctx)
+    distributed.barrier(run.ctx)
     if run.ctx.is_main:
         for dst in destinations:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
-    D.barrier(run.ctx)
+    distributed.barrier(run.ctx)
     for dst in destinations:
         run.head.remove_stale_rank_state(dst, step)
