@@ -159,3 +159,16 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     assert edges[("data", "train")] == ["facetrain/data/bad.py:1 imports facetrain.train"]
     assert LAYER_OF["train"] > LAYER_OF["data"]
     assert _cycle(edges) in (["data", "train", "data"], ["train", "data", "train"])
+
+
+def test_no_code_outside_heads_asks_which_head_it_holds():
+    """The full head and Partial FC answer the same calls, so nothing outside heads/ type-checks them."""
+    found = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        if path.parent.name == "heads":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+                if "PartialFC" in ast.unparse(node.args[1]) or "MarginHead" in ast.unparse(node.args[1]):
+                    found.append(f"{path.relative_to(SOURCE.parent)}:{node.lineno}")
+    assert found == [], "head type checks outside heads/: " + ", ".join(found)
