@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("io_utils", "precision", "geometry", "image_grid"),  # small utilities
     ("data", "models"),  # dataset formats and tools; backbones
     ("checkpoint",),  # AdaFace-layout checkpoint files
+    ("calibration_store",),  # decision thresholds stored with a model
     ("heads", "eval", "alignment", "export"),  # margin heads and Partial FC; evaluation; face alignment
     ("train", "infer", "synthetic"),  # training; using a trained model; the synthetic-face generator
     ("report", "audit", "compare"),  # HTML reports; dataset audit; face comparison

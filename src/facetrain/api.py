@@ -21,19 +21,30 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.errors import DataError
+from facetrain.errors import ConfigError, DataError
 from facetrain.infer import load_model  # the public loader, re-exported as facetrain.load_model
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
-          detector: str = "adaface") -> Image.Image | None:
+          detector: str = "adaface", landmarks: Any = None) -> Image.Image | None:
     """The aligned 112x112 RGB face of a photo (path, PIL image or RGB array): the seed's
     `get_aligned_face`, so None (with a warning naming the image) when no face is found.
-    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos)."""
-    from facetrain.alignment.aligner import get_aligned_face
+    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos).
+    `landmarks`: the face's 5 points, (5, 2) or x1, y1, ..., x5, y5 (image-left eye, image-right eye,
+    nose, image-left and image-right mouth corners): warped with `detector`'s template and fit, no detection."""
+    from facetrain.alignment.aligner import get_aligned_face, read_rgb
 
+    if landmarks is not None:
+        from facetrain.alignment.landmarks import as_points
+        from facetrain.geometry.similarity import WARPS
+
+        if detector not in WARPS:
+            raise ConfigError(f"detector must be one of {tuple(WARPS)}, got {detector!r}")
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+        rgb = read_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(_as_pil(image))
+        return Image.fromarray(WARPS[detector](rgb, as_points(landmarks, name), 112))
     if isinstance(image, (str, os.PathLike)):
         return get_aligned_face(image, select=select, device=str(device), detector=detector)
     return get_aligned_face(None, _as_pil(image), select=select, device=str(device), detector=detector)
@@ -65,16 +76,22 @@ class Verification:
     similarity: float  # cosine similarity of the two faces' features
     threshold: float | None  # cosine threshold used for the decision
     same: bool | None  # similarity >= threshold; None without a threshold
+    threshold_source: str | None = None  # where the threshold came from ("given", calibrated, validation)
 
 
 def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None = None,
            device: str | torch.device | None = None) -> Verification:
-    """Are `a` and `b` the same person? `threshold` (cosine) defaults to the checkpoint's own
-    (`model.threshold_cosine`, measured by its training run); with neither, `same` is None."""
+    """Are `a` and `b` the same person? `threshold` (cosine) defaults to the model's own
+    (`model.threshold_cosine`: calibrated at a FAR by `facetrain calibrate --save`, else measured by its
+    training run); with neither, `same` is None."""
     features, _ = embed(model, [a, b], device=device)
     similarity = float(features[0] @ features[1])
-    threshold = threshold if threshold is not None else getattr(model, "threshold_cosine", None)
-    return Verification(similarity, threshold, None if threshold is None else similarity >= threshold)
+    if threshold is not None:
+        source = "given"
+    else:
+        threshold, source = getattr(model, "threshold_cosine", None), getattr(model, "threshold_source", None)
+    return Verification(similarity, threshold, None if threshold is None else similarity >= threshold,
+                        None if threshold is None else source)
 
 
 def train(config: Any) -> Any:

@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "compound": "merge several image-folder datasets into one",
     "train": "train a backbone with a margin head (seed's main.py)",
     "eval": "evaluate a checkpoint on the five high-quality verification sets",
+    "calibrate": "the decision threshold at a false-accept rate, with its 95% interval (stored with --save)",
     "ijb": "evaluate a checkpoint on IJB-B / IJB-C (1:1 and 1:N)",
     "tinyface": "evaluate a checkpoint on TinyFace (rank-1/5/20 identification, low-resolution faces)",
     "align": "detect and align faces of a folder of photos to 112x112 (MTCNN)",

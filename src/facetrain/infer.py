@@ -31,11 +31,21 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
                download: bool = False) -> nn.Module:
     """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
     path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
-    is the decision threshold its training run measured on validation (None when unknown)."""
+    is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
+    its training run measured on validation, else None; `model.threshold_source` says which."""
+    from facetrain.calibration_store import describe, stored_calibration
+
     path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
     model, info = load_backbone(path, arch=arch)
+    calibrated = stored_calibration(path, info["facetrain"])
     best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
-    model.threshold_cosine = best.get("threshold_cosine")
+    if calibrated is not None:
+        model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)
+    elif best.get("threshold_cosine") is not None:
+        model.threshold_cosine = best["threshold_cosine"]
+        model.threshold_source = "the training run's best validation accuracy (10-fold mean threshold)"
+    else:
+        model.threshold_cosine, model.threshold_source = None, None
     return model.to(resolve_device(device)).eval()
 
 

@@ -22,12 +22,11 @@ from facetrain.alignment.mtcnn import MTCNN
 from facetrain.alignment.styles import DETECTORS
 from facetrain.data.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
-from facetrain.geometry.similarity import align_face, warp_and_crop_face
+from facetrain.geometry.similarity import WARPS
 
 log = logging.getLogger("facetrain.alignment")
 
 SELECT_MODES = ("score", "largest")
-_WARPS = {"adaface": warp_and_crop_face, "facenet": align_face}
 
 
 class NoFaceError(DataError):
@@ -73,7 +72,7 @@ class FaceAligner:
                 raise ConfigError(f"detector must be one of {DETECTORS}, got {detector!r}")
             detector = MTCNN(device=device, style=detector, factor=factor)
         self.detector = detector
-        self.warp = _WARPS[detector.style]
+        self.warp = WARPS[detector.style]
         self.select = select
         self.size = size
 
