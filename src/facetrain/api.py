@@ -108,7 +108,7 @@ def train(config: Any) -> Any:
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:
-    """Five-set verification (DESIGN 6.1) of a checkpoint: {set: metrics} plus "average"."""
+    """Five-set verification (docs/evaluation.md) of a checkpoint: {set: metrics} plus "average"."""
     from facetrain.eval.verification_report import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, val_data_path, **options)

@@ -7,7 +7,6 @@ A record: {"threshold": cosine, "far": target, "achieved_far", "tar", intervals,
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,18 +16,11 @@ import torch
 
 from facetrain.checkpoint import load_checkpoint
 from facetrain.errors import ConfigError
+from facetrain.fingerprint import file_sha256
 from facetrain.io_utils import atomic_path, atomic_write_json, open_write
 
 log = logging.getLogger("facetrain.calibration")
 SIDECAR_SUFFIX = ".calibration.json"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path(model_path: str | os.PathLike) -> Path:

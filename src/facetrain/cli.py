@@ -14,6 +14,7 @@ VERBS: dict[str, str] = {
     "demo": "generate synthetic faces, train, evaluate and write a report (no data needed)",
     "synth": "generate a synthetic face dataset (image folder, .bin sets, RecordIO, IJB-like)",
     "info": "describe any supported dataset (.bin, memfile, RecordIO, image folder)",
+    "check": "check a benchmark copy or dataset: published counts, duplicates, sha256, alignment, channel order",
     "convert": "convert .bin / RecordIO to memfiles or image folders (seed's convert.py)",
     "compound": "merge several image-folder datasets into one",
     "train": "train a backbone with a margin head (seed's main.py)",

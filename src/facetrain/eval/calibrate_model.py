@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from facetrain.eval.calibration import Calibration, check_far, pair_similarities, threshold_at_far
+from facetrain.fingerprint import tree_sha256
 
 
 def load_pair_sets(path: str | os.PathLike, sets: Sequence[str] | None = None) -> dict:
@@ -20,21 +21,6 @@ def load_pair_sets(path: str | os.PathLike, sets: Sequence[str] | None = None) -
         vset = read_bin(path)
         return {vset.name: vset}
     return load_validation_sets(path, list(sets) if sets else None)
-
-
-def pairs_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a pair file, or of a folder's files (relative names and contents, in sorted order)."""
-    import hashlib
-
-    from facetrain.calibration_store import file_sha256
-
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
 
 
 def calibrate_model(ckpt: str | os.PathLike, pairs: str | os.PathLike, far: float = 1e-4,
@@ -56,6 +42,6 @@ def calibrate_model(ckpt: str | os.PathLike, pairs: str | os.PathLike, far: floa
         impostor.append(similarity[~issame])
     result = threshold_at_far(np.concatenate(genuine), np.concatenate(impostor), far, level)
     record = {**result.as_dict(), "pairs": {"path": str(pairs), "sets": sorted(pair_sets),
-                                            "sha256": pairs_fingerprint(pairs)},
+                                            "sha256": tree_sha256(pairs)},
               "protocol": "cosine of flip-fused features; same person when similarity >= threshold"}
     return record, result, Path(model_path)

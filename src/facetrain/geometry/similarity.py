@@ -1,6 +1,6 @@
 """Similarity warps from 5 facial landmarks (left eye, right eye, nose, left and right mouth
 corners) to a 112x112 template: AdaFace's (cp2tform fit, the default) and insightface's
-(Umeyama fit, the "facenet" detector option). DESIGN 6.2."""
+(Umeyama fit, the "facenet" detector option), also used by IJB."""
 from __future__ import annotations
 
 import cv2
