@@ -13,13 +13,13 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "facetrain"
 # Lowest first. A room is a subpackage of facetrain or one of its top-level modules; "facetrain" is the
 # package's own __init__ (the API facade). Every room must be listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "version", "devices", "fault_injection"),  # no facetrain imports, or only of each other
+    ("errors", "version", "devices", "fault_injection", "fingerprint"),  # no facetrain imports, or only of each other
     ("io_utils", "precision", "geometry", "image_grid"),  # small utilities
     ("data", "models"),  # dataset formats and tools; backbones
     ("checkpoint",),  # AdaFace-layout checkpoint files
     ("calibration_store",),  # decision thresholds stored with a model
     ("heads", "eval", "alignment", "export"),  # margin heads and Partial FC; evaluation; face alignment
-    ("train", "infer", "synthetic"),  # training; using a trained model; the synthetic-face generator
+    ("train", "infer", "synthetic", "hygiene"),  # training; using a model; synthetic faces; dataset checks
     ("report", "audit", "compare"),  # HTML reports; dataset audit; face comparison
     ("api", "demo"),  # the Python API; the demo
     ("commands", "cli", "__main__", "facetrain"),  # the command line; the package facade
@@ -173,3 +173,16 @@ def test_no_code_outside_heads_asks_which_head_it_holds():
                 if "PartialFC" in ast.unparse(node.args[1]) or "MarginHead" in ast.unparse(node.args[1]):
                     found.append(f"{path.relative_to(SOURCE.parent)}:{node.lineno}")
     assert found == [], "head type checks outside heads/: " + ", ".join(found)
+
+
+def test_no_two_modules_share_a_name():
+    """A name says where a module lives: no two modules (or a module and a package) with one name.
+    commands/ is exempt: its modules are named after the verbs they implement."""
+    seen: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(SOURCE.rglob("*.py")):
+        if path.parent.name == "commands" or path.stem in ("__init__", "__main__"):
+            continue
+        seen[path.stem].append(str(path.relative_to(SOURCE.parent)))
+    for folder in sorted(p for p in SOURCE.rglob("*") if (p / "__init__.py").is_file() and p != SOURCE):
+        seen[folder.name].append(str(folder.relative_to(SOURCE.parent)) + "/")
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}

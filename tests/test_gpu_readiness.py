@@ -18,10 +18,10 @@ from facetrain.eval.embed import eval_batch_size, extract_features
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.train import distributed
+from facetrain.train.batches import build_train_loader, default_num_workers
 from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import build_train_loader, default_num_workers
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer

@@ -25,9 +25,9 @@ from facetrain.io_utils import atomic_path
 from facetrain.precision import resolve_precision
 from facetrain.train import distributed
 from facetrain.train.amp import Precision, maybe_compile
+from facetrain.train.batches import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
+                                     default_num_workers, optimizer_steps_per_epoch)
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  default_num_workers, optimizer_steps_per_epoch)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state

@@ -21,10 +21,10 @@ from facetrain.eval.verification_report import format_results
 from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
 from facetrain.train import distributed
+from facetrain.train.batches import FaceTrainDataset
 from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
 from facetrain.train.run_log import RunLog, log, warn
