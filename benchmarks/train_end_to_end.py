@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from facetrain.train.build import build_run
 from facetrain.train.distributed import DistContext, configure_device, pick_device
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
 
 
 def make_folder(out: Path, identities: int, per_identity: int, workers: int) -> Path:

@@ -32,25 +32,25 @@ _SERVER = textwrap.dedent("""
         importlib.import_module(name)
 
     def child(job):
-        preloaded = "facetrain.io_utils" in sys.modules  # its hook read the server's environment
+        preloaded = "facetrain.fault_injection" in sys.modules  # its hook read the server's environment
         os.environ.update(job["env"])
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        from facetrain import io_utils
+        from facetrain import fault_injection, io_utils
         from facetrain.cli import main
         if preloaded:
-            io_utils._events = io_utils._WriteEvents()  # this command's kill point and count file
+            fault_injection._events = fault_injection._WriteEvents()  # this command's kill point and count file
         if job["trace"]:
             count, commits = [0], []
-            counted, replaced = io_utils.write_event, io_utils.replace
+            counted, replaced = fault_injection.write_event, io_utils.replace
             def write_event():
                 count[0] += 1
                 counted()
             def replace(src, dst):
                 replaced(src, dst)
                 commits.append([count[0], str(dst)])
-            io_utils.write_event, io_utils.replace = write_event, replace
+            fault_injection.write_event, io_utils.replace = write_event, replace
         code = main(job["argv"])
         if job["trace"]:
             with open(job["trace"], "w") as f:

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 
 import facetrain
-from facetrain.align.aligner import get_aligned_face
+from facetrain.alignment.aligner import get_aligned_face
 from facetrain.cli import main
 from facetrain.infer import to_input
 from train_fixtures import make_dataset, train_args
@@ -38,6 +38,18 @@ def test_api_is_reachable_from_the_package():
     assert callable(facetrain.verify)
     with pytest.raises(AttributeError):
         facetrain.not_a_function
+
+
+def test_align_and_load_model_are_plain_functions_whatever_is_imported():
+    """`facetrain.align` is the API function, not a package (alignment lives in facetrain.alignment),
+    and there is one model loader: the seed's `load_pretrained_model` goes through it."""
+    import inspect
+
+    import facetrain.alignment.aligner  # noqa: F401 (binds `facetrain.alignment`, never `facetrain.align`)
+    from facetrain import api, infer
+
+    assert inspect.isfunction(facetrain.align) and facetrain.align is api.align
+    assert facetrain.load_model is api.load_model is infer.load_model
 
 
 def test_checkpoint_threshold_reaches_verify(run_dir, photo):

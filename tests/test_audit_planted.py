@@ -20,8 +20,8 @@ import pytest
 
 from facetrain.cli import main
 from facetrain.data.bin import read_bin
-from facetrain.data.synthetic.generate import generate_dataset
-from facetrain.data.synthetic.splits import render_pairs
+from facetrain.synthetic.generate import generate_dataset
+from facetrain.synthetic.splits import render_pairs
 
 # 8 unseen images per reference identity: with 4, the weakest planted identity's centroid cleared the
 # threshold by 0.003 (cosine 0.792 vs 0.789 on an AMX machine); with 8 by 0.011 (0.800)

@@ -12,19 +12,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import facetrain.eval.embed as embed
 from facetrain.errors import ConfigError
+import facetrain.eval.embed as embed
 from facetrain.eval.embed import eval_batch_size, extract_features
 from facetrain.heads import build_head
 from facetrain.models import build_model
-from facetrain.train import distributed as D
+from facetrain.train import distributed
+from facetrain.train.batches import build_train_loader, default_num_workers
 from facetrain.train.buffer_snapshot import BufferSnapshot
+from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import build_train_loader, default_num_workers
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run, load_scaler_state
 from facetrain.train.state import capture_rng, restore_rng
 from facetrain.train.step_window import StepWindow
 from train_fixtures import make_dataset
@@ -113,7 +113,7 @@ def test_head_buffers_are_averaged_in_one_collective(monkeypatch):
     head = build_head("adaface", embedding_size=8, class_num=4)
     before = [b.clone() for b in head.buffers() if b.is_floating_point()]
     assert len(before) >= 2
-    D.sync_float_buffers(head, DistContext(rank=0, world_size=2))
+    distributed.sync_float_buffers(head, DistContext(rank=0, world_size=2))
     assert len(calls) == 1
     for b, old in zip([b for b in head.buffers() if b.is_floating_point()], before):
         assert torch.allclose(b, old * 1.5)  # (own + other rank's 2x own) / 2
@@ -173,33 +173,33 @@ def test_process_group_gets_a_timeout(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.update(kw, backend=backend))
-    ctx = D.init_distributed(gpus=0)
+    ctx = distributed.init_distributed(gpus=0)
     assert seen["backend"] == "gloo" and seen["timeout"] == datetime.timedelta(minutes=60)
     assert (ctx.rank, ctx.world_size, ctx.local_world_size) == (1, 2, 2)
     monkeypatch.setenv("FACETRAIN_DIST_TIMEOUT_MIN", "7.5")
-    D.init_distributed(gpus=0)
+    distributed.init_distributed(gpus=0)
     assert seen["timeout"] == datetime.timedelta(minutes=7.5)
     monkeypatch.setenv("FACETRAIN_DIST_TIMEOUT_MIN", "soon")
     with pytest.raises(ConfigError, match="FACETRAIN_DIST_TIMEOUT_MIN"):
-        D.init_distributed(gpus=0)
+        distributed.init_distributed(gpus=0)
 
 
 # 7. more processes than GPUs; 10. cuDNN autotuning and TF32 matmuls on GPUs
 def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert D.pick_device(1, 1, local_world_size=2) == torch.device("cuda", 1)
+    assert distributed.pick_device(1, 1, local_world_size=2) == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="3 processes on this node but 2 CUDA device"):
-        D.pick_device(1, 2, local_world_size=3)
+        distributed.pick_device(1, 2, local_world_size=3)
 
 
 def test_gpu_settings():
     saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = False
-        D.configure_device(torch.device("cpu"))
+        distributed.configure_device(torch.device("cpu"))
         assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
-        D.configure_device(torch.device("cuda", 0))
+        distributed.configure_device(torch.device("cuda", 0))
         assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
@@ -325,10 +325,10 @@ def test_evaluation_batches(monkeypatch):
 # 6. resuming needs the checkpoint on rank 0's filesystem only
 def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     torch.set_num_threads(1)
-    ctx = D.init_distributed(gpus=0)
+    ctx = distributed.init_distributed(gpus=0)
     try:
         if ctx.rank == 1:  # as on a second node without the file
-            import facetrain.train.run as run_module
+            import facetrain.train.build as run_module
 
             def no_file(*_a, **_k):
                 raise AssertionError("rank 1 opened the checkpoint")
@@ -344,13 +344,13 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
         torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error},
                    out / f"rank{ctx.rank}.pt")
     finally:
-        D.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
 @pytest.mark.slow
 def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
     result = Trainer(build_run(_config(data, tmp_path / "first", limit_train_batches=2), DistContext())).fit()
-    D.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
+    distributed.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]["head.kernel"]
     for r in ranks:

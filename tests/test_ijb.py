@@ -17,7 +17,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from facetrain.align.transform import TEMPLATE_112
 from facetrain.errors import DataError
 from facetrain.eval.ijb import IJBMode, run_ijb
 from facetrain.eval.ijb_data import load_protocol
@@ -25,6 +24,7 @@ from facetrain.eval.ijb_identify import identification_metrics
 from facetrain.eval.ijb_verify import (mode_features, mode_name, score_pairs, template_features, template_rows,
                                        verification_metrics)
 from facetrain.eval.roc import FAR_TARGETS, auc, roc_curve, tar_at_far
+from facetrain.geometry.similarity import TEMPLATE_112
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
 

@@ -9,7 +9,7 @@ import pytest
 from facetrain.cli import main
 from facetrain.data.bin import read_bin
 from facetrain.data.make_bin import sample_pairs
-from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.synthetic.generate import generate_dataset
 
 
 @pytest.fixture(scope="module")

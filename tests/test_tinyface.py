@@ -13,11 +13,11 @@ import torch
 from scipy.io import loadmat
 
 from facetrain.checkpoint import save_checkpoint
-from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.errors import ConfigError, DataError
 from facetrain.eval.tinyface import identification_accuracy
 from facetrain.eval.tinyface_data import load_tinyface
 from facetrain.models import build_model
+from facetrain.synthetic.generate import generate_dataset
 
 
 def reference_ranks(probe, probe_labels, gallery, gallery_labels, ranks=(1, 5, 20)):

@@ -13,12 +13,12 @@ from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
+from facetrain.train.amp import Precision
+from facetrain.train.batches import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
-from facetrain.train.data import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.logger import MetricLogger, read_metrics
 from facetrain.train.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
                                    step_unless)
-from facetrain.train.precision import Precision
 from facetrain.train.state import capture_rng, restore_rng
 
 

@@ -21,34 +21,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.devices import resolve_device
 from facetrain.errors import ConfigError, DataError
+from facetrain.infer import load_model  # the public loader, re-exported as facetrain.load_model
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None,
-               download: bool = False) -> nn.Module:
-    """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
-    path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
-    is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
-    its training run measured on validation, else None; `model.threshold_source` says which."""
-    from facetrain.calibration_store import describe, stored_calibration
-    from facetrain.checkpoint import load_backbone
-    from facetrain.models.released import resolve_checkpoint
-
-    path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
-    model, info = load_backbone(path, arch=arch)
-    calibrated = stored_calibration(path, info["facetrain"])
-    best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
-    if calibrated is not None:
-        model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)
-    elif best.get("threshold_cosine") is not None:
-        model.threshold_cosine = best["threshold_cosine"]
-        model.threshold_source = "the training run's best validation accuracy (10-fold mean threshold)"
-    else:
-        model.threshold_cosine, model.threshold_source = None, None
-    return model.to(resolve_device(device)).eval()
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
@@ -58,11 +34,11 @@ def align(image: FaceLike, select: str = "score", device: str | torch.device = "
     `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos).
     `landmarks`: the face's 5 points, (5, 2) or x1, y1, ..., x5, y5 (image-left eye, image-right eye,
     nose, image-left and image-right mouth corners): warped with `detector`'s template and fit, no detection."""
-    from facetrain.align.aligner import get_aligned_face, read_rgb
+    from facetrain.alignment.aligner import get_aligned_face, read_rgb
 
     if landmarks is not None:
-        from facetrain.align.landmarks import as_points
-        from facetrain.align.transform import WARPS
+        from facetrain.alignment.landmarks import as_points
+        from facetrain.geometry.similarity import WARPS
 
         if detector not in WARPS:
             raise ConfigError(f"detector must be one of {tuple(WARPS)}, got {detector!r}")
@@ -123,7 +99,7 @@ def train(config: Any) -> Any:
     from facetrain.errors import ConfigError
     from facetrain.train.config import TrainConfig, load_config_file
     from facetrain.train.flag_ranges import check_types
-    from facetrain.train.launch import run
+    from facetrain.train.launch import launch_training
 
     if isinstance(config, (str, os.PathLike)):
         path = config
@@ -136,7 +112,7 @@ def train(config: Any) -> Any:
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config, strict=True)
     config.validate()
-    return run(config)
+    return launch_training(config)
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:
@@ -157,7 +133,7 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 def _aligned_bgr(face: FaceLike, index: int) -> np.ndarray:
     """112x112 BGR uint8 (the models' input order) of an aligned face, aligning photos first."""
-    from facetrain.align.aligner import read_rgb, shared_aligner
+    from facetrain.alignment.aligner import read_rgb, shared_aligner
 
     name = str(face) if isinstance(face, (str, os.PathLike)) else f"<face {index}>"
     rgb = read_rgb(face) if isinstance(face, (str, os.PathLike)) else np.asarray(_as_pil(face))

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-import facetrain
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_path, open_write
 from facetrain.models import build_model, canonical_name, infer_arch
+from facetrain.version import __version__
 
 PathLike = str | os.PathLike
 _PLAIN_SCALARS = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
@@ -80,7 +80,7 @@ def save_checkpoint(
     checkpoint = {
         "state_dict": state_dict,
         "hyper_parameters": hparams,
-        "facetrain": {"version": facetrain.__version__, "extra": extra or {}},
+        "facetrain": {"version": __version__, "extra": extra or {}},
     }
     _check_plain(checkpoint, "checkpoint")
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from facetrain import __version__
+        from facetrain.version import __version__
 
         print(__version__)
         return 0

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetrain.align.aligner import FaceAligner, read_rgb
+from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.eval.finite import refuse_non_finite
 from facetrain.infer import to_input
 from facetrain.io_utils import atomic_path

@@ -18,13 +18,13 @@ import torch
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
-from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.errors import FacetrainError
-from facetrain.eval.ijb import run_ijb
 from facetrain.eval.feature_cache import checkpoint_key
+from facetrain.eval.ijb import run_ijb
 from facetrain.eval.verification import STANDARD_SETS
+from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
-from facetrain.report.image_grid import write_image_grid
+from facetrain.synthetic.generate import generate_dataset
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import train
 
@@ -101,7 +101,7 @@ def _compare_faces(model: torch.nn.Module, lfw_bin: Path, out_png: Path, pairs: 
 
 def _audit(data: Path, checkpoint: Path, out: Path, s: DemoSettings, bins: list[str], progress: bool) -> dict:
     """`facetrain audit` of the training set against the benchmark .bin sets; the figures the report shows."""
-    from facetrain.audit.run import AuditOptions, run_audit
+    from facetrain.audit.pipeline import AuditOptions, run_audit
 
     # FAR 1e-6: ~8.6 M (benchmark, training) image pairs per set, so FAR 1e-4 would pass ~860 by chance
     report = run_audit(AuditOptions(data=data / "imgs", checkpoint=checkpoint, out_dir=out, far=AUDIT_FAR,

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.audit.run import AuditOptions, format_summary, run_audit
+    from facetrain.audit.pipeline import AuditOptions, format_summary, run_audit
     from facetrain.devices import resolve_device
 
     device = str(resolve_device(args.device))

@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to export: give --onnx and/or --safetensors")
     from facetrain.eval.finite import refuse_non_finite_weights
     from facetrain.export import export_onnx, export_safetensors
-    from facetrain.infer import load_pretrained_model
+    from facetrain.infer import load_model
 
-    model = load_pretrained_model(args.ckpt)
+    model = load_model(args.ckpt, device="cpu")
     refuse_non_finite_weights(model)  # an exported NaN model would fail every user silently
     if args.onnx:
         diff = export_onnx(model, args.onnx, opset=args.opset, verify=not args.no_verify)

@@ -13,11 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.train.config import config_from_args
-    from facetrain.train.launch import run as launch
+    from facetrain.train.launch import launch_training
 
     config = config_from_args(args)
     try:
-        launch(config)
+        launch_training(config)
     except KeyboardInterrupt as exc:  # Ctrl-C: one line (the resume is exact), the shell's exit status for SIGINT
         print(str(exc) or "interrupted", file=sys.stderr)
         return 130

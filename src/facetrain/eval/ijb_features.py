@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import torch
 
-from facetrain.align.transform import align_face
 from facetrain.errors import DataError
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.ijb_data import IJBProtocol
+from facetrain.geometry.similarity import align_face
 
 
 class AlignedCrops:

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import TYPE_CHECKING
+from typing import Any
 
 from facetrain.option_checks import Range, at_least, check_type, fail
-
-if TYPE_CHECKING:
-    from facetrain.train.config import TrainConfig
 
 MAX_LR = 10.0
 MAX_EPOCHS = 10**6  # beyond any recipe; keeps epochs x steps (and the warm-up, at most as long) in float range
@@ -62,15 +59,16 @@ INT_RANGES: dict[str, Range] = {
 }
 
 
-def check_types(config: "TrainConfig") -> None:
+def check_types(config: Any) -> None:
     """ConfigError for the first field whose value is not of its annotated type (see option_checks)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         check_type(f.name, getattr(config, f.name), hints[f.name])
 
 
-def check_flag_ranges(config: "TrainConfig") -> None:
-    """ConfigError for the first option of the wrong type or outside its range (see the module doc)."""
+def check_flag_ranges(config: Any) -> None:
+    """ConfigError for the first option of the wrong type or outside its range (see the module doc).
+    `config` is a TrainConfig, read by field name: config.py calls this module, which stays below it."""
     check_types(config)
     for flag, rule in INT_RANGES.items():
         rule.check(flag, getattr(config, flag))

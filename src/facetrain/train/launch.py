@@ -9,7 +9,7 @@ import torch
 from facetrain.data.paths import resolve_data_path
 from facetrain.errors import ConfigError
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
-from facetrain.train import distributed as D
+from facetrain.train import distributed
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import TrainingInterrupted, TrainResult, train
 from facetrain.train.run_folder import resume_hint
@@ -36,21 +36,21 @@ def _spawned_rank(config: TrainConfig) -> None:
     train(config)
 
 
-def run(config: TrainConfig) -> TrainResult | None:
+def launch_training(config: TrainConfig) -> TrainResult | None:
     """Dispatch; returns the TrainResult in the process that trained (None after a local spawn,
     whose rank 0 wrote results.json)."""
     config.validate()
     if config.evaluate:
         evaluate_only(config)
         return None
-    if config.gpus > 1 and not D.launched_by_torchrun():
+    if config.gpus > 1 and not distributed.launched_by_torchrun():
         available = torch.cuda.device_count()
         if available < config.gpus:
             raise ConfigError(f"--gpus {config.gpus} but {available} CUDA device(s) visible; for CPU processes "
                               "use torchrun --nproc_per_node N ... --gpus 0")
         config.output_dir = str(config.resolve_output_dir())  # every rank must agree before they start
         try:
-            D.spawn(_spawned_rank, config.gpus, (config,))
+            distributed.spawn(_spawned_rank, config.gpus, (config,))
         except KeyboardInterrupt:
             raise TrainingInterrupted(f"interrupted; {resume_hint(Path(config.output_dir))}") from None
         return None

@@ -2,7 +2,7 @@
 precision, DDP, non-finite-loss skipping, validation per epoch, checkpoints and exact resume.
 
 `train(config) -> TrainResult` runs a whole job in this process (one rank under torchrun): it builds
-the run (`facetrain.train.run.build_run`) and steps through it with a `Trainer`.
+the run (`facetrain.train.build.build_run`) and steps through it with a `Trainer`.
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from tqdm import tqdm
 from facetrain.checkpoint import load_backbone, load_checkpoint
 from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
+from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
-from facetrain.train import distributed as D
-from facetrain.report.image_grid import write_image_grid
+from facetrain.train import distributed
+from facetrain.train.batches import FaceTrainDataset
 from facetrain.train.buffer_snapshot import BufferSnapshot
+from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import FaceTrainDataset
 from facetrain.train.optim import step_unless
-from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint, resume_hint
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import BestResult, Position, recorded_best
@@ -71,7 +71,7 @@ class Trainer:
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
-        self.validating = D.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
+        self.validating = distributed.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
         self.window.load_state_dict(run.losses.window)  # a resumed run continues the logged sums exactly
 
     # ----------------------------------------------------------------- steps
@@ -92,7 +92,7 @@ class Trainer:
         buffers the forward passes touched (batch norm, AdaFace statistics) are restored to what
         `self.snapshot.take()` saw. Returns the all-rank skip flag (a float tensor on the device)."""
         run = self.run
-        skipped = D.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
+        skipped = distributed.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
         if run.scaler.is_enabled():
             # a NaN gradient makes the scaler's own device-side check skip the step (and lower the scale)
             grad = next(p.grad for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None)
@@ -103,7 +103,7 @@ class Trainer:
             step_unless(run.optimizer, skipped)
         run.optimizer.zero_grad(set_to_none=True)
         self.snapshot.restore_where(skipped)
-        D.sync_float_buffers(run.head, run.ctx)
+        distributed.sync_float_buffers(run.head, run.ctx)
         return skipped
 
     # ----------------------------------------------------------------- epochs
@@ -208,8 +208,8 @@ class Trainer:
             run.logger.log(logs, step, epoch)
             log.info(f"epoch {epoch} step {step}: val_acc {100 * logs['val_acc']:.2f}% (best "
                      f"{100 * run.best.metric:.2f}% at epoch {run.best.epoch} step {_best_step(run.best)})")
-        improved = D.broadcast_object(improved, run.ctx)
-        run.best = D.broadcast_object(run.best, run.ctx)
+        improved = distributed.broadcast_object(improved, run.ctx)
+        run.best = distributed.broadcast_object(run.best, run.ctx)
         return improved
 
     def save_checkpoints(self, improved: bool, epoch_copy: str | None = None) -> None:
@@ -288,7 +288,7 @@ class Trainer:
             result.best_val_acc, result.best_epoch, result.best_step = record.metric, record.epoch, _best_step(record)
         if run.ctx.is_main:
             atomic_write_json(run.output_dir / RESULTS, _result_json(result))
-        D.barrier(run.ctx)
+        distributed.barrier(run.ctx)
         return result
 
 
@@ -323,7 +323,7 @@ def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 3
 
 def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
-    ctx = D.init_distributed(config.gpus)
+    ctx = distributed.init_distributed(config.gpus)
     run = None
     try:
         run = build_run(config, ctx)
@@ -335,4 +335,4 @@ def train(config: TrainConfig) -> TrainResult:
     finally:
         if run is not None:
             release_run(run)
-        D.cleanup_distributed()
+        distributed.cleanup_distributed()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facetrain.checkpoint import load_backbone
@@ -10,8 +9,8 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
+from facetrain.train.amp import Precision
 from facetrain.train.config import TrainConfig
-from facetrain.train.precision import Precision
 
 
 class RecognitionNet(nn.Module):
@@ -25,18 +24,15 @@ class RecognitionNet(nn.Module):
         self.precision = precision
         # torch.compile'd view of `model` sharing its parameters (not registered: no duplicate state)
         self._backbone = [backbone_forward or model]
-        if isinstance(head, PartialFC):  # DDP must leave each process's shard of the centres alone
-            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self, head.ddp_ignored_names("head."))
+        ignored = head.ddp_ignored_names("head.")  # e.g. Partial FC's per-process shard of the centres
+        if ignored:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ignored)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.precision.prepare_input(normalize_batch(images))
         with self.precision.autocast():
             embeddings, norms = self._backbone[0](x)
-            if isinstance(self.head, PartialFC):  # its loss is a cross-entropy across the processes
-                return self.head(embeddings, norms, labels), norms.detach()
-            logits = self.head(embeddings, norms, labels)
-        loss = F.cross_entropy(logits.float(), labels)
+            loss = self.head.loss(embeddings, norms, labels)
         return loss, norms.detach()
 
 

@@ -75,7 +75,7 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
                         loss_totals: dict[str, float] | None = None, data_fingerprint: str = "") -> None:
     """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume.
     A Partial FC run passes its optimizer state without the centres' momentum and `partial_fc`, the
-    entry naming the per-rank shard files (`facetrain.train.pfc_state`). `loss_totals`: the logged
+    entry naming the per-rank shard files (`facetrain.heads.partial_fc_checkpoint`). `loss_totals`: the logged
     means' running sums, so a resumed run logs the same values. `data_fingerprint`: of the training data, so
     that a resume onto other data is noticed."""
     extra = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from facetrain.train import distributed as D
+from facetrain.train import distributed
 
 
 @dataclass
@@ -70,11 +70,11 @@ class StepWindow:
         total.add_(skipped)
         self.steps += 1
 
-    def collect(self, ctx: D.DistContext) -> WindowSummary:
+    def collect(self, ctx: distributed.DistContext) -> WindowSummary:
         """Collective: every rank calls it at the same steps (this waits for the device). Resets the
         interval's device sums; the times are taken separately (`take_times`) so that this wait counts."""
         packed = self._sums.clone()
-        D.all_reduce_sum(packed, ctx)  # ranks take and skip the same steps: counts come back x world
+        distributed.all_reduce_sum(packed, ctx)  # ranks take and skip the same steps: counts come back x world
         loss_total, taken, skipped, _, longest, total = torch.cat([packed, self._skips]).tolist()
         world = ctx.world_size
         self._sums.zero_()

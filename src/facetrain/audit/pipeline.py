@@ -11,10 +11,10 @@ import numpy as np
 from facetrain.audit.clusters import collision_clusters
 from facetrain.audit.embeddings import Embedder, file_hash
 from facetrain.audit.filtered import write_filtered
-from facetrain.audit.html import write_figures, write_html
 from facetrain.audit.identities import identity_neighbours, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import search
-from facetrain.audit.report import collisions_section, inter_section, intra_section, leakage_section, summary_section
+from facetrain.audit.page import write_figures, write_html
+from facetrain.audit.sections import collisions_section, inter_section, intra_section, leakage_section, summary_section
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold, calibration_threshold
 from facetrain.checkpoint import load_backbone

@@ -12,9 +12,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from facetrain.data.synthetic.identity import Identity, sample_identity
-from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance, sample_pair_nuisance
-from facetrain.data.synthetic.render import render_face
+from facetrain.synthetic.identity import Identity, sample_identity
+from facetrain.synthetic.profiles import PROFILES, sample_nuisance, sample_pair_nuisance
+from facetrain.synthetic.render import render_face
 
 # One random stream per split: the identities of different splits are disjoint by construction.
 STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7, "tinyface": 8,

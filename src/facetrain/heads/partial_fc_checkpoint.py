@@ -1,6 +1,6 @@
 """Checkpoints of a Partial FC head: one shard file per rank next to the main `.ckpt`.
 
-`run/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
+`<output_dir>/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
 without the centres' momentum, and `extra["partial_fc"]` naming the shard files. Rank r writes
 `run/last.ckpt.pfc/rank<r>of<W>-step<S>.pt` = {kernel: columns [start, stop) of AdaFace's (E, C)
 `head.kernel`, momentum: the same columns of its SGD momentum (None before the first step), ...}.
@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from facetrain.checkpoint import load_checkpoint, save_to_file, torch_reason
 from facetrain.errors import ConfigError
-from facetrain.heads.partial_fc import MarginState, PartialFC, Shard
+from facetrain.heads.shard import Shard
 from facetrain.io_utils import atomic_path
 
 SHARD_DIR_SUFFIX = ".pfc"
@@ -56,7 +57,7 @@ def _save(obj: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_shard(checkpoint: str | os.PathLike, head: PartialFC, optimizer: torch.optim.Optimizer, step: int) -> str:
+def save_shard(checkpoint: str | os.PathLike, head: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> str:
     """Write this rank's shard (centres and their momentum) for the main file `checkpoint`; returns its name."""
     momentum = optimizer.state.get(head.kernel, {}).get("momentum_buffer")
     s = head.shard
@@ -68,7 +69,7 @@ def save_shard(checkpoint: str | os.PathLike, head: PartialFC, optimizer: torch.
     return name
 
 
-def main_file_entries(head: PartialFC, optimizer: torch.optim.Optimizer, shard_names: list[str]) -> tuple[dict, dict]:
+def main_file_entries(head: nn.Module, optimizer: torch.optim.Optimizer, shard_names: list[str]) -> tuple[dict, dict]:
     """(optimizer state without the centres' momentum, `extra["partial_fc"]`) for rank 0's main file."""
     state = optimizer.state_dict()
     state["state"] = {k: v for k, v in state["state"].items() if k != param_index(optimizer, head.kernel)}
@@ -151,11 +152,11 @@ def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, h
     return torch.cat(kernels, dim=1), torch.cat(momenta, dim=1) if has_momentum else None
 
 
-def resume_head(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head: PartialFC,
-                optimizer: torch.optim.Optimizer) -> None:
+def resume_head(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head: nn.Module,
+                margin_state: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load the margin's buffers, the optimizer state and this rank's columns of the saved centres
     and their momentum, from a Partial FC checkpoint (any world size) or a full-head one."""
-    MarginState(head).load_state_dict({k: v for k, v in head_state.items() if k != "kernel"}, strict=True)
+    margin_state.load_state_dict({k: v for k, v in head_state.items() if k != "kernel"}, strict=True)
     index = param_index(optimizer, head.kernel)
     kernel, momentum = load_columns(checkpoint, head_state, extra, index, head.shard.start, head.shard.stop)
     optimizer_state = dict(extra["optimizer_states"][0])

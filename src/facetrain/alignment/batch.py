@@ -9,7 +9,7 @@ than their photo) are kept, so running the command again resumes an interrupted 
 folder inside the input (or the input inside the output's `imgs`) is refused: the next run
 would align the aligned faces again.
 
-With `landmarks` (see `facetrain.align.landmarks`) the listed points are warped with the detector
+With `landmarks` (see `facetrain.alignment.landmarks`) the listed points are warped with the detector
 style's template and fit, and nothing is detected: images without landmarks are skipped and listed
 in the report as `no_landmarks`.
 """
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facetrain.align.aligner import FaceAligner, NoFaceError
-from facetrain.align.landmarks import landmarks_for
-from facetrain.align.transform import WARPS
+from facetrain.alignment.aligner import FaceAligner, NoFaceError
+from facetrain.alignment.landmarks import landmarks_for
 from facetrain.data.image_codec import encode_image
 from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
 from facetrain.data.photo import read_photo_rgb
 from facetrain.data.pixel_limit import set_max_pixels
 from facetrain.errors import DataError
+from facetrain.geometry.similarity import WARPS
 from facetrain.io_utils import atomic_path, atomic_write_json, open_write
 
 REPORT_NAME = "align_report.json"

@@ -22,18 +22,16 @@ from facetrain.data.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
-from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
 from facetrain.precision import resolve_precision
-from facetrain.train import distributed as D
-from facetrain.train import pfc_state
+from facetrain.train import distributed
+from facetrain.train.amp import Precision, maybe_compile
+from facetrain.train.batches import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
+                                     data_fingerprint, optimizer_steps_per_epoch, worker_count)
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  data_fingerprint, optimizer_steps_per_epoch, worker_count)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.precision import Precision, maybe_compile
 from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_run_folder, unlock_run_folder
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
@@ -54,7 +52,7 @@ class LossTotals:
 class TrainingRun:
     """Everything a training job is made of. `position` and `best` change as it trains."""
     config: TrainConfig
-    ctx: D.DistContext
+    ctx: distributed.DistContext
     output_dir: Path
     dataset: FaceTrainDataset
     loader: DataLoader
@@ -87,10 +85,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
+def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
-    output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    output_dir = Path(distributed.broadcast_object(str(config.resolve_output_dir()), ctx))
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
@@ -165,7 +163,7 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
                        losses, fingerprint, folder_lock)
 
 
-def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> int | None:
+def _lock_folder(ctx: distributed.DistContext, output_dir: Path, config: TrainConfig) -> int | None:
     """Rank 0 takes the run folder's lock and checks the folder again under it (another run may have
     used it since the first check); the refusal is raised on every rank."""
     fd, problem = None, None
@@ -177,7 +175,7 @@ def _lock_folder(ctx: D.DistContext, output_dir: Path, config: TrainConfig) -> i
             problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
             if fd is not None:
                 unlock_run_folder(fd)
-    problem = D.broadcast_object(problem, ctx)
+    problem = distributed.broadcast_object(problem, ctx)
     if problem:
         raise ConfigError(problem)
     return fd
@@ -195,7 +193,7 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
                         config=config.to_dict())
 
 
-def _on_main(ctx: D.DistContext, check, *args) -> None:
+def _on_main(ctx: distributed.DistContext, check, *args) -> None:
     """Run a check on rank 0 only (e.g. of the file system, which other ranks may see later) and raise
     its ConfigError on every rank."""
     problem = None
@@ -204,7 +202,7 @@ def _on_main(ctx: D.DistContext, check, *args) -> None:
             check(*args)
         except ConfigError as exc:
             problem = str(exc)
-    problem = D.broadcast_object(problem, ctx)
+    problem = distributed.broadcast_object(problem, ctx)
     if problem:
         raise ConfigError(problem)
 
@@ -219,7 +217,7 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
     return max(1, int(batches * interval))
 
 
-def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
+def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                  scaler: torch.amp.GradScaler, batches: int, fingerprint: str) -> tuple[Position, BestResult, LossTotals]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
@@ -230,14 +228,7 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
     check_same_data(path, state.extra.get("data_fingerprint"), fingerprint, config)
     model.load_state_dict(state.model_state, strict=True)
-    if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
-        pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
-    elif "partial_fc" in state.extra:
-        raise ConfigError(f"{path}: holds a Partial FC head (shards in {pfc_state.shard_dir(path)}): resume with "
-                          "--partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
-    else:
-        head.load_state_dict(state.head_state, strict=True)
-        optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    head.load_checkpoint_state(path, state.head_state, state.extra, optimizer)
     prepare_optimizer_state(optimizer)
     scheduler.load_state_dict(state.extra["lr_schedulers"][0])
     load_scaler_state(scaler, state.extra["scaler"], path)
@@ -269,14 +260,15 @@ def check_same_data(path: str, saved: str | None, current: str, config: TrainCon
                   f"({current[:12]}) as --resume_onto_other_data asks", stacklevel=3)
 
 
-def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
+def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int,
+                   ctx: distributed.DistContext) -> TrainingState:
     loaded: TrainingState | FacetrainError | None = None
     if ctx.is_main:
         try:
             loaded = load_training_state(path, arch, head_name, num_classes)
         except FacetrainError as exc:
             loaded = exc
-    loaded = D.broadcast_object(loaded, ctx)
+    loaded = distributed.broadcast_object(loaded, ctx)
     if isinstance(loaded, FacetrainError):
         raise loaded
     return loaded
@@ -292,29 +284,23 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> N
 
 
 def save_run(run: TrainingRun, path: Path) -> None:
-    """Collective: every rank hands its RNG state to rank 0, which writes the file. With Partial FC
-    every rank first writes its shard of the centres, which the main file then names. A write that
-    fails (disk full) on any rank is the same one-line error on every rank, with nothing half-written."""
-    sharded = isinstance(run.head, PartialFC)
+    """Collective: every rank hands its RNG state to rank 0, which writes the file. A head that keeps
+    per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them.
+    A write that fails (disk full) on any rank is the same one-line error on every rank."""
+    step = run.position.global_step
     problem = None
-    if sharded:
-        try:
-            own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
-        except OSError as exc:
-            problem = _write_problem(path, exc)
+    try:
+        run.head.save_rank_state(path, run.optimizer, step)
+    except OSError as exc:
+        problem = _write_problem(path, exc)
     gathered = [(capture_rng(run.ctx.device), problem)]
-    if run.ctx.enabled:  # also the point by which every shard is on disk
+    if run.ctx.enabled:  # also the point by which every rank's files are on disk
         gathered = [None] * run.ctx.world_size
         torch.distributed.all_gather_object(gathered, (capture_rng(run.ctx.device), problem))
     rngs = [rng for rng, _ in gathered]
     problem = next((p for _, p in gathered if p), None)
     if run.ctx.is_main and problem is None:
-        head, more = run.head, {}
-        if sharded:
-            names = [pfc_state.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
-                                                                                          run.ctx.world_size)]
-            optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
-            head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
+        head, more = run.head.checkpoint_state(run.optimizer, step)
         try:
             save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                                 run.best, run.config.to_dict(), rngs, run.ctx.world_size,
@@ -322,8 +308,7 @@ def save_run(run: TrainingRun, path: Path) -> None:
         except OSError as exc:
             problem = _write_problem(path, exc)
     _raise_on_every_rank(run.ctx, problem)  # also the barrier: every rank waits for the file
-    if sharded:
-        pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
+    run.head.remove_stale_rank_state(path, step)
 
 
 def _write_problem(path: Path, exc: OSError) -> str:
@@ -332,9 +317,9 @@ def _write_problem(path: Path, exc: OSError) -> str:
             f"{f', {path.name} still holds the previous one' if path.exists() else ''}")
 
 
-def _raise_on_every_rank(ctx: D.DistContext, problem: str | None) -> None:
+def _raise_on_every_rank(ctx: distributed.DistContext, problem: str | None) -> None:
     """Rank 0's problem (None: none) raised on every rank; a collective, so also a barrier."""
-    problem = D.broadcast_object(problem, ctx)
+    problem = distributed.broadcast_object(problem, ctx)
     if problem:
         raise FacetrainError(problem)
 
@@ -342,11 +327,10 @@ def _raise_on_every_rank(ctx: D.DistContext, problem: str | None) -> None:
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
     """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
     first: the copied main file names them)."""
-    sharded = isinstance(run.head, PartialFC)
-    own_shard = pfc_state.shard_name(run.head.shard, run.position.global_step) if sharded else ""
-    for dst in destinations if sharded else []:
-        pfc_state.link_shard(src, dst, own_shard)
-    D.barrier(run.ctx)
+    step = run.position.global_step
+    for dst in destinations:
+        run.head.link_rank_state(src, dst, step)
+    distributed.barrier(run.ctx)
     problem = None
     if run.ctx.is_main:
         for dst in destinations:
@@ -357,5 +341,5 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
                 problem = _write_problem(dst, exc)
                 break
     _raise_on_every_rank(run.ctx, problem)
-    for dst in destinations if sharded else []:
-        pfc_state.remove_stale_shards(dst, run.head.shard, keep=own_shard)
+    for dst in destinations:
+        run.head.remove_stale_rank_state(dst, step)

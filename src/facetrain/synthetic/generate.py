@@ -22,18 +22,18 @@ from typing import Sequence
 import cv2
 from tqdm import tqdm
 
-from facetrain import __version__
 from facetrain.data.bin import write_bin
 from facetrain.data.recordio import write_insightface_rec
 from facetrain.data.verification_set import MIN_PAIRS
-from facetrain.data.synthetic.baseline import raw_pixel_accuracy
-from facetrain.data.synthetic.groups import check_pairs_per_group, write_group_sets
-from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
-from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
-from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
-from facetrain.data.synthetic.tinyface import plan_tinyface, render_tinyface_image, write_tinyface
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
+from facetrain.synthetic.baseline import raw_pixel_accuracy
+from facetrain.synthetic.groups import check_pairs_per_group, write_group_sets
+from facetrain.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
+from facetrain.synthetic.profiles import BENCHMARK_NAMES, PROFILES
+from facetrain.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
+from facetrain.synthetic.tinyface_testset import plan_tinyface, render_tinyface_image, write_tinyface
+from facetrain.version import __version__
 
 TRAIN_JPEG_QUALITY = 95
 SUMMARY_NAME = "synth_summary.json"
