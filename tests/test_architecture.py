@@ -14,7 +14,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "facetrain"
 # package's own __init__ (the API facade). Every room must be listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "version", "devices", "fault_injection", "fingerprint"),  # no facetrain imports, or only of each other
-    ("io_utils", "precision", "geometry", "image_grid"),  # small utilities
+    ("io_utils", "precision", "geometry", "image_grid", "option_checks"),  # small utilities
     ("data", "models"),  # dataset formats and tools; backbones
     ("checkpoint",),  # AdaFace-layout checkpoint files
     ("calibration_store",),  # decision thresholds stored with a model

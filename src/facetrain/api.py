@@ -96,23 +96,9 @@ def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None =
 
 def train(config: Any) -> Any:
     """Train from a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML; see `--config`)."""
-    from facetrain.errors import ConfigError
-    from facetrain.train.config import TrainConfig, load_config_file
-    from facetrain.train.flag_ranges import check_types
-    from facetrain.train.launch import launch_training
+    from facetrain.train.launch import train_from
 
-    if isinstance(config, (str, os.PathLike)):
-        path = config
-        try:
-            config = TrainConfig.from_dict(load_config_file(path), strict=True)
-            check_types(config)
-        except ConfigError as exc:
-            message = str(exc)
-            raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config, strict=True)
-    config.validate()
-    return launch_training(config)
+    return train_from(config)
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:

@@ -2,7 +2,9 @@
 rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace's ddp)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -10,7 +12,8 @@ from facetrain.data.paths import resolve_data_path
 from facetrain.errors import ConfigError
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
 from facetrain.train import distributed
-from facetrain.train.config import TrainConfig
+from facetrain.train.config import TrainConfig, load_config_file
+from facetrain.train.flag_ranges import check_types
 from facetrain.train.loop import TrainingInterrupted, TrainResult, train
 from facetrain.train.run_folder import resume_hint
 
@@ -34,6 +37,22 @@ def evaluate_only(config: TrainConfig) -> dict[str, dict]:
 
 def _spawned_rank(config: TrainConfig) -> None:
     train(config)
+
+
+def train_from(config: TrainConfig | dict[str, Any] | str | os.PathLike) -> TrainResult | None:
+    """`facetrain.train(config)`: a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML;
+    see `--config`), checked as strictly as the flags, then `launch_training`."""
+    if isinstance(config, (str, os.PathLike)):
+        path = config
+        try:
+            config = TrainConfig.from_dict(load_config_file(path), strict=True)
+            check_types(config)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config, strict=True)
+    return launch_training(config)
 
 
 def launch_training(config: TrainConfig) -> TrainResult | None:
