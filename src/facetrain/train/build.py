@@ -75,7 +75,7 @@ class TrainingRun:
     position: Position
     best: BestResult
     losses: LossTotals = field(default_factory=LossTotals)
-    data_fingerprint: str = ""  # of the training data (`training_source.data_fingerprint`), kept in checkpoints
+    data_fingerprint: str = ""  # of the training data (`batches.data_fingerprint`), kept in checkpoints
     folder_lock: int | None = None  # rank 0: the descriptor holding the run folder's lock (`release_run`)
 
 
