@@ -24,6 +24,7 @@ from facetrain.report.image_grid import write_image_grid
 from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.config import TrainConfig
 from facetrain.train.data import FaceTrainDataset
+from facetrain.train.failure import FailureWatch
 from facetrain.train.optim import step_unless
 from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
@@ -320,7 +321,12 @@ def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 3
 def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
     ctx = D.init_distributed(config.gpus)
+    watch = FailureWatch(ctx).start()
     try:
         return Trainer(build_run(config, ctx)).fit()
+    except BaseException as exc:  # every rank stops with it, not after the process group's timeout
+        watch.fail(exc)
+        raise
     finally:
+        watch.stop()
         D.cleanup_distributed()
