@@ -322,26 +322,30 @@ def test_evaluation_batches(monkeypatch):
     assert not np.allclose(features, flipped, atol=1e-3)
 
 
-# 6. resuming needs the checkpoint on rank 0's filesystem only
+# 6. resuming (and starting from a model) needs the checkpoint on rank 0's filesystem only
 def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     torch.set_num_threads(1)
     ctx = D.init_distributed(gpus=0)
     try:
-        if ctx.rank == 1:  # as on a second node without the file
+        if ctx.rank == 1:  # as on a second node, which does not have the checkpoints
             import facetrain.train.run as run_module
 
             def no_file(*_a, **_k):
                 raise AssertionError("rank 1 opened the checkpoint")
-            run_module.load_training_state = no_file
+            run_module.load_training_state = run_module.load_backbone = no_file
+            real_is_file = Path.is_file
+            Path.is_file = lambda self: self.suffix != ".ckpt" and real_is_file(self)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # saved by 1 process, resumed by 2: random streams restart
             run = build_run(_config(data, out / "resumed", resume_from_checkpoint=str(checkpoint)), ctx)
+            started = build_run(_config(data, out / "started", start_from_model_statedict=str(checkpoint)), ctx)
         try:
             build_run(_config(data, out / "bad", resume_from_checkpoint=str(out / "missing.ckpt")), ctx)
             error = ""
         except ConfigError as exc:
             error = str(exc)
-        torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error},
+        torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error,
+                    "started": {k: v.clone() for k, v in started.model.state_dict().items()}},
                    out / f"rank{ctx.rank}.pt")
     finally:
         D.cleanup_distributed()
@@ -352,10 +356,12 @@ def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
     result = Trainer(build_run(_config(data, tmp_path / "first", limit_train_batches=2), DistContext())).fit()
     D.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]["head.kernel"]
+    saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
     for r in ranks:
-        assert r["step"] == 2 and torch.equal(r["kernel"], saved)
+        assert r["step"] == 2 and torch.equal(r["kernel"], saved["head.kernel"])
         assert "missing.ckpt: checkpoint not found" in r["error"]
+        for key, value in r["started"].items():  # rank 1 got the weights from rank 0
+            assert torch.equal(value, saved[f"model.{key}"]), key
 
 
 def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):

@@ -113,8 +113,6 @@ class TrainConfig:
             raise ConfigError("--evaluate needs --start_from_model_statedict CHECKPOINT")
         if self.resume_from_checkpoint and not self.resume_from_checkpoint.endswith(".ckpt"):
             raise ConfigError(f"--resume_from_checkpoint expects a .ckpt file, got {self.resume_from_checkpoint}")
-        if self.resume_from_checkpoint and not Path(self.resume_from_checkpoint).is_file():
-            raise ConfigError(f"{self.resume_from_checkpoint}: checkpoint not found")
         if self.overwrite and self.resume_from_checkpoint:
             raise ConfigError("--overwrite deletes the run that --resume_from_checkpoint continues: give one of them")
 

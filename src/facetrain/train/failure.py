@@ -54,10 +54,10 @@ class FailureWatch:
         if self._store is None:
             return
         self._stop.set()
-        line = f"{one_line(exc)} (rank {self.ctx.rank})"
+        text = one_line(exc)
         try:
-            first = self._store.compare_set(ERROR_KEY, "", line).decode()
-            if first != line:
+            first = self._store.compare_set(ERROR_KEY, "", f"{text} (rank {self.ctx.rank})").decode()
+            if not first.startswith(f"{text} (rank "):  # another error came first (not the same one, agreed)
                 _exit_with(first)
             deadline = time.monotonic() + ACK_WAIT_S
             while self._store.add(SEEN_KEY, 0) < self.ctx.world_size - 1 and time.monotonic() < deadline:

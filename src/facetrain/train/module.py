@@ -40,13 +40,14 @@ class RecognitionNet(nn.Module):
         return loss, norms.detach()
 
 
-def build_model_and_head(config: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """Fresh backbone and head; with --start_from_model_statedict the backbone weights come from that
-    checkpoint (ConfigError when its architecture is not --arch), the head starts fresh (as AdaFace)."""
-    if config.start_from_model_statedict:
+def build_model_and_head(config: TrainConfig, num_classes: int, model: nn.Module | None = None) -> tuple[nn.Module, nn.Module]:
+    """Fresh head, and fresh backbone unless `model` is given; with --start_from_model_statedict the
+    backbone weights come from that checkpoint (ConfigError when its architecture is not --arch), the
+    head starts fresh (as AdaFace)."""
+    if model is None and config.start_from_model_statedict:
         model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
         model.train()
-    else:
+    elif model is None:
         model = build_model(config.arch)
     if config.partial_fc:
         margin = build_margin(config.head, m=config.m, h=config.h, s=config.s, t_alpha=config.t_alpha)

@@ -17,12 +17,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
+from facetrain.models import build_model
 from facetrain.precision import resolve_precision
 from facetrain.train import distributed as D
 from facetrain.train import pfc_state
@@ -88,6 +90,8 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
     output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    # files are checked (and read) on rank 0 only: other nodes need not see them
+    _on_main(ctx, _check_resume_file, config.resume_from_checkpoint)
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
@@ -109,7 +113,7 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
     val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
-    model, head = build_model_and_head(config, num_classes)
+    model, head = build_model_and_head(config, num_classes, _starting_backbone(config, ctx))
     # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
     # checkpoints say what ran and a run replays from its config.json
     for name, value in head.hparams().items():
@@ -158,6 +162,32 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
 def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
     return MetricLogger(output_dir, enabled=enabled, wandb_project=config.wandb_project if config.use_wandb else None,
                         config=config.to_dict())
+
+
+def _check_resume_file(path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+
+
+def _starting_backbone(config: TrainConfig, ctx: D.DistContext) -> nn.Module | None:
+    """With --start_from_model_statedict: rank 0 reads the checkpoint; the other ranks build the same
+    backbone (architecture and embedding size from rank 0) and receive its weights with DDP's initial
+    broadcast of rank 0's parameters and buffers. A bad file is the same ConfigError on every rank."""
+    if not config.start_from_model_statedict:
+        return None
+    model, outcome = None, None
+    if ctx.is_main:
+        try:
+            model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
+            outcome = model.embedding_size
+        except FacetrainError as exc:
+            outcome = exc
+    outcome = D.broadcast_object(outcome, ctx)
+    if isinstance(outcome, FacetrainError):
+        raise outcome
+    if model is None:
+        model = build_model(config.arch, embedding_size=outcome)
+    return model.train()
 
 
 def _on_main(ctx: D.DistContext, check, *args) -> None:
