@@ -394,3 +394,33 @@ def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, amx, avx512_b
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+# checkpoints load on a machine without the training device
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def test_checkpoints_hold_cpu_tensors_only(tmp_path, monkeypatch):
+    from facetrain.checkpoint import save_checkpoint
+
+    with torch.device(META):  # the meta device plays the GPU
+        model, head = build_model("tinynet"), build_head("adaface", 512, 10)
+    extra = {"optimizer_states": [{"state": {0: {"momentum_buffer": torch.zeros(3, device=META)}}}],
+             "rng_per_rank": [{"cuda_device": torch.zeros(2, dtype=torch.uint8, device=META), "python": (3, [1], None)}]}
+    real_cpu, saved = torch.Tensor.cpu, {}
+    # the device-to-host copy of a meta tensor: zeros of its shape
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self: torch.zeros(self.shape, dtype=self.dtype) if self.is_meta
+                        else real_cpu(self))
+    monkeypatch.setattr(torch, "save", lambda obj, f: saved.update(obj=obj))
+    save_checkpoint(tmp_path / "x.ckpt", model, head, extra=extra)
+    tensors = list(_tensors(saved["obj"]))
+    assert len(tensors) > 10 and {t.device.type for t in tensors} == {"cpu"}
+    assert saved["obj"]["facetrain"]["extra"]["rng_per_rank"][0]["python"] == (3, [1], None)
