@@ -385,6 +385,25 @@ def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
     assert taken.item() == 0.0 and not all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
 
 
+def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, tmp_path, monkeypatch):
+    """fp16's gradient overflow, played by a scale so large that the scaled loss is infinite in float32
+    while the loss itself is finite: the step is skipped, counted as skipped and left out of the loss."""
+    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext()))
+    trainer.run.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, enabled=True)
+    params = [p.detach().clone() for p in trainer.run.net.parameters()]
+    images, labels = next(iter(trainer.run.loader))
+    calls = _count_syncs(monkeypatch)
+    trainer.snapshot.take()
+    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    trainer.window.add_step(loss, trainer.optimizer_step(loss))
+    assert calls == []
+    monkeypatch.undo()
+    summary = trainer.window.collect(trainer.run.ctx)
+    assert torch.isfinite(loss) and (summary.steps, summary.skipped, summary.skipped_total) == (0, 1, 1)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
+    assert trainer.run.scaler.get_scale() < 3e38
+
+
 # §1: precision auto on CPUs
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "bf16"), (False, True, "bf16"),
                                                         (False, False, "fp32")])

@@ -85,18 +85,23 @@ class Trainer:
         return loss.detach()
 
     def optimizer_step(self, group_loss: torch.Tensor) -> torch.Tensor:
-        """Step unless the group's loss is non-finite on any rank; then the update is skipped and the
-        buffers the forward passes touched (batch norm, AdaFace statistics) are restored to what
-        `self.snapshot.take()` saw. Returns the all-rank skip flag (a float tensor on the device)."""
+        """Step unless the group's loss is non-finite on any rank, or (fp16) the loss scaler found
+        gradients that overflowed on any rank; then the update is skipped and the buffers the forward
+        passes touched (batch norm, AdaFace statistics) are restored to what `self.snapshot.take()`
+        saw. Returns the all-rank skip flag (a float tensor on the device)."""
         run = self.run
-        skipped = D.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
+        skipped = (~torch.isfinite(group_loss)).float().reshape(1)
         if run.scaler.is_enabled():
-            # a NaN gradient makes the scaler's own device-side check skip the step (and lower the scale)
-            grad = next(p.grad for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None)
-            grad.add_(torch.where(skipped > 0, float("nan"), 0.0).to(grad.dtype))
+            run.scaler.unscale_(run.optimizer)  # records the overflow flag on the device
+            found = _found_inf(run.scaler, run.optimizer)
+            skipped = D.all_reduce_max(torch.maximum(skipped, found.reshape(1)), run.ctx)
+            # every rank skips together (a Partial FC shard can overflow on one rank only); the scaler
+            # lowers its scale for a non-finite loss too
+            found.copy_(skipped.reshape(found.shape))
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
+            skipped = D.all_reduce_max(skipped, run.ctx)
             step_unless(run.optimizer, skipped)
         run.optimizer.zero_grad(set_to_none=True)
         self.snapshot.restore_where(skipped)
@@ -306,6 +311,13 @@ def runtime_facts(run: TrainingRun) -> dict[str, object]:
 def _best_step(best: BestResult) -> int:
     """The step of the validation that set the best (the first one reaching its accuracy)."""
     return next((h.get("step", -1) for h in best.history if h["val_acc"] == best.metric), -1)
+
+
+def _found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The device flag `scaler.unscale_(optimizer)` set when a gradient is not finite (what its `step`
+    skips on, without reading it on the host when the optimizer is fused). One device per process."""
+    (found,) = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values()
+    return found
 
 
 def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
