@@ -46,7 +46,7 @@ from facetrain.cli import main as facetrain_main  # noqa: E402
 from facetrain.eval.embed import extract_features  # noqa: E402
 from facetrain.eval.ijb_verify import score_pairs, verification_metrics  # noqa: E402
 from facetrain.models import build_model  # noqa: E402
-from facetrain.train.distributed import configure_device, free_port  # noqa: E402
+from facetrain.train.distributed import free_port, training_backends  # noqa: E402
 from facetrain.precision import resolve_precision  # noqa: E402
 
 GPU_PLAN = {
@@ -100,8 +100,9 @@ def step_grid(plan: dict, device: torch.device) -> dict:
                         if device.type == "cuda":
                             torch.cuda.empty_cache()
                             torch.cuda.reset_peak_memory_stats(device)
-                        speed = measure(arch, precision, channels_last, compile_, batch, device, plan["steps"],
-                                        plan["warmup"], plan["num_classes"])
+                        with training_backends(device):
+                            speed = measure(arch, precision, channels_last, compile_, batch, device, plan["steps"],
+                                            plan["warmup"], plan["num_classes"])
                         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                         rows.append({"arch": arch, "batch": batch, "precision": precision,
                                      "channels_last": channels_last, "compile": compile_,
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan["threads"]:
         torch.set_num_threads(plan["threads"])
         os.environ["OMP_NUM_THREADS"] = str(plan["threads"])  # for the `facetrain` subprocesses
-    device = configure_device(torch.device("cpu") if args.cpu else torch.device("cuda", 0))
+    device = torch.device("cpu") if args.cpu else torch.device("cuda", 0)
     workers = max(1, min(16, len(os.sched_getaffinity(0)))) if hasattr(os, "sched_getaffinity") else 2
     check = Check()
     check.summary["environment"] = environment(device)

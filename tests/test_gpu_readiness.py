@@ -193,16 +193,45 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
         D.pick_device(1, 2, local_world_size=3)
 
 
-def test_gpu_settings():
+BACKENDS = ("torch.backends.cudnn.benchmark", "torch.backends.cuda.matmul.allow_tf32",
+            "torch.backends.cudnn.deterministic", "torch.are_deterministic_algorithms_enabled()")
+
+
+def _backends() -> dict:
+    return {name: eval(name) for name in BACKENDS}
+
+
+def test_gpu_settings_hold_inside_training_only():
     saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = False
-        D.configure_device(torch.device("cpu"))
-        assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
-        D.configure_device(torch.device("cuda", 0))
-        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+        before = _backends()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no CUDA device: training on the CPU
+            D.init_distributed(gpus=1)
+        assert _backends() == before
+        with D.training_backends(torch.device("cpu")):
+            assert _backends() == before
+        with D.training_backends(torch.device("cuda", 0)):
+            assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+        assert _backends() == before
+        with D.training_backends(torch.device("cuda", 0), deterministic=True):
+            assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+            assert torch.are_deterministic_algorithms_enabled()
+        assert _backends() == before
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_training_restores_the_backends_and_can_be_deterministic(data, tmp_path, monkeypatch):
+    from facetrain.train.loop import train
+
+    seen = []
+    real_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: seen.append(_backends()) or real_fit(self))
+    before = _backends()
+    train(_config(data, tmp_path / "run", limit_train_batches=1, deterministic=True))
+    assert seen[0]["torch.are_deterministic_algorithms_enabled()"] and _backends() == before
 
 
 # 8. loader processes per node; 13. persistent workers that still see the epoch

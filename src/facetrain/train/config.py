@@ -70,6 +70,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False
+    deterministic: bool = False
     # run control
     resume_from_checkpoint: str = ""
     start_from_model_statedict: str = ""
@@ -241,6 +242,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")
     add(g, "--sync_bn", "SyncBatchNorm across processes (DDP)", action="store_true")
+    add(g, "--deterministic", "deterministic algorithms and no cuDNN autotuning: the same command on the same "
+                              "kind of machine, software build and number of processes gives the same weights "
+                              "(slower on GPUs)", action="store_true")
     add(g, "--partial_fc", "Partial FC: class centres sharded over the processes, cross-entropy across them "
                            "(for hundreds of thousands to millions of identities)", action="store_true")
     add(g, "--sample_rate", "with --partial_fc: fraction of each shard's negative classes per step (1.0 = all); "

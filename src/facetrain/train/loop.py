@@ -335,7 +335,8 @@ def train(config: TrainConfig) -> TrainResult:
     ctx = D.init_distributed(config.gpus)
     watch = FailureWatch(ctx).start()
     try:
-        return Trainer(build_run(config, ctx)).fit()
+        with D.training_backends(ctx.device, config.deterministic):
+            return Trainer(build_run(config, ctx)).fit()
     except BaseException as exc:  # every rank stops with it, not after the process group's timeout
         watch.fail(exc)
         raise
