@@ -433,6 +433,25 @@ def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, t
     assert trainer.run.scaler.get_scale() < 3e38
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_backbone_gets_the_layout_asked_for(channels_last):
+    """--no_channels_last must really mean NCHW (the benchmark grid's "off" rows, evaluation)."""
+    from facetrain.train.module import RecognitionNet
+    from facetrain.train.precision import Precision
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model, seen = build_model("tinynet"), []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    net = RecognitionNet(model, build_head("adaface", model.embedding_size, 4),
+                         Precision("fp32", torch.device("cpu"), channels_last))
+    images = torch.randint(0, 256, (2, 112, 112, 3), dtype=torch.uint8)
+    net(images, torch.tensor([0, 3]))
+    extract_features(model, images.numpy(), batch_size=2, channels_last=channels_last, progress=False)
+    assert len(seen) == 2
+    for x in seen:
+        assert x.is_contiguous(memory_format=layout) and x.is_contiguous() != channels_last
+
+
 # §1: precision auto on CPUs
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "bf16"), (False, True, "bf16"),
                                                         (False, False, "fp32")])

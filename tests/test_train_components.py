@@ -111,8 +111,8 @@ def test_precision_choice_per_device():
         resolve_precision("fp16", cpu)
     policy = Precision("bf16", cpu, channels_last=True)
     assert policy.autocast_dtype == torch.bfloat16 and not policy.make_scaler().is_enabled()
-    x = policy.prepare_input(torch.zeros(2, 3, 8, 8))
-    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert policy.memory_format == torch.channels_last
+    assert Precision("bf16", cpu, channels_last=False).memory_format == torch.contiguous_format
     with policy.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 

@@ -30,7 +30,7 @@ class RecognitionNet(nn.Module):
                 self, head.ddp_ignored_names("head."))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.precision.prepare_input(normalize_batch(images))
+        x = normalize_batch(images, memory_format=self.precision.memory_format)
         with self.precision.autocast():
             embeddings, norms = self._backbone[0](x)
             if isinstance(self.head, PartialFC):  # its loss is a cross-entropy across the processes
