@@ -255,6 +255,38 @@ def test_persistent_workers_follow_the_epoch(data, tmp_path):
     assert TrainConfig().num_workers == -1 and auto.loader.num_workers == default_num_workers(1)
 
 
+# shared memory, where loader workers hand over their batches (containers often have 64 MB)
+MB = 2**20
+
+
+@pytest.mark.parametrize("workers, batch, processes, free, expected", [
+    (16, 256, 1, 64 * 2**30, 4), (16, 256, 8, 64 * 2**30, 4),  # 8 ranks x 0.6 GB on a large /dev/shm
+    (16, 256, 1, 400 * MB, 2), (4, 64, 2, 64 * MB, 2),  # 16 x 9.6 MB fits twice in 80% of 400 MB
+    (2, 32, 1, 64 * MB, 4), (0, 256, 8, 64 * MB, 4), (16, 256, 8, None, 4),  # no workers / no /dev/shm
+    (16, 256, 8, 64 * MB, "lower --num_workers to 0"), (16, 64, 2, 64 * MB, "lower --num_workers to 11"),
+])
+def test_loader_prefetch_fits_shared_memory(workers, batch, processes, free, expected):
+    from facetrain.train.data import loader_prefetch
+
+    if isinstance(expected, int):
+        assert loader_prefetch(workers, batch, processes, free) == expected
+    else:
+        with pytest.raises(ConfigError, match=f"/dev/shm: 64 MB free.*--shm-size.*{expected}"):
+            loader_prefetch(workers, batch, processes, free)
+
+
+def test_a_run_stops_at_start_when_shared_memory_cannot_hold_a_batch(data, tmp_path, monkeypatch):
+    import facetrain.train.run as run_module
+
+    monkeypatch.setattr(run_module, "shared_memory_free", lambda: 300_000)  # 0.3 MB: not one batch of 8
+    with pytest.raises(ConfigError, match="/dev/shm: 0 MB free"):
+        build_run(_config(data, tmp_path / "run", num_workers=2), DistContext())
+    monkeypatch.setattr(run_module, "shared_memory_free", lambda: 2 * 8 * 37_648 * 2)  # two batches per worker
+    with pytest.warns(UserWarning, match="prepare 1 batch"):
+        run = build_run(_config(data, tmp_path / "run2", num_workers=2), DistContext())
+    assert run.loader.prefetch_factor == 1
+
+
 # 9. no host synchronisation inside a step; 11. the rollback copies into preallocated buffers
 SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 

@@ -29,8 +29,9 @@ from facetrain.precision import resolve_precision
 from facetrain.train import distributed as D
 from facetrain.train import pfc_state
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  default_num_workers, optimizer_steps_per_epoch)
+from facetrain.train.data import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
+                                  build_train_loader, default_num_workers, loader_prefetch, optimizer_steps_per_epoch,
+                                  shared_memory_free)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
@@ -108,8 +109,12 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
     workers = config.num_workers if config.num_workers >= 0 else default_num_workers(ctx.local_world_size)
+    prefetch = loader_prefetch(workers, batch_size, ctx.local_world_size, shared_memory_free())
+    if prefetch < PREFETCH and ctx.local_rank == 0:
+        warnings.warn(f"{SHM_PATH} is small: loader workers prepare {prefetch} batch(es) ahead instead of "
+                      f"{PREFETCH} (docker run --shm-size=8g restores it)", stacklevel=2)
     loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
-                                         config.seed, pin_memory=ctx.device.type == "cuda")
+                                         config.seed, pin_memory=ctx.device.type == "cuda", prefetch=prefetch)
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
     val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
