@@ -387,6 +387,9 @@ def test_evaluation_batches(monkeypatch):
 def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     torch.set_num_threads(1)
     ctx = D.init_distributed(gpus=0)
+    pickled_tensors = []
+    real_broadcast = D.broadcast_object
+    D.broadcast_object = lambda obj, c: pickled_tensors.extend(_tensors(obj)) or real_broadcast(obj, c)
     try:
         if ctx.rank == 1:  # as on a second node, which does not have the checkpoints
             import facetrain.train.run as run_module
@@ -406,7 +409,8 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
         except ConfigError as exc:
             error = str(exc)
         torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error,
-                    "started": {k: v.clone() for k, v in started.model.state_dict().items()}},
+                    "started": {k: v.clone() for k, v in started.model.state_dict().items()},
+                    "pickled_tensors": len(pickled_tensors)},
                    out / f"rank{ctx.rank}.pt")
     finally:
         D.cleanup_distributed()
@@ -421,6 +425,7 @@ def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
     for r in ranks:
         assert r["step"] == 2 and torch.equal(r["kernel"], saved["head.kernel"])
         assert "missing.ckpt: checkpoint not found" in r["error"]
+        assert r["pickled_tensors"] == 0  # the state's tensors travel with the backend, not pickled
         for key, value in r["started"].items():  # rank 1 got the weights from rank 0
             assert torch.equal(value, saved[f"model.{key}"]), key
 
@@ -499,6 +504,8 @@ def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, amx, avx512_b
 def _tensors(obj):
     if isinstance(obj, torch.Tensor):
         yield obj
+    elif hasattr(obj, "__dataclass_fields__"):
+        yield from _tensors(vars(obj))
     elif isinstance(obj, dict):
         for value in obj.values():
             yield from _tensors(value)

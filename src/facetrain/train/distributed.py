@@ -163,6 +163,53 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+@dataclass(frozen=True)
+class _TensorSlot:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def broadcast_state(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's `obj` (dicts, lists and tuples of tensors and plain data, e.g. a training state) on
+    every rank, without pickling its tensors: the structure travels as one small object, each tensor
+    with the backend on the rank's device (where the other ranks keep it; rank 0's stay as loaded).
+    A checkpoint's gigabytes of class centres and momentum are then never copied through host memory
+    on every process."""
+    if not ctx.enabled:
+        return obj
+    sent: list[torch.Tensor] = []
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            sent.append(x)
+            return _TensorSlot(tuple(x.shape), x.dtype)
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        if type(x) in (list, tuple):
+            return type(x)(strip(v) for v in x)
+        return x
+
+    skeleton = broadcast_object(strip(obj) if ctx.is_main else None, ctx)
+    tensors = iter(sent)
+
+    def fill(x: Any) -> Any:
+        if isinstance(x, _TensorSlot):
+            if ctx.is_main:
+                mine = next(tensors)
+                dist.broadcast(mine.detach().to(ctx.device).contiguous(), src=0)
+                return mine
+            received = torch.empty(x.shape, dtype=x.dtype, device=ctx.device)
+            dist.broadcast(received, src=0)
+            return received
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if type(x) in (list, tuple):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(skeleton)
+
+
 def sync_float_buffers(module: nn.Module, ctx: DistContext) -> None:
     """Average floating-point buffers (AdaFace's norm-statistics EMA) over processes, in one
     all-reduce, so every rank keeps identical head buffers and the saved ones summarise all

@@ -254,16 +254,20 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
 
 
 def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
-    loaded: TrainingState | FacetrainError | None = None
+    """Rank 0 reads and checks the file; its error, else the state's tensors (with the backend), reach
+    every rank."""
+    problem: FacetrainError | None = None
+    state: TrainingState | None = None
     if ctx.is_main:
         try:
-            loaded = load_training_state(path, arch, head_name, num_classes)
+            state = load_training_state(path, arch, head_name, num_classes)
         except FacetrainError as exc:
-            loaded = exc
-    loaded = D.broadcast_object(loaded, ctx)
-    if isinstance(loaded, FacetrainError):
-        raise loaded
-    return loaded
+            problem = exc
+    problem = D.broadcast_object(problem, ctx)
+    if problem is not None:
+        raise problem
+    fields = D.broadcast_state(vars(state) if ctx.is_main else None, ctx)
+    return TrainingState(**fields)
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> None:
