@@ -1,6 +1,7 @@
 """DistributedDataParallel on CPU (gloo): two processes with half a batch each take the same step as
 one process with the whole batch, and keep identical AdaFace statistics; torchrun runs the CLI."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -141,3 +142,17 @@ def test_an_error_on_one_rank_ends_every_rank_with_its_line(tmp_path):
     assert [p.returncode for p in procs] == [1, 1], [err[-2000:] for _, err in outputs]
     assert len(lines[0]) == 1 and "lfw.bin" in lines[0][0], outputs[0][1][-2000:]
     assert lines[1] == [f"{lines[0][0]} (rank 0)"], outputs[1][1][-2000:]
+
+
+@pytest.mark.slow
+def test_a_local_spawn_ends_with_the_failing_ranks_line(tmp_path, monkeypatch, capfd):
+    from facetrain.cli import main
+
+    data = make_dataset(tmp_path / "faces")
+    (data / "val" / "lfw.bin").write_bytes((data / "val" / "lfw.bin").read_bytes()[:1000])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the launcher's check; the processes use the CPU
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["train", *train_args(data, tmp_path / "run", "--epochs", "1", "--gpus", "2")]) == 1
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert any("lfw.bin: truncated" in line for line in errors), errors
+    assert re.fullmatch(r"error: training process [01] of 2 stopped with exit code 1: its error is above", errors[-1])
