@@ -3,7 +3,7 @@ paths on a GPU machine with nothing installed but torch and facetrain's dependen
 JSON (written after every section and step row, so a call cut short keeps what finished) and as
 one screen of text at the end (img/s and MFU per step row, pass/fail per section).
 
-    PYTHONPATH=src python3 benchmarks/gpu_check.py --out DIR --only step                 # ~4 min on an H200
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --out DIR --only step              # each call < 5 min (H200)
     PYTHONPATH=src python3 benchmarks/gpu_check.py --out DIR --only end_to_end eval short_run torchrun
     PYTHONPATH=src python3 benchmarks/gpu_check.py --cpu --out DIR   # the same steps, tiny, on the CPU (CI)
 

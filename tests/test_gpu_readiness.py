@@ -87,6 +87,16 @@ def test_window_means_over_ranks_and_counts_skips(monkeypatch):
     assert window.take_times() == (0.5, 1.5)
 
 
+def test_overflow_skips_neither_extend_nor_break_a_run_of_nonfinite_losses():
+    window = StepWindow(torch.device("cpu"))
+    one, zero = torch.ones(1), torch.zeros(1)
+    # non-finite, overflow, non-finite, non-finite, taken, overflow x 3
+    for skipped, nonfinite in [(one, one), (one, zero), (one, one), (one, one), (zero, zero)] + [(one, zero)] * 3:
+        window.add_step(torch.tensor(2.0), skipped, nonfinite)
+    summary = window.collect(DistContext())
+    assert (summary.steps, summary.skipped, summary.longest_skip_run, summary.loss) == (1, 7, 3, 2.0)
+
+
 def test_skip_counters_continue_across_a_resume():
     """The streak, the longest run and the run's total of skipped steps travel in the checkpoint:
     two skips before the save and one after make a streak of 3 and a total of 4, as uninterrupted."""
@@ -461,11 +471,12 @@ def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, t
     calls = _count_syncs(monkeypatch)
     trainer.snapshot.take()
     loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    trainer.window.add_step(loss, trainer.optimizer_step(loss))
+    trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
     assert calls == []
     monkeypatch.undo()
     summary = trainer.window.collect(trainer.run.ctx)
     assert torch.isfinite(loss) and (summary.steps, summary.skipped, summary.skipped_total) == (0, 1, 1)
+    assert summary.longest_skip_run == 0  # the scaler calibrating: not a non-finite loss
     assert all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
     assert trainer.run.scaler.get_scale() < 3e38
 

@@ -68,6 +68,7 @@ class Trainer:
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
+        self.nonfinite: torch.Tensor | None = None  # the last step's all-rank non-finite-loss flag
         self.validating = D.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
         self.window.load_state_dict(run.losses.window)  # a resumed run continues the logged sums exactly
 
@@ -88,21 +89,24 @@ class Trainer:
         """Step unless the group's loss is non-finite on any rank, or (fp16) the loss scaler found
         gradients that overflowed on any rank; then the update is skipped and the buffers the forward
         passes touched (batch norm, AdaFace statistics) are restored to what `self.snapshot.take()`
-        saw. Returns the all-rank skip flag (a float tensor on the device)."""
+        saw. Returns the all-rank skip flag (a float tensor on the device); `self.nonfinite` is the
+        all-rank flag of a non-finite loss alone (what --max_nonfinite_steps counts)."""
         run = self.run
-        skipped = (~torch.isfinite(group_loss)).float().reshape(1)
+        nonfinite = (~torch.isfinite(group_loss)).float().reshape(1)
         if run.scaler.is_enabled():
             run.scaler.unscale_(run.optimizer)  # records the overflow flag on the device
             found = _found_inf(run.scaler, run.optimizer)
-            skipped = D.all_reduce_max(torch.maximum(skipped, found.reshape(1)), run.ctx)
+            flags = D.all_reduce_max(torch.cat([nonfinite, found.reshape(1)]), run.ctx)
+            nonfinite, skipped = flags[:1], flags.amax().reshape(1)
             # every rank skips together (a Partial FC shard can overflow on one rank only); the scaler
             # lowers its scale for a non-finite loss too
             found.copy_(skipped.reshape(found.shape))
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
-            skipped = D.all_reduce_max(skipped, run.ctx)
+            skipped = nonfinite = D.all_reduce_max(nonfinite, run.ctx)
             step_unless(run.optimizer, skipped)
+        self.nonfinite = nonfinite
         run.optimizer.zero_grad(set_to_none=True)
         self.snapshot.restore_where(skipped)
         D.sync_float_buffers(run.head, run.ctx)
@@ -135,7 +139,8 @@ class Trainer:
             summary = None
             if last:
                 lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
-                self.window.add_step(group_loss, self.optimizer_step(group_loss))
+                skipped = self.optimizer_step(group_loss)
+                self.window.add_step(group_loss, skipped, self.nonfinite)
                 run.scheduler.step()
                 run.position.global_step += 1
                 group_loss = torch.zeros((), device=run.ctx.device)
