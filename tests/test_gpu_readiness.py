@@ -500,6 +500,18 @@ def test_the_backbone_gets_the_layout_asked_for(channels_last):
         assert x.is_contiguous(memory_format=layout) and x.is_contiguous() != channels_last
 
 
+def test_a_compiled_backbone_builds_the_training_module():
+    """--compile: torch.compile's wrapper refuses truth tests (len()) in recent torch builds."""
+    from facetrain.train.module import RecognitionNet
+    from facetrain.train.precision import Precision, maybe_compile
+
+    model = build_model("tinynet")
+    compiled = maybe_compile(model, True)  # lazy: nothing compiles before the first call
+    net = RecognitionNet(model, build_head("adaface", model.embedding_size, 4), Precision("fp32", torch.device("cpu")),
+                         compiled)
+    assert net._backbone[0] is compiled
+
+
 # §1: precision auto on CPUs
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "bf16"), (False, True, "bf16"),
                                                         (False, False, "fp32")])

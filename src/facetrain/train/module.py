@@ -24,7 +24,7 @@ class RecognitionNet(nn.Module):
         self.head = head
         self.precision = precision
         # torch.compile'd view of `model` sharing its parameters (not registered: no duplicate state)
-        self._backbone = [backbone_forward or model]
+        self._backbone = [model if backbone_forward is None else backbone_forward]  # a compiled module has no truth value
         if isinstance(head, PartialFC):  # DDP must leave each process's shard of the centres alone
             nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 self, head.ddp_ignored_names("head."))
