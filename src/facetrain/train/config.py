@@ -211,6 +211,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")
+    add(g, "--deterministic", "deterministic algorithms and no cuDNN autotuning: the same command on the same "
+                              "kind of machine, software build and number of processes gives the same weights "
+                              "(slower on GPUs)", action="store_true")
     g = parser.add_argument_group("optimisation")
     add(g, "--epochs", type=int)
     add(g, "--batch_size", "total batch over all processes", type=int)
@@ -250,9 +253,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("distributed")
     add(g, "--gpus", "GPUs to use (0 = CPU); >1 starts one process per GPU unless run under torchrun", type=int)
     add(g, "--sync_bn", "SyncBatchNorm across processes (DDP)", action="store_true")
-    add(g, "--deterministic", "deterministic algorithms and no cuDNN autotuning: the same command on the same "
-                              "kind of machine, software build and number of processes gives the same weights "
-                              "(slower on GPUs)", action="store_true")
     add(g, "--partial_fc", "Partial FC: class centres sharded over the processes, cross-entropy across them "
                            "(for hundreds of thousands to millions of identities)", action="store_true")
     add(g, "--sample_rate", "with --partial_fc: fraction of each shard's negative classes per step (1.0 = all); "
