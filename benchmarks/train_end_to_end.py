@@ -65,7 +65,7 @@ def bare_step(args_list: list[str], steps: int, gpus: int) -> float:
         def step() -> None:
             trainer.snapshot.take()
             loss = trainer.train_step(images, labels, 1, True)
-            trainer.window.add_step(loss, trainer.optimizer_step(loss))
+            trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
 
         for _ in range(3):
             step()

@@ -4,7 +4,8 @@
 Collectives get tensors on the rank's own device (NCCL accepts only CUDA tensors). Rank-0-only work
 (per-epoch validation, plots, checkpoint copies, the final test) keeps the other ranks in a barrier
 for at most the process group's timeout: `FACETRAIN_DIST_TIMEOUT_MIN` minutes (default 60), after
-which the job fails instead of hanging.
+which the job fails instead of hanging. An error on any rank ends every rank within seconds
+(`facetrain.train.failure`).
 """
 from __future__ import annotations
 
