@@ -214,10 +214,21 @@ def short_run_section(plan: dict, work: Path, gpus: int) -> dict:
         resumed = json.loads((run / "results.json").read_text())
         if not (first["global_step"] == 6 and resumed["global_step"] == 9 and "lfw" in resumed["test"]):
             raise AssertionError(f"{precision}: unexpected results {first} / {resumed}")
+        devices = _tensor_devices(torch.load(run / "last.ckpt", weights_only=True))  # where they were saved
+        if devices != {"cpu"}:
+            raise AssertionError(f"{precision}: last.ckpt holds tensors on {sorted(devices)}, not only the CPU")
         out[precision] = {"steps_then_resumed": [first["global_step"], resumed["global_step"]],
+                          "skipped_steps": resumed["skipped_steps"],
                           "test_average_accuracy": resumed["test"].get("average", {}).get("accuracy"),
                           "lfw_accuracy": resumed["test"]["lfw"]["accuracy"]}
     return out
+
+
+def _tensor_devices(obj) -> set[str]:
+    if isinstance(obj, torch.Tensor):
+        return {obj.device.type}
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return set().union(*(_tensor_devices(v) for v in values))
 
 
 def torchrun_section(plan: dict, work: Path, cpu_mode: bool) -> dict:

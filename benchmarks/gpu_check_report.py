@@ -119,8 +119,8 @@ def _brief(name: str, s: dict) -> str:
                            if k.endswith("_img_per_sec"))
         return f"{speeds}; IJB 1:1 scoring {s.get('ijb_scoring_seconds')} s"
     if name == "short_run":
-        return "; ".join(f"{p}: steps {v['steps_then_resumed']}, lfw {v['lfw_accuracy']:.3f}" for p, v in s.items()
-                         if isinstance(v, dict))
+        return "; ".join(f"{p}: steps {v['steps_then_resumed']} ({v.get('skipped_steps', 0)} skipped), lfw "
+                         f"{v['lfw_accuracy']:.3f}" for p, v in s.items() if isinstance(v, dict))
     if name == "torchrun" and "processes" in s:
         return (f"{s['backend']}, {s['processes']} processes, Partial FC, steps {s['global_step']}"
                 + (f" ({s['note']})" if s.get("note") else ""))
