@@ -22,7 +22,9 @@ import torch.distributed as dist
 from facetrain.errors import one_line
 from facetrain.train.distributed import DistContext
 
-ERROR_KEY, SEEN_KEY = "facetrain/first_error", "facetrain/error_seen"
+# per attempt: torchrun --max_restarts keeps its store across restarts of the workers
+_ATTEMPT = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+ERROR_KEY, SEEN_KEY = f"facetrain/{_ATTEMPT}/first_error", f"facetrain/{_ATTEMPT}/error_seen"
 POLL_S = 1.0
 ACK_WAIT_S = 10.0  # how long the failing rank waits for the others to read its error before it exits
 LOST_STORE_GRACE_S = 30.0
