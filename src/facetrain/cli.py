@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from facetrain.errors import FacetrainError
+from facetrain.errors import FacetrainError, one_line
 
 # verb -> one-line description; the module `facetrain.commands.<verb>` provides
 # `add_arguments(parser)` and `run(args) -> int`.
@@ -65,16 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except FacetrainError as exc:
-        # one line whatever the message quotes (torch's own errors span several)
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (FacetrainError, OSError) as exc:  # OSError: the file system refused (permissions, disk full, ...)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except OSError as exc:  # the file system refused (permissions, a file where a folder is needed, disk full)
-        print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
-        return 1
-
-
-def _describe_os_error(exc: OSError) -> str:
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    what = exc.strerror or str(exc)
-    return f"{where}: {what}" if where else what
