@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+import facetrain
 from data_format_fixtures import faces, make_image_folder
 from facetrain.cli import main
 from facetrain.data.bin import write_bin
@@ -191,3 +192,46 @@ def test_huge_photo_given_to_compare_is_one_line(tmp_path, capsys):
             assert code == 1 and err.startswith("error:") and err.count("\n") == 1 and "1000000" in err, err
         else:  # a batch command lists the photo as failed and goes on
             assert code == 0 and "failed: 1" in out and "huge.png: image of 1200x1000 pixels is over the limit" in out
+
+
+_FAKE_KEY = "0123456789abcdef" * 3  # well-formed (40+ characters), known to no server
+# name -> (environment, setup(D) -> extra train flags, a fragment the error line must contain). Each runs
+# in its own process: W&B reads its environment once per process.
+WANDB_CASES: dict[str, tuple[dict[str, str], Callable[[Path], list[str]], str]] = {
+    "online_without_api_key": ({"WANDB_MODE": "online"}, lambda d: [], "no W&B API key"),
+    "malformed_api_key": ({"WANDB_MODE": "online", "WANDB_API_KEY": "x"}, lambda d: [], "API key must have"),
+    "server_unreachable": ({"WANDB_MODE": "online", "WANDB_API_KEY": _FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9",
+                            "WANDB_INIT_TIMEOUT": "3"}, lambda d: [], "W&B did not start"),
+    "empty_run_id": ({"WANDB_MODE": "offline"}, lambda d: _resume_with_run_id(d, b""), "holds no W&B run id (empty)"),
+    "odd_run_id": ({"WANDB_MODE": "offline"}, lambda d: _resume_with_run_id(d, b"\xff/../x:y\n"), "holds no W&B run id"),
+}
+
+
+def _resume_with_run_id(root: Path, content: bytes) -> list[str]:
+    run = root / "run"
+    (run / "wandb").mkdir(parents=True)
+    (run / "wandb" / "facetrain-run-id").write_bytes(content)
+    (run / "last.ckpt").write_bytes(b"a checkpoint")  # never read: the W&B check comes first
+    return ["--resume_from_checkpoint", str(run / "last.ckpt")]
+
+
+@pytest.mark.parametrize("case", sorted(WANDB_CASES))
+def test_wandb_that_cannot_start_is_one_line_before_anything_is_written(tmp_path, case):
+    pytest.importorskip("wandb")
+    from train_fixtures import make_dataset, train_args
+
+    environment, setup, fragment = WANDB_CASES[case]
+    work = tmp_path / "work"  # W&B keeps its own logs in HOME, outside
+    data = make_dataset(work / "data", classes=2, per_class=4, val_pairs=10)
+    extra = setup(work)
+    before = _snapshot(work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "no_netrc"), WANDB_SILENT="true", **environment,
+               PYTHONPATH=str(Path(facetrain.__file__).parents[1]))  # this code, from any working folder
+    proc = subprocess.run([sys.executable, "-m", "facetrain", "train",
+                           *train_args(data, work / "run", "--use_wandb", "--epochs", "1", *extra)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=work)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert fragment in lines[0] and "Traceback" not in proc.stderr
+    assert _snapshot(work) == before and (work / "run").exists() == bool(extra)

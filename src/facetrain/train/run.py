@@ -37,6 +37,7 @@ from facetrain.train.run_folder import check_output_dir, clear_run_files
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
+from facetrain.train.wandb_run import check_wandb
 
 
 @dataclass
@@ -89,6 +90,8 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
     config.validate()
     output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
+    if config.use_wandb:
+        _on_main(ctx, check_wandb, output_dir, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
