@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
 
 from facetrain.errors import FacetrainError
@@ -47,6 +48,7 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _print_file_names_as_they_are()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -76,3 +78,12 @@ def _describe_os_error(exc: OSError) -> str:
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     what = exc.strerror or str(exc)
     return f"{where}: {what}" if where else what
+
+
+def _print_file_names_as_they_are() -> None:
+    """A file name that is not UTF-8 reaches the terminal as its own bytes (surrogateescape, as
+    `io_utils.encode_text` writes it to files), not as a UnicodeEncodeError. Python does this by itself
+    only in the C locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")

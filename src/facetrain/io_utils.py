@@ -179,6 +179,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def encode_text(text: str) -> bytes:
+    """UTF-8 bytes of text that may quote file names. A name that is not UTF-8 is held by Python with
+    its undecodable bytes as surrogates; they are written back as those bytes (surrogateescape, as
+    `os.fsencode` does), so such a name never fails a write and reads back as the same path."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open_write(tmp, "wb") as f:
