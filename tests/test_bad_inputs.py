@@ -112,6 +112,12 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
     "compound_into_its_input": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
                                 ["compound", "--list_datasets", "{D}/a", "--final_path", "{D}/a/imgs/merged/imgs"],
                                 "inside input"),
+    "compound_same_dataset_twice": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
+                                    ["compound", "--list_datasets", "{D}/a", "{D}/a", "--final_path", "{D}/out"],
+                                    "are the same dataset"),
+    "compound_same_dataset_by_two_names": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
+                                           ["compound", "--list_datasets", "{D}/a/imgs", "{D}/a/../a", "--final_path",
+                                            "{D}/out"], "are the same dataset"),
     "align_into_its_input": (_photos, ["align", "{D}", "{D}", "--no_progress"], "inside the input"),
     # torch's own refusal spans lines and advises weights_only=False: one line, without that advice
     "ckpt_corrupt": (lambda d: (d / "bad.ckpt").write_bytes(bytes(range(250, 256)) * 20),
@@ -121,6 +127,12 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
                                                     "{D}/e.npz"], "not a file inside a Hub repository"),
     "hub_reference_traversal": (lambda d: None, ["export", "--ckpt", "hf://a/b/../../x", "--onnx", "{D}/m.onnx"],
                                 "'hf://a/b/../../x': not a file inside a Hub repository"),
+    # an identity folder per image plus an empty one: more classes than images, and the empty folder is why
+    "train_empty_identity_folder": (lambda d: (make_image_folder(d, {"a": 1, "b": 1}), (d / "imgs" / "zz").mkdir()),
+                                    ["train", "--data_root", "{D}", "--train_data_path", "imgs", "--arch", "tinynet",
+                                     "--gpus", "0", "--output_dir", "{D}/run", "--no_progress"],
+                                    "2 images, 3 classes (1 without images); more classes than images because "
+                                    "identity folders without images keep a class index: zz:"),
     "train_label_of_a_billion": (lambda d: _rec(d, [0.0, 1e9]),
                                  ["train", "--data_root", "{D}", "--train_data_path", ".", "--use_mxrecord",
                                   "--arch", "tinynet", "--gpus", "0", "--output_dir", "{D}/run", "--no_progress"],

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import io
 import sys
+import warnings
 
 from facetrain.errors import FacetrainError
 
@@ -49,6 +50,7 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _print_file_names_as_they_are()
+    warnings.formatwarning = _one_line_warning
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -87,3 +89,9 @@ def _print_file_names_as_they_are() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="surrogateescape")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning is one line for the user, like an error (not Python's file, line and source text)."""
+    return f"warning: {' '.join(str(message).split())}\n"
