@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"facetrain: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    parser, module = build_parser(verb)
-    args = parser.parse_args(rest)
     try:
+        parser, module = build_parser(verb)
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
     except FacetrainError as exc:
         # one line whatever the message quotes (torch's own errors span several)
@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the file system refused (permissions, a file where a folder is needed, disk full)
         print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are committed atomically, so the interrupted one was removed on the way out
+        # (and a re-run continues where commands resume); worker processes leave the signal to us
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -5,7 +5,7 @@ the same output again first removes the leftovers (`*.tmp-<pid>`, `*.old-<pid>`)
 that no longer run, so killed runs do not pile up temporaries.
 
 Fault injection for the crash-consistency tests: with `FACETRAIN_CRASH_AFTER_WRITES=N` the
-process SIGKILLs itself at its N-th write event. Events are each rename onto a final path
+process SIGKILLs itself at its N-th write event (`FACETRAIN_CRASH_SIGNAL=INT`: a SIGINT, as Ctrl-C). Events are each rename onto a final path
 (`replace`, `atomic_path`) and each `write` through `open_write` (the kill then falls between
 two halves of the data, i.e. inside the file). With `FACETRAIN_WRITE_EVENTS_FILE=F` the number
 of events of a run is written to F at exit, so a test can pick N within an uninterrupted run.
@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 CRASH_ENV = "FACETRAIN_CRASH_AFTER_WRITES"
+CRASH_SIGNAL_ENV = "FACETRAIN_CRASH_SIGNAL"
 EVENTS_FILE_ENV = "FACETRAIN_WRITE_EVENTS_FILE"
 
 
 class _WriteEvents:
-    """Counts write events of this process; kills it at the configured one."""
+    """Counts write events of this process; signals it at the configured one."""
 
     def __init__(self) -> None:
         self.count = 0
         self.crash_at = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
+        self.signal = signal.Signals[f"SIG{os.environ.get(CRASH_SIGNAL_ENV) or 'KILL'}"]
         self.events_file = os.environ.get(EVENTS_FILE_ENV) or None
         self.owner = os.getpid()
         self.lock = threading.Lock()
@@ -50,7 +52,7 @@ class _WriteEvents:
             self.count += 1
             crash = self.count == self.crash_at
         if crash:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
     def _save_count(self) -> None:
         if os.getpid() == self.owner:  # forked workers inherit the handler but not the job
@@ -111,6 +113,13 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 _LEFTOVER = re.compile(r"\.(?:tmp|old)-(\d+)$")
+
+
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: Ctrl-C reaches every process of the terminal's group, and only
+    the parent reports it (the CLI's one line) and stops the workers; a worker left to the default
+    would print its own KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def process_alive(pid: int) -> bool:

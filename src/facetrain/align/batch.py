@@ -26,7 +26,7 @@ from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
 from facetrain.data.photo import read_photo_rgb
 from facetrain.data.pixel_limit import set_max_pixels
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_path, atomic_write_json, open_write
+from facetrain.io_utils import atomic_path, atomic_write_json, ignore_interrupts, open_write
 
 REPORT_NAME = "align_report.json"
 
@@ -74,6 +74,11 @@ def _init_worker(device: str, select: str, detector: str, factor: float | None, 
     if threads is not None:
         torch.set_num_threads(threads)
     _worker_aligner = FaceAligner(device=device, select=select, detector=detector, factor=factor)
+
+
+def _init_pool_worker(device: str, select: str, detector: str, factor: float | None) -> None:
+    ignore_interrupts()
+    _init_worker(device, select, detector, factor, threads=1)
 
 
 def _align_one(job: tuple[str, str]) -> tuple[str, str, str]:
@@ -149,7 +154,7 @@ def align_folder(
         _collect(map(_align_one, todo), report, bar)
     elif todo:
         context = multiprocessing.get_context(_start_method(device))
-        with context.Pool(workers, initializer=_init_worker, initargs=(device, select, detector, factor, 1)) as pool:
+        with context.Pool(workers, initializer=_init_pool_worker, initargs=(device, select, detector, factor)) as pool:
             _collect(pool.imap_unordered(_align_one, todo, chunksize=4), report, bar)
     bar.close()
     report.no_face.sort()
