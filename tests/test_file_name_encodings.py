@@ -53,6 +53,8 @@ def test_every_verb_prints_and_writes_undecodable_file_names(tmp_path):
                    "--arch", "tinynet", "--batch_size", "4", "--num_workers", "0", "--gpus", "0", "--epochs", "1",
                    "--limit_train_batches", "1", "--output_dir", str(out / "run"), "--no_progress"]),
         ("report", ["report", str(out / "run")]),
+        ("export", ["export", "--ckpt", ckpt, "--onnx", os.fsdecode(os.fsencode(out) + b"/" + LATIN1 + b".onnx"),
+                    "--safetensors", os.fsdecode(os.fsencode(out) + b"/" + LATIN1 + b".safetensors")]),
     ]
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict",  # a UTF-8 terminal outside the C locale
            "PYTHONPATH": str(Path(facetrain.__file__).parents[1])}
@@ -71,6 +73,7 @@ def test_every_verb_prints_and_writes_undecodable_file_names(tmp_path):
     assert LATIN1 in (out / "run" / "train.log").read_bytes()
     assert json.loads((out / "run" / "config.json").read_text())["data_root"] == str(train)
     assert b"train-caf" in (out / "run" / "report.html").read_bytes()
+    assert {LATIN1 + b".onnx", LATIN1 + b".safetensors"} <= set(os.listdir(os.fsencode(out)))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Windows file names are Unicode, never undecodable bytes")

@@ -7,15 +7,17 @@ that the classic exporter handles exactly.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_path
+from facetrain.io_utils import atomic_path, atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAMES = "input", ("embedding", "norm")
 
@@ -25,11 +27,14 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17) -> N
     model = model.to("cpu").eval()
     example = torch.zeros(2, 3, 112, 112)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    # built in memory: torch's exporter cannot open a file name that is not UTF-8
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (see the module docstring); silence its deprecation notices.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=axes, opset_version=opset, dynamo=False, external_data=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def verify_onnx(model: nn.Module, path: str | os.PathLike, batch_size: int = 3, seed: int = 0) -> float:
@@ -37,7 +42,7 @@ def verify_onnx(model: nn.Module, path: str | os.PathLike, batch_size: int = 3, 
     embedding, relative for the norm (whose scale, ~1e3 for a random net, is arbitrary)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(Path(path).read_bytes(), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (batch_size, 3, 112, 112)).astype(np.float32))
     with torch.inference_mode():
         embedding, norm = (t.numpy() for t in model.to("cpu").eval()(x))
