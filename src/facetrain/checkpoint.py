@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def _stand_in(name: str) -> type:
     return type(name.rsplit(".", 1)[-1], (InertObject,), {"qualified_name": name})
 
 
-def _torch_reason(exc: Exception) -> str:
+def torch_reason(exc: Exception) -> str:
     """torch's refusal without its advice to retry with weights_only=False (which would run the file's code)."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
@@ -129,7 +130,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError) as exc:
-        reasons = f"{_torch_reason(first_error)}; {_torch_reason(exc)}"
+        reasons = f"{torch_reason(first_error)}; {torch_reason(exc)}"
         raise ConfigError(f"{path}: cannot be loaded safely ({reasons})") from None
     refused = sorted(n for n in names if n != "argparse.Namespace" and not n.startswith(_INERT_MODULE_PREFIXES))
     if refused:
@@ -141,7 +142,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: cannot be loaded safely ({_torch_reason(exc)})") from None
+            raise ConfigError(f"{path}: cannot be loaded safely ({torch_reason(exc)})") from None
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
@@ -195,6 +196,17 @@ def _as_dict(hyper_parameters: Any) -> dict:
     return dict(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
 
 
+def _warn_non_float(state: Mapping, expected: Mapping, source: str) -> None:
+    """load_state_dict casts integer tensors into float parameters silently, without any quantisation
+    scale: a quantised checkpoint would load as a model whose every output is wrong, so say so."""
+    cast = [k for k, v in state.items() if isinstance(v, torch.Tensor) and not v.is_floating_point()
+            and k in expected and expected[k].is_floating_point()]
+    if cast:
+        warnings.warn(f"{source}: {len(cast)} weight tensor(s) are stored as {state[cast[0]].dtype} (e.g. {cast[0]}), "
+                      "not floating point; they are cast to float32 without any dequantisation scale, so the "
+                      "model's outputs are probably wrong", stacklevel=3)
+
+
 def load_backbone(
     path_or_state: PathLike | Mapping, arch: str | None = None, map_location: Any = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -218,6 +230,7 @@ def load_backbone(
             raise ConfigError(f"{source}: holds a {inferred} backbone, but the architecture asked for is {arch}")
     embedding_size = backbone_state["output_layer.3.weight"].shape[0] if "output_layer.3.weight" in backbone_state else 512
     model = build_model(arch, embedding_size=embedding_size)
+    _warn_non_float(backbone_state, model.state_dict(), source)
     try:
         model.load_state_dict(backbone_state, strict=True)
     except RuntimeError as exc:
@@ -230,4 +243,5 @@ def load_backbone(
         "head_state_dict": head_state,
         "facetrain": checkpoint.get("facetrain", {}),
     }
+    model.source = source  # errors about its outputs name the file (facetrain.eval.finite)
     return model.eval(), info

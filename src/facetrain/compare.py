@@ -11,6 +11,7 @@ from torch import nn
 
 from facetrain.align.aligner import FaceAligner, read_rgb
 from facetrain.errors import DataError
+from facetrain.eval.finite import refuse_non_finite
 from facetrain.infer import to_input
 from facetrain.io_utils import atomic_path
 
@@ -29,6 +30,7 @@ def compare_images(
     model = model.to(device).eval()
     with torch.inference_mode():
         embeddings = torch.cat([model(to_input(face).to(device))[0] for face in faces]).float().cpu()
+    refuse_non_finite([embeddings], model, "images")
     return faces, (embeddings @ embeddings.T).numpy()
 
 

@@ -2,6 +2,7 @@
 (`facetrain.eval.feature_cache`), so every fusion / norm / detector-score mode is recomputed instantly."""
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,7 +46,10 @@ def image_features(model: torch.nn.Module, protocol: IJBProtocol, output_dir: st
     """(features, flip_features or None, cache file) of the protocol's aligned crops, through the feature cache."""
     crops = AlignedCrops(protocol.image_paths, protocol.landmarks, workers=workers)  # threads start on first use
     try:
-        return cached_features(model, crops, output_dir, protocol.prefix, protocol.name, model_key, use_flip_test,
-                               batch_size, device, precision, channels_last, progress)
+        # the crops are aligned by the landmarks: they shape every feature as much as the image files
+        dataset = f"{protocol.name}:landmarks {hashlib.sha256(np.ascontiguousarray(protocol.landmarks).tobytes()).hexdigest()}"
+        return cached_features(model, crops, output_dir, protocol.prefix, dataset, model_key, use_flip_test,
+                               batch_size, device, precision, channels_last, progress, desc=f"{protocol.name} images",
+                               files=protocol.image_paths)
     finally:
         crops.pool.shutdown()

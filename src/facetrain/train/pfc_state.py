@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facetrain.checkpoint import load_checkpoint
+from facetrain.checkpoint import load_checkpoint, torch_reason
 from facetrain.errors import ConfigError
 from facetrain.heads.partial_fc import MarginState, PartialFC, Shard
 from facetrain.io_utils import atomic_path
@@ -96,10 +97,29 @@ def link_shard(src_checkpoint: str | os.PathLike, dst_checkpoint: str | os.PathL
             tmp.write_bytes(src.read_bytes())
 
 
-def _read_shard(path: Path) -> dict:
+def _read_shard(path: Path, shard: Shard) -> dict:
+    """The record of `shard`, checked against the layout that the main file gives: its columns are
+    classes [shard.start, shard.stop), and its momentum (if any) has the same shape."""
     if not path.is_file():
         raise ConfigError(f"{path}: Partial FC shard missing (the .pfc folder must stay next to its .ckpt)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{path}: Partial FC shard cannot be loaded safely ({torch_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable Partial FC shard, truncated or corrupt ({torch_reason(exc)})") from None
+    kernel = record.get("kernel") if isinstance(record, dict) else None
+    if not isinstance(kernel, torch.Tensor) or kernel.dim() != 2 or not kernel.is_floating_point():
+        raise ConfigError(f"{path}: not a Partial FC shard (no 2-D floating-point kernel)")
+    columns = shard.stop - shard.start
+    if kernel.shape[1] != columns or (record.get("start", shard.start), record.get("stop", shard.stop)) != (shard.start, shard.stop):
+        raise ConfigError(f"{path}: holds {kernel.shape[1]} class centres, but rank {shard.rank} of {shard.world_size} "
+                          f"holds classes [{shard.start}, {shard.stop}) of {shard.num_classes} ({columns} centres)")
+    momentum = record.get("momentum")
+    if momentum is not None and (not isinstance(momentum, torch.Tensor) or momentum.shape != kernel.shape):
+        raise ConfigError(f"{path}: momentum of shape {getattr(momentum, 'shape', type(momentum).__name__)} for "
+                          f"centres of shape {tuple(kernel.shape)}")
+    return record
 
 
 def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head_index: int | None, start: int,
@@ -115,13 +135,18 @@ def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, h
         return kernel[:, start:stop].clone(), None if momentum is None else momentum[:, start:stop].clone()
     kernels, momenta = [], []
     entry = extra["partial_fc"]
+    if len(entry["shards"]) != entry["world_size"]:
+        raise ConfigError(f"{checkpoint}: names {len(entry['shards'])} Partial FC shards for {entry['world_size']} ranks")
     for old in (Shard(entry["num_classes"], entry["world_size"], r) for r in range(entry["world_size"])):
         lo, hi = max(start, old.start), min(stop, old.stop)
         if lo >= hi:
             continue
-        record = _read_shard(shard_dir(checkpoint) / entry["shards"][old.rank])
+        record = _read_shard(shard_dir(checkpoint) / entry["shards"][old.rank], old)
         kernels.append(record["kernel"][:, lo - old.start:hi - old.start])
         momenta.append(None if record["momentum"] is None else record["momentum"][:, lo - old.start:hi - old.start])
+    if len({k.shape[0] for k in kernels}) > 1:
+        raise ConfigError(f"{shard_dir(checkpoint)}: shards of different embedding sizes "
+                          f"({sorted({k.shape[0] for k in kernels})})")
     has_momentum = all(m is not None for m in momenta)
     return torch.cat(kernels, dim=1), torch.cat(momenta, dim=1) if has_momentum else None
 
@@ -168,6 +193,10 @@ def consolidate(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[s
         extra["optimizer_states"][0]["state"][index] = {"momentum_buffer": momentum}
     shards = extra.pop("partial_fc")
     loaded["hyper_parameters"]["partial_fc_world_size"] = shards["world_size"]
-    _save(loaded, Path(out))
+    try:
+        _save(loaded, Path(out))
+    except (RuntimeError, OSError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        raise ConfigError(f"{out}: cannot write the consolidated checkpoint ({reason}); nothing was written") from None
     return {"classes": num_classes, "embedding_size": kernel.shape[0], "shards": shards["world_size"],
             "momentum": momentum is not None}
