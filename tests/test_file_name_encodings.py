@@ -36,7 +36,6 @@ def test_every_verb_prints_and_writes_undecodable_file_names(tmp_path):
     imgs = make_image_folder(tmp_path / "faces", {"alice": 3, "bob": 3, "carl": 3})
     os.rename(imgs / "carl", os.fsencode(imgs) + b"/" + LATIN1)
     os.rename(imgs / "bob" / "0.jpg", os.fsencode(imgs / "bob") + b"/" + ODD)
-    latin = os.fsdecode(os.fsencode(imgs) + b"/" + LATIN1)
     train = Path(os.fsdecode(os.fsencode(tmp_path) + b"/train-" + LATIN1))
     # OpenCV crashes on such names (facetrain reads and writes image bytes in Python): rename afterwards
     os.rename(make_dataset(tmp_path / "train", classes=2, per_class=4, val_pairs=10), train)
@@ -48,7 +47,7 @@ def test_every_verb_prints_and_writes_undecodable_file_names(tmp_path):
                    "--quiet"]),
         ("audit", ["audit", str(imgs), "--ckpt", ckpt, "--out", str(out / "audit"), "--quiet"]),
         ("align", ["align", str(imgs), str(out / "aligned"), "--quiet"]),
-        ("make-bin", ["make-bin", str(imgs), "--out", str(out / "set.bin"), "--pairs", "10", "--exclude", latin]),
+        ("make-bin", ["make-bin", str(imgs), "--out", str(out / "set.bin"), "--pairs", "10", "--exclude", os.fsdecode(LATIN1)]),
         ("train", ["train", "--data_root", str(train), "--train_data_path", "train/imgs", "--val_data_path", "val",
                    "--arch", "tinynet", "--batch_size", "4", "--num_workers", "0", "--gpus", "0", "--epochs", "1",
                    "--limit_train_batches", "1", "--output_dir", str(out / "run"), "--no_progress"]),
