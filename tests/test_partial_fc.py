@@ -235,7 +235,7 @@ def _sharded_checkpoint(root: Path, classes: int = 20, world_size: int = 2, embe
     from facetrain.checkpoint import save_checkpoint
     from facetrain.heads.partial_fc import Shard
     from facetrain.models import build_model
-    from facetrain.train.pfc_state import shard_dir
+    from facetrain.heads.partial_fc_checkpoint import shard_dir
 
     main_file = root / "last.ckpt"
     names = [f"rank{r}of{world_size}-step3.pt" for r in range(world_size)]

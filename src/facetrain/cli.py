@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
+import warnings
 
 from facetrain.errors import FacetrainError, one_line
 
@@ -49,6 +51,8 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _print_file_names_as_they_are()
+    warnings.formatwarning = _one_line_warning
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -61,10 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"facetrain: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    parser, module = build_parser(verb)
-    args = parser.parse_args(rest)
     try:
+        parser, module = build_parser(verb)
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
     except (FacetrainError, OSError) as exc:  # OSError: the file system refused (permissions, disk full, ...)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are committed atomically, so the interrupted one was removed on the way out
+        # (and a re-run continues where commands resume); worker processes leave the signal to us
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_file_names_as_they_are() -> None:
+    """A file name that is not UTF-8 reaches the terminal as its own bytes (surrogateescape, as
+    `io_utils.encode_text` writes it to files), not as a UnicodeEncodeError. Python does this by itself
+    only in the C locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning is one line for the user, like an error (not Python's file, line and source text)."""
+    return f"warning: {' '.join(str(message).split())}\n"

@@ -12,13 +12,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
+from facetrain.data.image_codec import imread_bgr
 from facetrain.errors import FacetrainError
 from facetrain.eval.fairness_report import evaluate_fairness
 from facetrain.eval.feature_cache import checkpoint_key
@@ -139,7 +139,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     summary = generate_dataset(data, s.identities, s.images_per_identity, s.seed, folder=True, bins=True, ijb=True,
                                pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, rfw=True,
                                rfw_pairs=s.rfw_pairs, workers=s.workers, progress=progress)
-    write_image_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
+    write_image_grid([imread_bgr(p) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
     timings["generate_s"] = time.perf_counter() - tic
 
     print("[2/7] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")

@@ -38,6 +38,7 @@ from facetrain.train.run_folder import check_output_dir, clear_run_files
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
+from facetrain.train.wandb_run import check_wandb
 
 
 @dataclass
@@ -92,6 +93,8 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     # files are checked (and read) on rank 0 only: other nodes need not see them
     _on_main(ctx, _check_resume_file, config.resume_from_checkpoint)
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
+    if config.use_wandb:
+        _on_main(ctx, check_wandb, output_dir, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
