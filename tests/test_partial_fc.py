@@ -164,11 +164,18 @@ def _sampled_loss(ctx: DistContext) -> dict:
             "labels": labels}
 
 
+NEWER_COLLECTIVES = ("all_gather_single", "reduce_scatter_single")  # not in torch 2.11, for one
+
+
 def _worker(out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
         for head in HEADS:
+            if head == HEADS[-1]:  # from here on as with a torch build that has only the older names
+                for name in NEWER_COLLECTIVES:
+                    if hasattr(dist, name):
+                        delattr(dist, name)
             torch.save(_train(head, ctx), out / f"{head}-{ctx.rank}.pt")
         torch.save(_sampled_loss(ctx), out / f"sampled-{ctx.rank}.pt")
         dist.barrier()
@@ -228,7 +235,7 @@ def _sharded_checkpoint(root: Path, classes: int = 20, world_size: int = 2, embe
     from facetrain.checkpoint import save_checkpoint
     from facetrain.heads.partial_fc import Shard
     from facetrain.models import build_model
-    from facetrain.train.pfc_state import shard_dir
+    from facetrain.heads.partial_fc_checkpoint import shard_dir
 
     main_file = root / "last.ckpt"
     names = [f"rank{r}of{world_size}-step3.pt" for r in range(world_size)]

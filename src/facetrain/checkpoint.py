@@ -61,6 +61,18 @@ def _check_plain(obj: Any, where: str) -> None:
                         "(use tensors, numbers, strings, lists, tuples and dicts)")
 
 
+def _on_cpu(obj: Any) -> Any:
+    """Every tensor copied to the CPU: a file of CUDA tensors cannot be loaded without a GPU (by a
+    plain `torch.load` or AdaFace's tools)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {key: _on_cpu(value) for key, value in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_on_cpu(value) for value in obj)
+    return obj
+
+
 def save_checkpoint(
     path: PathLike,
     model: nn.Module,
@@ -69,7 +81,8 @@ def save_checkpoint(
     hyper_parameters: dict | None = None,
 ) -> None:
     """Write model (+ head) weights, hyper-parameters and `extra` (optimizer, scheduler, scaler, rng,
-    epoch, step...) atomically. `hyper_parameters` is merged over the ones read from model and head."""
+    epoch, step...) atomically, every tensor on the CPU. `hyper_parameters` is merged over the ones read
+    from model and head."""
     model, head = _unwrap(model), None if head is None else _unwrap(head)
     state_dict = {f"model.{k}": v for k, v in model.state_dict().items()}
     hparams: dict[str, Any] = {"arch": getattr(model, "arch", None), "embedding_size": model.embedding_size}
@@ -83,6 +96,7 @@ def save_checkpoint(
         "facetrain": {"version": __version__, "extra": extra or {}},
     }
     _check_plain(checkpoint, "checkpoint")
+    checkpoint = _on_cpu(checkpoint)
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
         save_to_file(checkpoint, f)
         f.flush()

@@ -7,17 +7,19 @@ that the classic exporter handles exactly.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from facetrain.errors import ConfigError
-from facetrain.io_utils import atomic_path, atomic_write_bytes
+from facetrain.io_utils import atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAMES = "input", ("embedding", "norm")
 
@@ -33,27 +35,30 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = 17, veri
     model = model.to("cpu").eval()
     example = torch.zeros(2, 3, 112, 112)
     axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    buffer = io.BytesIO()  # built in memory: torch's exporter cannot open a file name that is not UTF-8
+    with warnings.catch_warnings():
+        # The legacy exporter is chosen on purpose (see the module docstring); silence its deprecation notices.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, external_data=False)
     diff = None
-    with atomic_path(path) as tmp:
-        with warnings.catch_warnings():
-            # The legacy exporter is chosen on purpose (see the module docstring); silence its deprecation notices.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=axes, opset_version=opset, dynamo=False, external_data=False)
-        if verify:
-            diff = verify_onnx(model, tmp)
-            if not diff <= ONNX_TOLERANCE:  # NaN compares false both ways: it must fail the check
-                raise ConfigError(f"{path}: onnxruntime differs from torch by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
-                                  "nothing was written")
+    if verify:
+        diff = verify_onnx(model, buffer.getvalue())
+        if not diff <= ONNX_TOLERANCE:  # NaN compares false both ways: it must fail the check
+            raise ConfigError(f"{path}: onnxruntime differs from torch by {diff:.2e} (> {ONNX_TOLERANCE:g}); "
+                              "nothing was written")
+    atomic_write_bytes(path, buffer.getvalue())
     return diff
 
 
-def verify_onnx(model: nn.Module, path: str | os.PathLike, batch_size: int = 3, seed: int = 0) -> float:
+def verify_onnx(model: nn.Module, onnx: bytes | str | os.PathLike, batch_size: int = 3, seed: int = 0) -> float:
     """Largest difference between onnxruntime and torch on random inputs: absolute for the unit
-    embedding, relative for the norm (whose scale, ~1e3 for a random net, is arbitrary)."""
+    embedding, relative for the norm (whose scale, ~1e3 for a random net, is arbitrary). `onnx`: the
+    model's bytes or its file (read by Python, whatever its name)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model_bytes = onnx if isinstance(onnx, bytes) else Path(onnx).read_bytes()
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (batch_size, 3, 112, 112)).astype(np.float32))
     with torch.inference_mode():
         embedding, norm = (t.numpy() for t in model.to("cpu").eval()(x))

@@ -1,6 +1,7 @@
 """Fault injection for the crash-consistency tests, at the write events of `facetrain.io_utils`.
 
-With `FACETRAIN_CRASH_AFTER_WRITES=N` the process SIGKILLs itself at its N-th write event. Events are
+With `FACETRAIN_CRASH_AFTER_WRITES=N` the process SIGKILLs itself at its N-th write event
+(`FACETRAIN_CRASH_SIGNAL=INT`: a SIGINT instead, as Ctrl-C). Events are
 each rename onto a final path (`io_utils.replace`, `io_utils.atomic_path`) and each `write` through
 `io_utils.open_write` (the kill then falls between two halves of the data, i.e. inside the file). With
 `FACETRAIN_WRITE_EVENTS_FILE=F` the number of events of a run is written to F at exit, so a test can
@@ -17,15 +18,17 @@ from pathlib import Path
 from typing import IO, Any
 
 CRASH_ENV = "FACETRAIN_CRASH_AFTER_WRITES"
+CRASH_SIGNAL_ENV = "FACETRAIN_CRASH_SIGNAL"
 EVENTS_FILE_ENV = "FACETRAIN_WRITE_EVENTS_FILE"
 
 
 class _WriteEvents:
-    """Counts write events of this process; kills it at the configured one."""
+    """Counts write events of this process; signals it at the configured one."""
 
     def __init__(self) -> None:
         self.count = 0
         self.crash_at = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
+        self.signal = signal.Signals[f"SIG{os.environ.get(CRASH_SIGNAL_ENV) or 'KILL'}"]
         self.events_file = os.environ.get(EVENTS_FILE_ENV) or None
         self.owner = os.getpid()
         self.lock = threading.Lock()
@@ -41,7 +44,7 @@ class _WriteEvents:
             self.count += 1
             crash = self.count == self.crash_at
         if crash:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
     def _save_count(self) -> None:
         if os.getpid() == self.owner:  # forked workers inherit the handler but not the job

@@ -41,6 +41,13 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 _LEFTOVER = re.compile(r"\.(?:tmp|old)-(\d+)$")
 
 
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: Ctrl-C reaches every process of the terminal's group, and only
+    the parent reports it (the CLI's one line) and stops the workers; a worker left to the default
+    would print its own KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this id runs (a temporary named after it may still be written)."""
     try:
@@ -105,6 +112,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 bytes of text that may quote file names. A name that is not UTF-8 is held by Python with
+    its undecodable bytes as surrogates; they are written back as those bytes (surrogateescape, as
+    `os.fsencode` does), so such a name never fails a write and reads back as the same path."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

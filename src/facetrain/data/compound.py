@@ -67,6 +67,13 @@ def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.
 
 
 def _check_separate(inputs: Sequence[str | os.PathLike], folders: Sequence[ImageFolder], imgs_dir: Path) -> None:
+    """DataError when an input is listed twice (or holds another input), which would add its images twice,
+    or when the output and an input overlap."""
+    roots = [folder.root.resolve() for folder in folders]
+    for i, j in ((i, j) for i in range(len(roots)) for j in range(len(roots)) if i < j):
+        if roots[i] == roots[j] or roots[i] in roots[j].parents or roots[j] in roots[i].parents:
+            raise DataError(f"compound: {inputs[i]} and {inputs[j]} are the same dataset ({roots[i]}) or one holds "
+                            "the other; merging would add their images twice: list each dataset once")
     out = imgs_dir.resolve()
     for given, folder in zip(inputs, folders):
         source = folder.root.resolve()

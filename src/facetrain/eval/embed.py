@@ -115,6 +115,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
     model.eval().to(target)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     n = len(images)
     batch_size = eval_batch_size(batch_size, target)
     starts = range(0, n, batch_size)
@@ -125,7 +126,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
             batches = _prefetch(images, starts, batch_size, pin=target.type == "cuda")
             for start, batch in zip(starts, tqdm(batches, total=len(starts), desc=desc,
                                                  disable=None if progress else True, leave=False)):
-                x = normalize_batch(batch.to(target, non_blocking=True))
+                x = normalize_batch(batch.to(target, non_blocking=True), memory_format=layout)
                 if flip:
                     x = torch.cat([x, torch.flip(x, dims=[3])])
                 if channels_last:

@@ -7,10 +7,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from facetrain.data.image_codec import imread_bgr
 from facetrain.errors import DataError
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.ijb_data import IJBProtocol
@@ -30,7 +30,7 @@ class AlignedCrops:
         return len(self.paths)
 
     def _load(self, i: int) -> np.ndarray:
-        image = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        image = imread_bgr(self.paths[i])
         if image is None:
             raise DataError(f"{self.paths[i]}: unreadable or missing loose crop (image {i} of the landmark list)")
         return align_face(image, self.landmarks[i])

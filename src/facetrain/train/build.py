@@ -17,17 +17,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
 from facetrain.data.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
+from facetrain.models import build_model
 from facetrain.precision import resolve_precision
 from facetrain.train import distributed
 from facetrain.train.amp import Precision, maybe_compile
-from facetrain.train.batches import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                     data_fingerprint, optimizer_steps_per_epoch, worker_count)
+from facetrain.train.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
+                                     build_train_loader, data_fingerprint, loader_prefetch, optimizer_steps_per_epoch,
+                                     shared_memory_free, worker_count)
 from facetrain.train.config import TrainConfig
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
@@ -36,6 +39,7 @@ from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_r
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
+from facetrain.train.wandb_run import check_wandb
 
 
 @dataclass
@@ -89,7 +93,11 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
     output_dir = Path(distributed.broadcast_object(str(config.resolve_output_dir()), ctx))
+    # files are checked (and read) on rank 0 only: other nodes need not see them
+    _on_main(ctx, _check_resume_file, config.resume_from_checkpoint)
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
+    if config.use_wandb:
+        _on_main(ctx, check_wandb, output_dir, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
@@ -111,12 +119,16 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     workers, notice = worker_count(config.num_workers, ctx.local_world_size)
     if notice and ctx.is_main:
         warnings.warn(notice, stacklevel=2)
+    prefetch = loader_prefetch(workers, batch_size, ctx.local_world_size, shared_memory_free())
+    if prefetch < PREFETCH and ctx.local_rank == 0:
+        warnings.warn(f"{SHM_PATH} is small: loader workers prepare {prefetch} batch(es) ahead instead of "
+                      f"{PREFETCH} (docker run --shm-size=8g restores it)", stacklevel=2)
     loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
-                                         config.seed, pin_memory=ctx.device.type == "cuda")
+                                         config.seed, pin_memory=ctx.device.type == "cuda", prefetch=prefetch)
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
     val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
-    model, head = build_model_and_head(config, num_classes)
+    model, head = build_model_and_head(config, num_classes, _starting_backbone(config, ctx))
     # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
     # checkpoints say what ran and a run replays from its config.json
     for name, value in head.hparams().items():
@@ -193,6 +205,32 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
                         config=config.to_dict())
 
 
+def _check_resume_file(path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+
+
+def _starting_backbone(config: TrainConfig, ctx: distributed.DistContext) -> nn.Module | None:
+    """With --start_from_model_statedict: rank 0 reads the checkpoint; the other ranks build the same
+    backbone (architecture and embedding size from rank 0) and receive its weights with DDP's initial
+    broadcast of rank 0's parameters and buffers. A bad file is the same ConfigError on every rank."""
+    if not config.start_from_model_statedict:
+        return None
+    model, outcome = None, None
+    if ctx.is_main:
+        try:
+            model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
+            outcome = model.embedding_size
+        except FacetrainError as exc:
+            outcome = exc
+    outcome = distributed.broadcast_object(outcome, ctx)
+    if isinstance(outcome, FacetrainError):
+        raise outcome
+    if model is None:
+        model = build_model(config.arch, embedding_size=outcome)
+    return model.train()
+
+
 def _on_main(ctx: distributed.DistContext, check, *args) -> None:
     """Run a check on rank 0 only (e.g. of the file system, which other ranks may see later) and raise
     its ConfigError on every rank."""
@@ -260,18 +298,21 @@ def check_same_data(path: str, saved: str | None, current: str, config: TrainCon
                   f"({current[:12]}) as --resume_onto_other_data asks", stacklevel=3)
 
 
-def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int,
-                   ctx: distributed.DistContext) -> TrainingState:
-    loaded: TrainingState | FacetrainError | None = None
+def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: distributed.DistContext) -> TrainingState:
+    """Rank 0 reads and checks the file; its error, else the state's tensors (with the backend), reach
+    every rank."""
+    problem: FacetrainError | None = None
+    state: TrainingState | None = None
     if ctx.is_main:
         try:
-            loaded = load_training_state(path, arch, head_name, num_classes)
+            state = load_training_state(path, arch, head_name, num_classes)
         except FacetrainError as exc:
-            loaded = exc
-    loaded = distributed.broadcast_object(loaded, ctx)
-    if isinstance(loaded, FacetrainError):
-        raise loaded
-    return loaded
+            problem = exc
+    problem = distributed.broadcast_object(problem, ctx)
+    if problem is not None:
+        raise problem
+    fields = distributed.broadcast_state(vars(state) if ctx.is_main else None, ctx)
+    return TrainingState(**fields)
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> None:

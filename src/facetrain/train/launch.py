@@ -3,13 +3,14 @@ rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from facetrain.data.paths import resolve_data_path
-from facetrain.errors import ConfigError
+from facetrain.errors import ConfigError, FacetrainError, one_line
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
 from facetrain.train import distributed
 from facetrain.train.config import TrainConfig, load_config_file
@@ -36,7 +37,11 @@ def evaluate_only(config: TrainConfig) -> dict[str, dict]:
 
 
 def _spawned_rank(config: TrainConfig) -> None:
-    train(config)
+    try:
+        train(config)
+    except (FacetrainError, OSError) as exc:  # one line, as the CLI prints it, not a traceback
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def train_from(config: TrainConfig | dict[str, Any] | str | os.PathLike) -> TrainResult | None:
@@ -72,5 +77,8 @@ def launch_training(config: TrainConfig) -> TrainResult | None:
             distributed.spawn(_spawned_rank, config.gpus, (config,))
         except KeyboardInterrupt:
             raise TrainingInterrupted(f"interrupted; {resume_hint(Path(config.output_dir))}") from None
+        except torch.multiprocessing.ProcessExitedException as exc:
+            raise FacetrainError(f"training process {exc.error_index} of {config.gpus} stopped with exit code "
+                                 f"{exc.exit_code}: its error is above") from None
         return None
     return train(config)

@@ -25,6 +25,7 @@ from facetrain.train.batches import FaceTrainDataset
 from facetrain.train.buffer_snapshot import BufferSnapshot
 from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
 from facetrain.train.config import TrainConfig
+from facetrain.train.failure import FailureWatch
 from facetrain.train.optim import step_unless
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint, resume_hint
 from facetrain.train.run_log import RunLog, log, warn
@@ -71,6 +72,7 @@ class Trainer:
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
+        self.nonfinite: torch.Tensor | None = None  # the last step's all-rank non-finite-loss flag
         self.validating = distributed.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
         self.window.load_state_dict(run.losses.window)  # a resumed run continues the logged sums exactly
 
@@ -88,19 +90,27 @@ class Trainer:
         return loss.detach()
 
     def optimizer_step(self, group_loss: torch.Tensor) -> torch.Tensor:
-        """Step unless the group's loss is non-finite on any rank; then the update is skipped and the
-        buffers the forward passes touched (batch norm, AdaFace statistics) are restored to what
-        `self.snapshot.take()` saw. Returns the all-rank skip flag (a float tensor on the device)."""
+        """Step unless the group's loss is non-finite on any rank, or (fp16) the loss scaler found
+        gradients that overflowed on any rank; then the update is skipped and the buffers the forward
+        passes touched (batch norm, AdaFace statistics) are restored to what `self.snapshot.take()`
+        saw. Returns the all-rank skip flag (a float tensor on the device); `self.nonfinite` is the
+        all-rank flag of a non-finite loss alone (what --max_nonfinite_steps counts)."""
         run = self.run
-        skipped = distributed.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
+        nonfinite = (~torch.isfinite(group_loss)).float().reshape(1)
         if run.scaler.is_enabled():
-            # a NaN gradient makes the scaler's own device-side check skip the step (and lower the scale)
-            grad = next(p.grad for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None)
-            grad.add_(torch.where(skipped > 0, float("nan"), 0.0).to(grad.dtype))
+            run.scaler.unscale_(run.optimizer)  # records the overflow flag on the device
+            found = _found_inf(run.scaler, run.optimizer)
+            flags = distributed.all_reduce_max(torch.cat([nonfinite, found.reshape(1)]), run.ctx)
+            nonfinite, skipped = flags[:1], flags.amax().reshape(1)
+            # every rank skips together (a Partial FC shard can overflow on one rank only); the scaler
+            # lowers its scale for a non-finite loss too
+            found.copy_(skipped.reshape(found.shape))
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
+            skipped = nonfinite = distributed.all_reduce_max(nonfinite, run.ctx)
             step_unless(run.optimizer, skipped)
+        self.nonfinite = nonfinite
         run.optimizer.zero_grad(set_to_none=True)
         self.snapshot.restore_where(skipped)
         distributed.sync_float_buffers(run.head, run.ctx)
@@ -133,7 +143,8 @@ class Trainer:
             summary = None
             if last:
                 lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
-                self.window.add_step(group_loss, self.optimizer_step(group_loss))
+                skipped = self.optimizer_step(group_loss)
+                self.window.add_step(group_loss, skipped, self.nonfinite)
                 run.scheduler.step()
                 run.position.global_step += 1
                 group_loss = torch.zeros((), device=run.ctx.device)
@@ -311,6 +322,13 @@ def _best_step(best: BestResult) -> int:
     return next((h.get("step", -1) for h in best.history if h["val_acc"] == best.metric), -1)
 
 
+def _found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The device flag `scaler.unscale_(optimizer)` set when a gradient is not finite (what its `step`
+    skips on, without reading it on the host when the optimizer is fused). One device per process."""
+    (found,) = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values()
+    return found
+
+
 def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
     return [b for b in module.buffers() if b.is_floating_point()]
 
@@ -324,15 +342,22 @@ def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 3
 def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
     ctx = distributed.init_distributed(config.gpus)
+    watch = FailureWatch(ctx).start()
     run = None
     try:
-        run = build_run(config, ctx)
-        return Trainer(run).fit()
-    except KeyboardInterrupt:
+        with distributed.training_backends(ctx.device, config.deterministic):
+            run = build_run(config, ctx)
+            return Trainer(run).fit()
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line that says how to continue
+        watch.fail(exc)
         if run is None:
             raise
         raise TrainingInterrupted(f"interrupted; {resume_hint(run.output_dir)}") from None
+    except BaseException as exc:  # every rank stops with it, not after the process group's timeout
+        watch.fail(exc)
+        raise
     finally:
         if run is not None:
             release_run(run)
+        watch.stop()
         distributed.cleanup_distributed()

@@ -62,7 +62,7 @@ def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> No
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    np.random.set_state((np_name, np_keys.cpu().numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda_device" in state and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_device"].cpu(), device)
