@@ -252,7 +252,8 @@ def test_ctrl_c_says_how_to_resume_in_one_line(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "facetrain", "train", *train_args(big, out, "--epochs", "50", "--save_every_steps",
                                                                     "2")]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,  # Ctrl-C's default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under nohup
     deadline = time.time() + 240
     while not (out / "last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

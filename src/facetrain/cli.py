@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C: outputs are committed atomically, so the interrupted one was removed on the way out
         # (and a re-run continues where commands resume); worker processes leave the signal to us.
         # Training says how to resume (train.loop.TrainingInterrupted)
-        print(one_line(exc) if str(exc) else "interrupted", file=sys.stderr)
+        print(" ".join(str(exc).split()) or "interrupted", file=sys.stderr)
         return 130
 
 

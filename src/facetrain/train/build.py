@@ -35,7 +35,8 @@ from facetrain.train.config import TrainConfig
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.run_folder import check_output_dir, clear_run_files, lock_run_folder, unlock_run_folder
+from facetrain.train.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, lock_run_folder,
+                                        unlock_run_folder)
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
@@ -164,15 +165,21 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     if ctx.enabled:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    created = not output_dir.exists()
     folder_lock = _lock_folder(ctx, output_dir, config)  # only now that everything else was accepted
-    if config.overwrite and ctx.is_main:
-        cleared = clear_run_files(output_dir)
-        if cleared:
-            print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
+    try:
+        if config.overwrite and ctx.is_main:
+            cleared = clear_run_files(output_dir)
+            if cleared:
+                print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
+        logger = _metric_logger(config, output_dir, ctx.is_main)
+    except BaseException:
+        if folder_lock is not None:  # nothing left behind by a run that did not start
+            abandon_run_folder(output_dir, folder_lock, created)
+        raise
     return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
                        num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
-                       val_check_batches, _metric_logger(config, output_dir, ctx.is_main), position, best,
-                       losses, fingerprint, folder_lock)
+                       val_check_batches, logger, position, best, losses, fingerprint, folder_lock)
 
 
 def _lock_folder(ctx: distributed.DistContext, output_dir: Path, config: TrainConfig) -> int | None:

@@ -149,6 +149,16 @@ def unlock_run_folder(fd: int) -> None:
     os.close(fd)
 
 
+def abandon_run_folder(output_dir: Path, fd: int, created: bool) -> None:
+    """A run that took the folder's lock and then could not start (e.g. W&B refused): release the lock,
+    and remove the folder when this run created it and it holds nothing but the lock file."""
+    if created and os.listdir(output_dir) == [LOCK]:
+        with contextlib.suppress(OSError):
+            (output_dir / LOCK).unlink()
+            output_dir.rmdir()
+    unlock_run_folder(fd)
+
+
 def _refuse_if_locked(output_dir: Path) -> None:
     """ConfigError when a live process holds the folder's lock; only tests it (reads, writes nothing)."""
     try:
