@@ -32,12 +32,14 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
     """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
     path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
     is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
-    its training run measured on validation, else None; `model.threshold_source` says which."""
+    its training run measured on validation, else None; `model.threshold_source` says which, and
+    `model.calibration` holds the stored calibration record (None without one)."""
     from facetrain.calibration_store import describe, stored_calibration
 
     path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
     model, info = load_backbone(path, arch=arch)
     calibrated = stored_calibration(path, info["facetrain"])
+    model.calibration = calibrated
     best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
     if calibrated is not None:
         model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)

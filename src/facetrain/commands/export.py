@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if not (args.onnx or args.safetensors):
         raise ConfigError("nothing to export: give --onnx and/or --safetensors")
+    from facetrain.calibration_store import record_calibration
     from facetrain.eval.finite import refuse_non_finite_weights
     from facetrain.export import export_onnx, export_safetensors
     from facetrain.infer import load_model
@@ -36,4 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.safetensors:
         export_safetensors(model, args.safetensors)
         print(f"safetensors: {args.safetensors} (arch {model.arch})")
+    if model.calibration is not None:  # the calibrated threshold travels with the exported files
+        for path in filter(None, (args.onnx, args.safetensors)):
+            print(f"threshold: {record_calibration(path, model.calibration)}")
     return 0
