@@ -25,7 +25,7 @@ from facetrain.cli import main
 from facetrain.data.image_folder import ImageFolder
 from facetrain.data.memfile import write_training_memfile
 from facetrain.errors import ConfigError
-from facetrain.train.config import TrainConfig
+from facetrain.training.config import TrainConfig
 from train_fixtures import make_dataset, train_args
 
 
@@ -218,7 +218,7 @@ def test_resuming_onto_other_data_is_refused_unless_asked(data, first, tmp_path,
 def test_the_api_trains_any_number_of_times(data, tmp_path):
     import facetrain
 
-    for k in range(2):  # the first call imports facetrain.train.*, which used to hide the function
+    for k in range(2):  # the first call imports facetrain.training.*; the function stays what `facetrain.train` names
         result = facetrain.train({"data_root": str(data), "train_data_path": "train/imgs", "val_data_path": "val",
                                   "arch": "tinynet", "batch_size": 8, "num_workers": 0, "gpus": 0, "epochs": 1,
                                   "limit_train_batches": 1, "progress": False, "output_dir": str(tmp_path / f"r{k}")})

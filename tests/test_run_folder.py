@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from facetrain.cli import main
-from facetrain.train.run_folder import clear_run_files, lock_run_folder, unlock_run_folder
+from facetrain.training.run_folder import clear_run_files, lock_run_folder, unlock_run_folder
 from train_fixtures import make_dataset, train_args
 
 
@@ -31,7 +31,7 @@ def test_overwrite_deletes_the_shard_folders_of_the_runs_checkpoints_and_nothing
 
 # --- the run lock: one live run per folder (an OS lock, released by the kernel however the holder dies)
 
-_HOLD = ("import sys, time; from pathlib import Path; from facetrain.train.run_folder import lock_run_folder; "
+_HOLD = ("import sys, time; from pathlib import Path; from facetrain.training.run_folder import lock_run_folder; "
          "lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
 
 
@@ -102,7 +102,7 @@ def test_two_runs_started_together_into_one_folder(data, tmp_path):
 
 def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path, capsys):
     """Data-loader workers are forked: after kill -9 of the run they live on for a few seconds."""
-    code = ("import os, sys, time; from pathlib import Path; from facetrain.train.run_folder import lock_run_folder; "
+    code = ("import os, sys, time; from pathlib import Path; from facetrain.training.run_folder import lock_run_folder; "
             "lock_run_folder(Path(sys.argv[1]));\nif os.fork() == 0: time.sleep(600)\nprint(os.getpid(), flush=True); "
             "time.sleep(600)")
     run = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,

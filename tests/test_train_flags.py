@@ -8,8 +8,8 @@ import pytest
 
 from facetrain.cli import main
 from facetrain.errors import ConfigError
-from facetrain.train.build import validation_interval_batches
-from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
+from facetrain.training.build import validation_interval_batches
+from facetrain.training.config import TrainConfig, add_train_arguments, config_from_args
 
 
 def parse(*argv: str) -> TrainConfig:

@@ -106,7 +106,7 @@ def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None =
 
 def train(config: Any) -> Any:
     """Train from a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML; see `--config`)."""
-    from facetrain.train.launch import train_from
+    from facetrain.training.launch import train_from
 
     return train_from(config)
 

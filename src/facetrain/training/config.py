@@ -24,7 +24,7 @@ from typing import Any
 from facetrain.errors import ConfigError
 from facetrain.precision import TRAIN_PRECISIONS
 from facetrain.io_utils import atomic_write_json
-from facetrain.train.flag_ranges import check_flag_ranges, check_types
+from facetrain.training.flag_ranges import check_flag_ranges, check_types
 
 HEADS = ("adaface", "arcface", "cosface")
 TEST_RUN_BATCHES = 50  # AdaFace's --test_run: limit_train_batches=50

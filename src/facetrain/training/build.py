@@ -2,7 +2,7 @@
 model, head, precision policy, optimizer, schedule, DDP wrapper, validation sets and logger, and
 restores a checkpoint's state when resuming (before anything is written). `save_run` writes the run's state (collective).
 
-The loop (`facetrain.train.loop`) then only steps through what this module built.
+The loop (`facetrain.training.loop`) then only steps through what this module built.
 """
 from __future__ import annotations
 
@@ -26,21 +26,21 @@ from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.train import distributed
-from facetrain.train.amp import Precision, maybe_compile
-from facetrain.train.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
+from facetrain.training import distributed
+from facetrain.training.amp import Precision, maybe_compile
+from facetrain.training.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
                                      build_train_loader, data_fingerprint, loader_prefetch, optimizer_steps_per_epoch,
                                      shared_memory_free, worker_count)
-from facetrain.train.config import TrainConfig
-from facetrain.train.logger import MetricLogger
-from facetrain.train.module import RecognitionNet, build_model_and_head
-from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, lock_run_folder,
+from facetrain.training.config import TrainConfig
+from facetrain.training.logger import MetricLogger
+from facetrain.training.module import RecognitionNet, build_model_and_head
+from facetrain.training.optim import build_optimizer, build_scheduler, prepare_optimizer_state
+from facetrain.training.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, lock_run_folder,
                                         unlock_run_folder)
-from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
+from facetrain.training.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
-from facetrain.train.validation import load_val_sets
-from facetrain.train.wandb_run import check_wandb
+from facetrain.training.validation import load_val_sets
+from facetrain.training.wandb_run import check_wandb
 
 
 @dataclass

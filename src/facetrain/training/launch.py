@@ -12,11 +12,11 @@ import torch
 from facetrain.data.paths import resolve_data_path
 from facetrain.errors import ConfigError, FacetrainError, one_line
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
-from facetrain.train import distributed
-from facetrain.train.config import TrainConfig, load_config_file
-from facetrain.train.flag_ranges import check_types
-from facetrain.train.loop import TrainingInterrupted, TrainResult, train
-from facetrain.train.run_folder import resume_hint
+from facetrain.training import distributed
+from facetrain.training.config import TrainConfig, load_config_file
+from facetrain.training.flag_ranges import check_types
+from facetrain.training.loop import TrainingInterrupted, TrainResult, train
+from facetrain.training.run_folder import resume_hint
 
 EVALUATION = "evaluation.json"
 
