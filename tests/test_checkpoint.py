@@ -210,3 +210,14 @@ def test_unreadable_files_are_config_errors(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ConfigError, match="junk.ckpt"):
         load_checkpoint(junk)
+
+
+@pytest.mark.parametrize("content", [b"a checkpoint\n", b"\x80\x02]q\x00.", b"", b"PK\x03\x04 not a zip"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, content):
+    from facetrain.cli import main
+
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(content)
+    assert main(["embed", str(tmp_path), "--ckpt", str(path), "--out", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}") and not (tmp_path / "e.npz").exists()

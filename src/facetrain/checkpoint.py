@@ -199,8 +199,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         checkpoint = _load_lightning(path, map_location, exc)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
+        # bytes that are not a pickle can break the unpickler anywhere (text starting "a" pops an empty stack)
+        raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"{path}: expected a dict (state_dict or Lightning checkpoint), got {type(checkpoint).__name__}")
     if "hyper_parameters" in checkpoint:
