@@ -61,6 +61,33 @@ def test_second_audit_reads_the_cache_and_a_changed_dataset_does_not(small, tmp_
     assert changed["embeddings"]["data"] == "computed" and changed["summary"]["images"] == 23
 
 
+@pytest.mark.parametrize("damage", ["truncated", "wrong_width", "nan", "no_json", "dead_writer_temporary"])
+def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice(small, tmp_path, capsys, damage):
+    assert _audit(small, tmp_path, "--threshold", "0.5") == 0
+    first = _strict(tmp_path / "audit.json")
+    npy = next((tmp_path / "embedding_cache").glob("*.npy"))
+    if damage == "truncated":
+        npy.write_bytes(npy.read_bytes()[:100])
+    elif damage == "wrong_width":
+        np.save(npy, np.zeros((24, 7), np.float32))
+    elif damage == "nan":
+        np.save(npy, np.full(np.load(npy).shape, np.nan, np.float32))
+    elif damage == "no_json":
+        npy.with_suffix(".json").unlink()
+    else:  # killed between the .npy and its .json: the .json's temporary of a process that is gone
+        (npy.parent / f"{npy.with_suffix('.json').name}.tmp-999999999").write_text("{")
+    capsys.readouterr()
+    assert _audit(small, tmp_path, "--threshold", "0.5") == 0
+    err = capsys.readouterr().err
+    again = _strict(tmp_path / "audit.json")
+    if damage == "dead_writer_temporary":
+        assert again["embeddings"]["data"] == "cache" and "notice" not in err
+    else:
+        assert again["embeddings"]["data"] == "computed" and f"notice: {npy}: embedding cache is incomplete" in err
+    assert again["intra_class"]["per_identity"] == first["intra_class"]["per_identity"]
+    assert not list(npy.parent.glob("*.tmp-*"))
+
+
 def test_image_folder_recordio_and_memfile_give_the_same_audit(small, tmp_path):
     folder = ImageFolder(small / "data" / "imgs")
     images = np.stack([folder.read(i)[0] for i in range(len(folder))])
