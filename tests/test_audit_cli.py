@@ -88,6 +88,31 @@ def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice(small, tmp_path, cap
     assert not list(npy.parent.glob("*.tmp-*"))
 
 
+def test_write_filtered_that_drops_everything_and_its_rerun_after_a_kill(small, tmp_path, capsys):
+    """Every training image matches a reference (the data itself, threshold -1): the filtered folder is empty.
+    A run killed after renaming the folder into place (no dropped.json yet) completes when run again."""
+    out, filtered = tmp_path / "audit", tmp_path / "filtered"
+    args = ["--reference", str(small / "data" / "imgs"), "--threshold", "-1", "--write_filtered", str(filtered)]
+    assert _audit(small, out, *args) == 0
+    assert (filtered / "imgs").is_dir() and not list((filtered / "imgs").iterdir())
+    dropped = _strict(filtered / "dropped.json")
+    assert dropped["result"] == {"path": str((filtered / "imgs").resolve()), "identities": 0, "images": 0}
+    (filtered / "dropped.json").unlink()  # as if killed between the folder's rename and dropped.json
+    (out / "audit.json").unlink()
+    assert _audit(small, out, *args) == 0
+    assert _strict(filtered / "dropped.json") == dropped and (out / "audit.json").is_file()
+
+
+def test_out_inside_the_audited_folder_is_refused(small, tmp_path, capsys):
+    data = tmp_path / "copy"
+    shutil.copytree(small / "data" / "imgs", data / "imgs")
+    for out in (data / "imgs" / "audit", data / "imgs"):
+        assert main(["audit", str(data), "--ckpt", str(small / "random.ckpt"), "--out", str(out), "--no_progress"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the audited image folder" in err[0]
+    assert sorted(p.name for p in (data / "imgs").iterdir()) == sorted(p.name for p in (small / "data" / "imgs").iterdir())
+
+
 def test_image_folder_recordio_and_memfile_give_the_same_audit(small, tmp_path):
     folder = ImageFolder(small / "data" / "imgs")
     images = np.stack([folder.read(i)[0] for i in range(len(folder))])

@@ -19,6 +19,7 @@ from facetrain.audit.sources import AuditSet, open_references, open_training_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold, calibration_threshold
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
+from facetrain.data.image_folder import resolve_imgs_dir
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_write_json
 
@@ -78,12 +79,26 @@ def _self_calibrated(embeddings: np.ndarray, labels: np.ndarray, stats, options:
     return threshold, identities
 
 
+def _check_out_outside_data(out: Path, data: str | os.PathLike) -> None:
+    """An output folder inside an image folder would be read as one more identity by the next audit."""
+    if not Path(data).is_dir():
+        return
+    try:
+        images = resolve_imgs_dir(data, require_imgs=False).resolve()
+    except DataError:
+        return  # not an image folder (RecordIO, memfile): nothing of ours is read from it
+    target = out.resolve()
+    if target == images or images in target.parents:
+        raise ConfigError(f"{out}: the output folder is inside the audited image folder {data}; choose one outside it")
+
+
 def run_audit(options: AuditOptions) -> dict:
     if options.threshold is not None and not -1.0 <= options.threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine in [-1, 1], got {options.threshold}")
     if not 0.0 < options.far < 1.0:
         raise ConfigError(f"--far must be in (0, 1), got {options.far}")
     out = Path(options.out_dir)
+    _check_out_outside_data(out, options.data)
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     data = open_training_set(options.data)
