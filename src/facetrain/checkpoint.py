@@ -95,6 +95,12 @@ def save_checkpoint(
         "hyper_parameters": hparams,
         "facetrain": {"version": __version__, "extra": extra or {}},
     }
+    write_checkpoint(path, checkpoint)
+
+
+def write_checkpoint(path: PathLike, checkpoint: dict) -> None:
+    """Write a checkpoint dict atomically and durably: plain data only (what `torch.load(weights_only=True)`
+    reads back), every tensor on the CPU, the file's own OSError on a full disk."""
     _check_plain(checkpoint, "checkpoint")
     checkpoint = _on_cpu(checkpoint)
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
