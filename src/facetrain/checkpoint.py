@@ -111,7 +111,8 @@ def write_checkpoint(path: PathLike, checkpoint: dict) -> None:
 
 def save_to_file(obj: Any, f: Any) -> None:
     """`torch.save` into an open file, raising the file's own OSError (disk full, quota, file too large)
-    where torch's writer would turn it into an unrelated RuntimeError ("unexpected pos ...")."""
+    or the Ctrl-C that stopped it, where torch's writer would turn either into an unrelated RuntimeError
+    ("unexpected pos ...") while closing the half-written archive."""
     failures: list[OSError] = []
 
     class _Reporting:
@@ -127,10 +128,23 @@ def save_to_file(obj: Any, f: Any) -> None:
 
     try:
         torch.save(obj, _Reporting())
-    except RuntimeError:
+    except RuntimeError as exc:
         if failures:
             raise failures[0] from None
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
         raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions `exc` was raised while handling."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 class InertObject:
