@@ -25,7 +25,6 @@ import torch
 from facetrain.training.build import build_run
 from facetrain.training.distributed import DistContext, pick_device, training_backends
 from facetrain.training.logger import read_metrics
-from facetrain.training.loop import Trainer
 
 
 def make_folder(out: Path, identities: int, per_identity: int, workers: int) -> Path:
@@ -57,24 +56,24 @@ def bare_step(args_list: list[str], steps: int, gpus: int) -> float:
     config.output_dir += "_bare_step"  # its own folder: the end-to-end run's folder is a finished run
     device = pick_device(gpus, 0)
     with training_backends(device):  # as the training run has them
-        trainer = Trainer(build_run(config, DistContext(device=device)))
-        run = trainer.run
-        images, labels = next(iter(run.loader))
+        run = build_run(config, DistContext(device=device))
+        images, labels = next(iter(run.data.loader))
         images, labels = images.to(device), labels.to(device)
 
-        def step() -> None:
-            trainer.snapshot.take()
-            loss = trainer.train_step(images, labels, 1, True)
-            trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
+        def step() -> None:  # the loop's forward, backward and guarded step for a group of one batch
+            run.optim.begin_group()
+            loss, _ = run.model.parallel(images, labels)
+            run.optim.backward(loss)
+            run.optim.step(loss.detach())
 
         for _ in range(3):
             step()
-        trainer.window.collect(run.ctx)  # waits for the device
+        run.optim.collect(3)  # waits for the device
         tic = time.perf_counter()
         for _ in range(steps):
             step()
-        trainer.window.collect(run.ctx)
-        return steps * run.batch_size / (time.perf_counter() - tic)
+        run.optim.collect(3 + steps)
+        return steps * run.data.batch_size / (time.perf_counter() - tic)
 
 
 def end_to_end(args_list: list[str], batch_size: int) -> dict:

@@ -19,15 +19,15 @@ from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.training import distributed
 from facetrain.training.batches import build_train_loader, default_num_workers
-from facetrain.training.buffer_snapshot import BufferSnapshot
 from facetrain.training.build import build_run, load_scaler_state
 from facetrain.training.config import TrainConfig
 from facetrain.training.distributed import DistContext
-from facetrain.training.logger import read_metrics
-from facetrain.training.loop import Trainer
+from facetrain.training.logger import MetricLogger, read_metrics
+from facetrain.training import loop
+from facetrain.training.loop import fit, run_epoch
 from facetrain.training.state import capture_rng, restore_rng
-from facetrain.training.step_window import StepWindow
-from train_fixtures import make_dataset
+from facetrain.training.step_guard import StepGuard
+from train_fixtures import forward_backward, make_dataset
 
 META = torch.device("meta")
 
@@ -38,6 +38,11 @@ def data(tmp_path_factory):
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _record(ctx: DistContext = DistContext(), module: nn.Module | None = None) -> StepGuard:
+    """A step guard for its record and buffer rollback alone (no optimizer)."""
+    return StepGuard(None, None, None, module or nn.Module(), nn.Module(), ctx)
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:
@@ -68,51 +73,55 @@ def test_logging_reduces_one_tensor_on_the_ranks_device(monkeypatch):
         raise Reached
 
     monkeypatch.setattr(dist, "all_reduce", _collective_on(META, calls, stop))
-    window = StepWindow(META)
-    window.add_step(torch.ones((), device=META), torch.zeros(1, device=META))
+    window = _record(DistContext(rank=0, world_size=2, device=META))
+    window.record(torch.ones((), device=META), torch.zeros(1, device=META))
     with pytest.raises(Reached):
-        window.collect(DistContext(rank=0, world_size=2, device=META))
+        window.collect(1)
     assert calls == [dist.ReduceOp.SUM]
 
 
-def test_window_means_over_ranks_and_counts_skips(monkeypatch):
+def test_window_means_over_ranks_and_counts_skips(monkeypatch, tmp_path):
     other_rank = torch.tensor([10.0, 2.0, 1.0])  # its loss sum over its 2 taken steps, taken, skipped
     monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, **_: t.add_(other_rank))
-    window = StepWindow(torch.device("cpu"))
+    window, logger = _record(DistContext(rank=0, world_size=2)), MetricLogger(tmp_path, enabled=False)
     for loss, bad in ((1.0, 0.0), (float("nan"), 1.0), (3.0, 0.0)):
-        window.add_step(torch.tensor(loss), torch.tensor([bad]))
-    window.add_times(0.5, 1.5)
-    s = window.collect(DistContext(rank=0, world_size=2))
+        window.record(torch.tensor(loss), torch.tensor([bad]))
+    logger.add_times(0.5, 1.5)
+    with pytest.warns(UserWarning, match="non-finite loss in 1 of the last 3 steps"):
+        s = window.collect(3)
     assert (s.loss, s.loss_sum, s.steps, s.skipped, s.longest_skip_run) == (14.0 / 4, 7.0, 2, 1, 1)
-    assert window.take_times() == (0.5, 1.5)
+    assert logger.take_times() == (0.5, 1.5)
 
 
 def test_overflow_skips_neither_extend_nor_break_a_run_of_nonfinite_losses():
-    window = StepWindow(torch.device("cpu"))
+    window = _record()
     one, zero = torch.ones(1), torch.zeros(1)
     # non-finite, overflow, non-finite, non-finite, taken, overflow x 3
     for skipped, nonfinite in [(one, one), (one, zero), (one, one), (one, one), (zero, zero)] + [(one, zero)] * 3:
-        window.add_step(torch.tensor(2.0), skipped, nonfinite)
-    summary = window.collect(DistContext())
+        window.record(torch.tensor(2.0), skipped, nonfinite)
+    with pytest.warns(UserWarning):
+        summary = window.collect(8)
     assert (summary.steps, summary.skipped, summary.longest_skip_run, summary.loss) == (1, 7, 3, 2.0)
 
 
 def test_skip_counters_continue_across_a_resume():
     """The streak, the longest run and the run's total of skipped steps travel in the checkpoint:
     two skips before the save and one after make a streak of 3 and a total of 4, as uninterrupted."""
-    ctx, nan = DistContext(rank=0, world_size=1), float("nan")
-    before = StepWindow(torch.device("cpu"))
+    nan = float("nan")
+    before = _record()
     for loss in (nan, 1.0, nan, nan):
-        before.add_step(torch.tensor(loss), torch.tensor([float(loss != loss)]))
-    assert before.collect(ctx).skipped_total == 3
-    resumed = StepWindow(torch.device("cpu"))
+        before.record(torch.tensor(loss), torch.tensor([float(loss != loss)]))
+    with pytest.warns(UserWarning):
+        assert before.collect(4).skipped_total == 3
+    resumed = _record()
     resumed.load_state_dict(before.state_dict())
     assert resumed.skipped_total == 3  # before any new step: what results.json of a finished run reports
-    resumed.add_step(torch.tensor(nan), torch.tensor([1.0]))
-    s = resumed.collect(ctx)
+    resumed.record(torch.tensor(nan), torch.tensor([1.0]))
+    with pytest.warns(UserWarning):
+        s = resumed.collect(5)
     assert (s.skipped, s.longest_skip_run, s.skipped_total) == (1, 3, 4)
-    old_format = StepWindow(torch.device("cpu"))
-    old_format.load_state_dict({"sums": [0.0, 0.0, 0.0], "skips": [2.0, 2.0]})
+    old_format = _record()
+    old_format.load_state_dict({"window": {"sums": [0.0, 0.0, 0.0], "skips": [2.0, 2.0]}})
     assert old_format.skipped_total == 0
 
 
@@ -169,7 +178,7 @@ def test_final_test_runs_on_the_training_device(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(embed, "extract_features", spy)
     run = build_run(_config(data, tmp_path / "run", precision="bf16", limit_train_batches=2), DistContext())
-    result = Trainer(run).fit()
+    result = fit(run)
     assert result.test_metrics["lfw"]["accuracy"] >= 0
     # per-epoch validation keeps the (training-device) model in place; the final test names the device
     assert devices[-1] == run.ctx.device
@@ -237,8 +246,8 @@ def test_training_restores_the_backends_and_can_be_deterministic(data, tmp_path,
     from facetrain.training.loop import train
 
     seen = []
-    real_fit = Trainer.fit
-    monkeypatch.setattr(Trainer, "fit", lambda self: seen.append(_backends()) or real_fit(self))
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda run: seen.append(_backends()) or real_fit(run))
     before = _backends()
     train(_config(data, tmp_path / "run", limit_train_batches=1, deterministic=True))
     assert seen[0]["torch.are_deterministic_algorithms_enabled()"] and _backends() == before
@@ -253,16 +262,16 @@ def test_default_workers_share_the_nodes_cpus():
 
 def test_persistent_workers_follow_the_epoch(data, tmp_path):
     run = build_run(_config(data, tmp_path / "run", crop_augmentation_prob=1.0, low_res_augmentation_prob=0.5), DistContext())
-    loader, sampler = build_train_loader(run.dataset, 8, 1, 0, 1, seed=0)
+    loader, sampler = build_train_loader(run.data.dataset, 8, 1, 0, 1, seed=0)
     assert loader.persistent_workers
     for epoch in (0, 1):
         sampler.set_position(epoch)
         images, _ = next(iter(loader))
         first = next(iter(sampler))
         assert first[0] == epoch
-        assert np.array_equal(images[0].numpy(), run.dataset[first][0])
+        assert np.array_equal(images[0].numpy(), run.data.dataset[first][0])
     auto = build_run(_config(data, tmp_path / "auto", num_workers=-1), DistContext())
-    assert TrainConfig().num_workers == -1 and auto.loader.num_workers == default_num_workers(1)
+    assert TrainConfig().num_workers == -1 and auto.data.loader.num_workers == default_num_workers(1)
 
 
 # shared memory, where loader workers hand over their batches (containers often have 64 MB)
@@ -294,7 +303,7 @@ def test_a_run_stops_at_start_when_shared_memory_cannot_hold_a_batch(data, tmp_p
     monkeypatch.setattr(run_module, "shared_memory_free", lambda: 2 * 8 * 37_648 * 2)  # two batches per worker
     with pytest.warns(UserWarning, match="prepare 1 batch"):
         run = build_run(_config(data, tmp_path / "run2", num_workers=2), DistContext())
-    assert run.loader.prefetch_factor == 1
+    assert run.data.loader.prefetch_factor == 1
 
 
 # 9. no host synchronisation inside a step; 11. the rollback copies into preallocated buffers
@@ -319,22 +328,22 @@ def _count_syncs(monkeypatch) -> list:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_optimizer_steps_do_not_wait_for_the_device(data, tmp_path, monkeypatch, precision):
-    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision=precision), DistContext()))
-    batches = [b for b, _ in zip(trainer.run.loader, range(3))]
+    run = build_run(_config(data, tmp_path / "run", precision=precision), DistContext())
+    batches = [b for b, _ in zip(run.data.loader, range(3))]
     clones: list = []
     calls = _count_syncs(monkeypatch)
     monkeypatch.setattr(torch.Tensor, "clone", lambda self, *a, **k: clones.append(1) or pytest.fail("clone"))
     for images, labels in batches:
-        trainer.snapshot.take()
-        loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-        trainer.window.add_step(loss, trainer.optimizer_step(loss))
+        run.optim.begin_group()
+        run.optim.step(forward_backward(run, images, labels))
     for images, labels in batches[:1]:  # a non-finite loss is skipped without waiting either
-        trainer.snapshot.take()
-        trainer.train_step(images, labels, group_size=1, last_in_group=True)
-        trainer.window.add_step(torch.tensor(float("inf")), trainer.optimizer_step(torch.tensor(float("inf"))))
+        run.optim.begin_group()
+        forward_backward(run, images, labels)
+        run.optim.step(torch.tensor(float("inf")))
     assert calls == [] and clones == []
     monkeypatch.undo()
-    summary = trainer.window.collect(trainer.run.ctx)
+    with pytest.warns(UserWarning, match="non-finite loss in 1 of the last 4 steps"):
+        summary = run.optim.collect(4)
     assert (summary.steps, summary.skipped) == (3, 1)
 
 
@@ -342,13 +351,13 @@ def test_an_epoch_syncs_only_at_logging_steps_and_logs_times(data, tmp_path, mon
     # one validation at the epoch's end (not AdaFace's ten per epoch for short runs): run_epoch itself has
     # only the logging syncs to count
     config = _config(data, tmp_path / "run", log_every=2, val_every=5, val_check_interval=1.0)
-    trainer = Trainer(build_run(config, DistContext()))
+    run = build_run(config, DistContext())
     calls = _count_syncs(monkeypatch)
-    trainer.run_epoch(0)  # 6 batches: logs after steps 2, 4, 6
+    run_epoch(run, 0)  # 6 batches: logs after steps 2, 4, 6
     monkeypatch.undo()
     assert calls.count("tolist") == 3 and len(calls) == 3, calls
-    trainer.run.logger.close()
-    rows = read_metrics(trainer.run.output_dir / "metrics.csv")
+    run.logger.close()
+    rows = read_metrics(run.output_dir / "metrics.csv")
     for name in ("data_time", "step_time", "train_loss"):
         values = [r["value"] for r in rows if r["name"] == name]
         assert len(values) == 3 and all(v >= 0 for v in values), name
@@ -357,13 +366,16 @@ def test_an_epoch_syncs_only_at_logging_steps_and_logs_times(data, tmp_path, mon
 
 def test_buffer_snapshot_restores_only_where_flagged():
     a, b = torch.arange(4.0), torch.ones(2, 3)
-    snap = BufferSnapshot([a, b, torch.zeros(2, dtype=torch.int64)])
-    snap.take()
+    module = nn.Module()
+    for name, buffer in (("a", a), ("b", b), ("count", torch.zeros(2, dtype=torch.int64))):
+        module.register_buffer(name, buffer)
+    snap = _record(module=module)
+    snap.begin_group()
     a.fill_(float("nan"))
     b.mul_(5)
-    snap.restore_where(torch.tensor([0.0]))
+    snap._restore_where(torch.tensor([0.0]))
     assert torch.isnan(a).all() and (b == 5).all()
-    snap.restore_where(torch.tensor([1.0]))
+    snap._restore_where(torch.tensor([1.0]))
     assert torch.equal(a, torch.arange(4.0)) and torch.equal(b, torch.ones(2, 3))
 
 
@@ -418,8 +430,8 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
             error = ""
         except ConfigError as exc:
             error = str(exc)
-        torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error,
-                    "started": {k: v.clone() for k, v in started.model.state_dict().items()},
+        torch.save({"step": run.state.global_step, "kernel": run.model.head.kernel.detach().clone(), "error": error,
+                    "started": {k: v.clone() for k, v in started.model.model.state_dict().items()},
                     "pickled_tensors": len(pickled_tensors)},
                    out / f"rank{ctx.rank}.pt")
     finally:
@@ -428,7 +440,7 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
 
 @pytest.mark.slow
 def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
-    result = Trainer(build_run(_config(data, tmp_path / "first", limit_train_batches=2), DistContext())).fit()
+    result = fit(build_run(_config(data, tmp_path / "first", limit_train_batches=2), DistContext()))
     distributed.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
@@ -443,42 +455,42 @@ def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
 def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
     """fp16's path (GradScaler with the fused SGD), run with a CPU scaler: a non-finite loss skips the
     step and lowers the scale, a finite one steps, neither waits for the device."""
-    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext()))
-    trainer.run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, enabled=True)
-    params = [p.detach().clone() for p in trainer.run.net.parameters()]
-    images, labels = next(iter(trainer.run.loader))
+    run = build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext())
+    run.optim.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, enabled=True)
+    params = [p.detach().clone() for p in run.model.parameters()]
+    images, labels = next(iter(run.data.loader))
     calls = _count_syncs(monkeypatch)
-    trainer.snapshot.take()
-    trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    skipped = trainer.optimizer_step(torch.tensor(float("nan")))
-    unchanged = all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
-    trainer.snapshot.take()
-    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    taken = trainer.optimizer_step(loss)
+    run.optim.begin_group()
+    forward_backward(run, images, labels)
+    skipped = run.optim.step(torch.tensor(float("nan")))
+    unchanged = all(torch.equal(p, q) for p, q in zip(run.model.parameters(), params))
+    run.optim.begin_group()
+    taken = run.optim.step(forward_backward(run, images, labels))
     assert calls == []
     monkeypatch.undo()
-    assert skipped.item() == 1.0 and unchanged and trainer.run.scaler.get_scale() == 2.0**9
-    assert taken.item() == 0.0 and not all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
+    assert skipped.item() == 1.0 and unchanged and run.optim.scaler.get_scale() == 2.0**9
+    assert taken.item() == 0.0 and not all(torch.equal(p, q) for p, q in zip(run.model.parameters(), params))
 
 
 def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, tmp_path, monkeypatch):
     """fp16's gradient overflow, played by a scale so large that the scaled loss is infinite in float32
     while the loss itself is finite: the step is skipped, counted as skipped and left out of the loss."""
-    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext()))
-    trainer.run.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, enabled=True)
-    params = [p.detach().clone() for p in trainer.run.net.parameters()]
-    images, labels = next(iter(trainer.run.loader))
+    run = build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext())
+    run.optim.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, enabled=True)
+    params = [p.detach().clone() for p in run.model.parameters()]
+    images, labels = next(iter(run.data.loader))
     calls = _count_syncs(monkeypatch)
-    trainer.snapshot.take()
-    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
+    run.optim.begin_group()
+    loss = forward_backward(run, images, labels)
+    run.optim.step(loss)
     assert calls == []
     monkeypatch.undo()
-    summary = trainer.window.collect(trainer.run.ctx)
+    with pytest.warns(UserWarning):
+        summary = run.optim.collect(1)
     assert torch.isfinite(loss) and (summary.steps, summary.skipped, summary.skipped_total) == (0, 1, 1)
     assert summary.longest_skip_run == 0  # the scaler calibrating: not a non-finite loss
-    assert all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
-    assert trainer.run.scaler.get_scale() < 3e38
+    assert all(torch.equal(p, q) for p, q in zip(run.model.parameters(), params))
+    assert run.optim.scaler.get_scale() < 3e38
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import facetrain.training.loop as loop
+import facetrain.training.results as results
 from facetrain.checkpoint import load_checkpoint
 from facetrain.cli import main
 from facetrain.training.logger import read_metrics
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scripted(monkeypatch, accuracies):
-    real, left = loop.validate, list(accuracies)
+    real, left = results.evaluate_verification_sets, list(accuracies)
 
     def validate(*args, **kwargs):
         results = real(*args, **kwargs)
@@ -37,7 +37,7 @@ def _scripted(monkeypatch, accuracies):
                 results[name]["accuracy"] = value
         return results
 
-    monkeypatch.setattr(loop, "validate", validate)
+    monkeypatch.setattr(results, "evaluate_verification_sets", validate)
     return left
 
 

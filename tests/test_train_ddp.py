@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from facetrain.data.transforms import normalize_batch
-from facetrain.training.build import build_run
+from facetrain.training.build import TrainingRun, build_run
 from facetrain.training.config import TrainConfig
 from facetrain.training.distributed import DistContext, cleanup_distributed, free_port, init_distributed, spawn
-from facetrain.training.loop import Trainer
-from train_fixtures import make_dataset, train_args
+from train_fixtures import forward_backward, make_dataset, train_args
 
 GLOBAL_BATCH = 8
 
@@ -42,37 +41,37 @@ def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.from_numpy(rng.integers(0, 6, GLOBAL_BATCH))
 
 
-def _one_step(trainer: Trainer, images: torch.Tensor, labels: torch.Tensor, whole_batch: torch.Tensor) -> dict:
+def _one_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor, whole_batch: torch.Tensor) -> dict:
     # Batch norm in eval mode: DDP normalises with per-process batch statistics (SyncBatchNorm does
     # not run on CPU), which differ from the whole batch's. With running statistics measured once on
     # the whole batch, identically in every process, both set-ups compute the same function.
-    bns = [m for m in trainer.run.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in run.model.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one pass gives the batch's statistics
-    trainer.run.model.train()
-    for m in trainer.run.model.modules():  # dropout masks are drawn per process: no way to match them
+    run.model.model.train()
+    for m in run.model.model.modules():  # dropout masks are drawn per process: no way to match them
         if isinstance(m, nn.Dropout):
             m.eval()
     with torch.no_grad():
-        trainer.run.model(normalize_batch(whole_batch))
+        run.model.model(normalize_batch(whole_batch))
     for m in bns:
         m.eval()
-    trainer.snapshot.take()
-    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    assert trainer.optimizer_step(loss).item() == 0.0
-    return {k: v.detach().clone() for k, v in trainer.run.net.state_dict().items()}
+    run.optim.begin_group()
+    loss = forward_backward(run, images, labels)
+    assert run.optim.step(loss).item() == 0.0
+    return {k: v.detach().clone() for k, v in run.model.state_dict().items()}
 
 
 def _ddp_worker(data: Path, out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
-        trainer = Trainer(build_run(_config(data, out / "run"), ctx))
-        assert trainer.run.batch_size == GLOBAL_BATCH // 2
+        run = build_run(_config(data, out / "run"), ctx)
+        assert run.data.batch_size == GLOBAL_BATCH // 2
         images, labels = _global_batch()
-        shard = slice(ctx.rank * trainer.run.batch_size, (ctx.rank + 1) * trainer.run.batch_size)
-        torch.save(_one_step(trainer, images[shard], labels[shard], images), out / f"rank{ctx.rank}.pt")
+        shard = slice(ctx.rank * run.data.batch_size, (ctx.rank + 1) * run.data.batch_size)
+        torch.save(_one_step(run, images[shard], labels[shard], images), out / f"rank{ctx.rank}.pt")
     finally:
         cleanup_distributed()
 
@@ -83,7 +82,7 @@ def test_two_processes_step_like_one_process_on_the_whole_batch(data, tmp_path):
     try:
         spawn(_ddp_worker, 2, (data, tmp_path))
         images, labels = _global_batch()
-        single = _one_step(Trainer(build_run(_config(data, tmp_path / "single"), DistContext())), images, labels, images)
+        single = _one_step(build_run(_config(data, tmp_path / "single"), DistContext()), images, labels, images)
     finally:
         torch.set_num_threads(threads)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")

@@ -22,8 +22,7 @@ from torch import nn
 from facetrain.training.build import build_run
 from facetrain.training.config import TrainConfig
 from facetrain.training.distributed import DistContext, cleanup_distributed, init_distributed, spawn
-from facetrain.training.loop import Trainer
-from train_fixtures import make_dataset
+from train_fixtures import forward_backward, make_dataset
 
 GLOBAL_BATCH, SEED = 8, 0
 
@@ -49,14 +48,14 @@ def _worker(data: Path, out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
-        trainer = Trainer(build_run(_config(data, out / "run"), ctx))
+        run = build_run(_config(data, out / "run"), ctx)
         images, labels = _global_batch()
-        half = slice(ctx.rank * trainer.run.batch_size, (ctx.rank + 1) * trainer.run.batch_size)
-        trainer.run.net.train()
-        trainer.snapshot.take()
-        loss = trainer.train_step(images[half], labels[half], group_size=1, last_in_group=True)
-        assert trainer.optimizer_step(loss).item() == 0.0  # the step was taken (not skipped)
-        state = trainer.run.net.state_dict()
+        half = slice(ctx.rank * run.data.batch_size, (ctx.rank + 1) * run.data.batch_size)
+        run.model.train()
+        run.optim.begin_group()
+        loss = forward_backward(run, images[half], labels[half])
+        assert run.optim.step(loss).item() == 0.0  # the step was taken (not skipped)
+        state = run.model.state_dict()
         torch.save({k: v.detach().clone() for k, v in state.items()}, out / f"rank{ctx.rank}.pt")
     finally:
         cleanup_distributed()
@@ -65,7 +64,7 @@ def _worker(data: Path, out: Path) -> None:
 def _reference(data: Path, out: Path) -> tuple[list[dict], dict]:
     """(state after each half's forward, for the per-process buffers), and the stepped parameters."""
     run = build_run(_config(data, out), DistContext())
-    net = run.net.train()
+    net = run.model.train()
     start = copy.deepcopy(net.state_dict())
     params = [p for p in net.parameters() if p.requires_grad]
     images, labels = _global_batch()
@@ -80,7 +79,7 @@ def _reference(data: Path, out: Path) -> tuple[list[dict], dict]:
     net.load_state_dict(start)
     for p, g0, g1 in zip(params, *grads):
         p.grad = (g0 + g1) / 2
-    run.optimizer.step()
+    run.optim.optimizer.step()
     return after_forward, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 

@@ -16,10 +16,9 @@ from facetrain.training.build import build_run
 from facetrain.training.config import TrainConfig
 from facetrain.training.distributed import DistContext
 from facetrain.training.logger import read_metrics
-from facetrain.training.loop import Trainer
 from crash_tools import CommandServer
 from train_checks import assert_same_outputs, check_after_kill, strict_json
-from train_fixtures import make_dataset, train_args
+from train_fixtures import forward_backward, make_dataset, train_args
 
 
 
@@ -170,22 +169,22 @@ def test_validation_falls_at_the_end_of_an_accumulation_group(data, tmp_path):
 
 def test_nonfinite_loss_skips_the_step_and_restores_buffers(data, tmp_path):
     config = TrainConfig(**{**_small(data, tmp_path), "head": "adaface"})
-    trainer = Trainer(build_run(config, DistContext()))
-    params = [p.detach().clone() for p in trainer.run.net.parameters()]
-    buffers = _buffers(trainer.run.net)
-    images, labels = next(iter(trainer.run.loader))
-    trainer.snapshot.take()
-    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    run = build_run(config, DistContext())
+    params = [p.detach().clone() for p in run.model.parameters()]
+    buffers = _buffers(run.model)
+    images, labels = next(iter(run.data.loader))
+    run.optim.begin_group()
+    loss = forward_backward(run, images, labels)
     assert torch.isfinite(loss)
-    assert not all(torch.equal(b, s) for b, s in zip(_buffers(trainer.run.net), buffers))  # the forward moved them
-    assert trainer.optimizer_step(torch.tensor(float("nan"))).item() == 1.0
-    assert all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
-    assert all(torch.equal(b, s) for b, s in zip(_buffers(trainer.run.net), buffers))
-    assert all(p.grad is None for p in trainer.run.net.parameters())
-    trainer.train_step(images, labels, group_size=1, last_in_group=True)
-    assert trainer.optimizer_step(loss).item() == 0.0
-    assert not all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
-    assert not all(torch.equal(b, s) for b, s in zip(_buffers(trainer.run.net), buffers))
+    assert not all(torch.equal(b, s) for b, s in zip(_buffers(run.model), buffers))  # the forward moved them
+    assert run.optim.step(torch.tensor(float("nan"))).item() == 1.0
+    assert all(torch.equal(p, q) for p, q in zip(run.model.parameters(), params))
+    assert all(torch.equal(b, s) for b, s in zip(_buffers(run.model), buffers))
+    assert all(p.grad is None for p in run.model.parameters())
+    forward_backward(run, images, labels)
+    assert run.optim.step(loss).item() == 0.0
+    assert not all(torch.equal(p, q) for p, q in zip(run.model.parameters(), params))
+    assert not all(torch.equal(b, s) for b, s in zip(_buffers(run.model), buffers))
 
 
 def _buffers(module: torch.nn.Module) -> list[torch.Tensor]:

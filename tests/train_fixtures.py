@@ -43,3 +43,11 @@ def train_args(root: Path, out: Path, *extra: str) -> list[str]:
     return ["--data_root", str(root), "--train_data_path", "train/imgs", "--val_data_path", "val",
             "--arch", "tinynet", "--batch_size", "8", "--num_workers", "0", "--gpus", "0",
             "--output_dir", str(out), "--no_progress", *extra]
+
+
+def forward_backward(run, images, labels):
+    """The training loop's forward, loss and backward of one micro-batch (a group of one): DDP's
+    gradient all-reduce included; returns the detached loss."""
+    loss, _ = run.model.parallel(images.to(run.data.device), labels.to(run.data.device))
+    run.optim.backward(loss)
+    return loss.detach()

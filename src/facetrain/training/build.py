@@ -1,16 +1,20 @@
 """Building a training run apart from its loop: `build_run(config, ctx)` opens the data, builds the
 model, head, precision policy, optimizer, schedule, DDP wrapper, validation sets and logger, and
-restores a checkpoint's state when resuming (before anything is written). `save_run` writes the run's state (collective).
+restores a checkpoint's state when resuming (before anything is written). `save_run` writes the
+run's state (collective).
 
-The loop (`facetrain.training.loop`) then only steps through what this module built.
+A run's parts come in four groups: `data` (what it reads), `model` (what it trains), `optim` (how it
+steps) and `state` (where it stands). The loop (`facetrain.training.loop`) then only steps through
+what this module built.
 """
 from __future__ import annotations
 
 import random
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -35,30 +39,18 @@ from facetrain.training.config import TrainConfig
 from facetrain.training.logger import MetricLogger
 from facetrain.training.module import RecognitionNet, build_model_and_head
 from facetrain.training.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.training.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, lock_run_folder,
+from facetrain.training.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, take_run_folder,
                                         unlock_run_folder)
 from facetrain.training.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
+from facetrain.training.step_guard import StepGuard
 from facetrain.training.validation import load_val_sets
 from facetrain.training.wandb_run import check_wandb
 
 
 @dataclass
-class LossTotals:
-    """Running sums behind the logged training-loss means (the epoch's, and the logging window's
-    `StepWindow.state_dict()`); saved in checkpoints so that a resumed run logs exactly what an
-    uninterrupted one does."""
-    epoch_loss: float = 0.0
-    epoch_steps: int = 0
-    window: dict = field(default_factory=dict)
-
-
-@dataclass
-class TrainingRun:
-    """Everything a training job is made of. `position` and `best` change as it trains."""
-    config: TrainConfig
-    ctx: distributed.DistContext
-    output_dir: Path
+class RunData:
+    """What a run reads: this process's share of the training data, and the validation sets."""
     dataset: FaceTrainDataset
     loader: DataLoader
     sampler: EpochSampler
@@ -66,21 +58,44 @@ class TrainingRun:
     batches: int  # per epoch, per process
     steps_per_epoch: int  # optimizer steps
     num_classes: int
-    model: nn.Module
-    head: nn.Module
-    precision: Precision
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    net: RecognitionNet  # backbone + head + loss: what the step calls
-    ddp_net: nn.Module  # `net`, wrapped in DistributedDataParallel when there are several processes
     val_sets: dict[str, VerificationSet]  # rank 0 only
     val_check_batches: int  # within a validated epoch, validate after every this many batches
+    fingerprint: str  # of the training data (`batches.data_fingerprint`), kept in checkpoints
+    validating: bool  # rank 0 has validation sets (every rank knows)
+    device: torch.device  # where the batches go
+    processes: int  # reading the data, each its own share
+
+    def epoch(self, epoch: int, start: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(batch index, images, labels on the device) for batches `start`.. of `epoch`: the sampler
+        and the per-sample augmentation streams continue exactly where a resumed run stopped."""
+        self.sampler.set_position(epoch, start * self.batch_size)
+        self.dataset.set_epoch(epoch)
+        return ((b, images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+                for b, (images, labels) in zip(range(start, self.batches), self.loader))
+
+
+@dataclass
+class RunState:
+    """Where a run stands: `epoch` in progress, `batch` batches of it done, `global_step` optimizer steps,
+    and the best validation so far. Saved in checkpoints (with the step guard's loss sums)."""
+    epoch: int = 0
+    batch: int = 0
+    global_step: int = 0
+    best: BestResult = field(default_factory=BestResult)
+    best_fp32_results: dict[str, dict] | None = None  # the best validation's results when it ran in fp32 (not saved)
+
+
+@dataclass
+class TrainingRun:
+    """Everything a training job is made of, in four groups; `state` changes as it trains."""
+    config: TrainConfig
+    ctx: distributed.DistContext
+    output_dir: Path
+    data: RunData
+    model: RecognitionNet  # backbone (`.model`) + head (`.head`) + loss, through DDP with several processes
+    optim: StepGuard  # optimizer, schedule and loss scaler behind the non-finite-step guard
+    state: RunState
     logger: MetricLogger
-    position: Position
-    best: BestResult
-    losses: LossTotals = field(default_factory=LossTotals)
-    data_fingerprint: str = ""  # of the training data (`batches.data_fingerprint`), kept in checkpoints
     folder_lock: int | None = None  # rank 0: the descriptor holding the run folder's lock (`release_run`)
 
 
@@ -148,7 +163,7 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     scheduler = build_scheduler(optimizer, steps_per_epoch, config.lr_milestones, config.lr_gamma,
                                 config.warmup_epochs)
     scaler = precision.make_scaler()
-    position, best, losses = Position(), BestResult(), LossTotals()
+    position, best, losses = Position(), BestResult(), {}
     if config.resume_from_checkpoint:
         position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer,
                                               scheduler, scaler, batches, fingerprint)
@@ -161,12 +176,11 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     net = RecognitionNet(model, head, precision, maybe_compile(model, config.compile))
     # validation sets are read before DDP exists, so no other rank waits in a collective meanwhile
     val_sets = load_val_sets(config.data_root, config.val_data_path) if ctx.is_main else {}
-    ddp_net: nn.Module = net
-    if ctx.enabled:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    validating = distributed.broadcast_object(bool(val_sets), ctx)
+    net.distribute(ctx)
     created = not output_dir.exists()
-    folder_lock = _lock_folder(ctx, output_dir, config)  # only now that everything else was accepted
+    # only now that everything else was accepted
+    folder_lock = take_run_folder(ctx, output_dir, config.resume_from_checkpoint, config.overwrite)
     try:
         if config.overwrite and ctx.is_main:
             cleared = clear_run_files(output_dir)
@@ -177,27 +191,12 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
         if folder_lock is not None:  # nothing left behind by a run that did not start
             abandon_run_folder(output_dir, folder_lock, created)
         raise
-    return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
-                       num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
-                       val_check_batches, logger, position, best, losses, fingerprint, folder_lock)
-
-
-def _lock_folder(ctx: distributed.DistContext, output_dir: Path, config: TrainConfig) -> int | None:
-    """Rank 0 takes the run folder's lock and checks the folder again under it (another run may have
-    used it since the first check); the refusal is raised on every rank."""
-    fd, problem = None, None
-    if ctx.is_main:
-        try:
-            fd = lock_run_folder(output_dir)
-            check_output_dir(output_dir, config.resume_from_checkpoint, config.overwrite)
-        except (ConfigError, OSError) as exc:  # e.g. a read-only parent folder: refused on every rank
-            problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
-            if fd is not None:
-                unlock_run_folder(fd)
-    problem = distributed.broadcast_object(problem, ctx)
-    if problem:
-        raise ConfigError(problem)
-    return fd
+    data = RunData(dataset, loader, sampler, batch_size, batches, steps_per_epoch, num_classes, val_sets,
+                   val_check_batches, fingerprint, validating, ctx.device, ctx.world_size)
+    optim = StepGuard(optimizer, scheduler, scaler, net, head, ctx, config.max_nonfinite_steps)
+    optim.load_state_dict(losses)  # a resumed run continues the logged sums exactly
+    state = RunState(position.epoch, position.batch, position.global_step, best)
+    return TrainingRun(config, ctx, output_dir, data, net, optim, state, logger, folder_lock)
 
 
 def release_run(run: TrainingRun) -> None:
@@ -209,7 +208,7 @@ def release_run(run: TrainingRun) -> None:
 
 def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
     return MetricLogger(output_dir, enabled=enabled, wandb_project=config.wandb_project if config.use_wandb else None,
-                        config=config.to_dict())
+                        config=config.to_dict(), progress=config.progress)
 
 
 def _check_resume_file(path: str) -> None:
@@ -264,7 +263,7 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
 
 def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                 scaler: torch.amp.GradScaler, batches: int, fingerprint: str) -> tuple[Position, BestResult, LossTotals]:
+                 scaler: torch.amp.GradScaler, batches: int, fingerprint: str) -> tuple[Position, BestResult, dict]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
     and loss totals. A checkpoint trained on other data (by `fingerprint`) is refused unless
     `--resume_onto_other_data`.
@@ -288,7 +287,7 @@ def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, m
         warnings.warn(f"{path}: saved by {len(rngs)} processes, resumed with {ctx.world_size}: "
                       "random streams restart from the seed", stacklevel=2)
         torch.manual_seed(config.seed + ctx.rank + position.global_step)
-    return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
+    return position, state.best, dict(state.extra.get("loss_totals", {}))
 
 
 def check_same_data(path: str, saved: str | None, current: str, config: TrainConfig) -> None:
@@ -335,10 +334,10 @@ def save_run(run: TrainingRun, path: Path) -> None:
     """Collective: every rank hands its RNG state to rank 0, which writes the file. A head that keeps
     per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them.
     A write that fails (disk full) on any rank is the same one-line error on every rank."""
-    step = run.position.global_step
+    head, optimizer, state, step = run.model.head, run.optim.optimizer, run.state, run.state.global_step
     problem = None
     try:
-        run.head.save_rank_state(path, run.optimizer, step)
+        head.save_rank_state(path, optimizer, step)
     except OSError as exc:
         problem = _write_problem(path, exc)
     gathered = [(capture_rng(run.ctx.device), problem)]
@@ -348,15 +347,16 @@ def save_run(run: TrainingRun, path: Path) -> None:
     rngs = [rng for rng, _ in gathered]
     problem = next((p for _, p in gathered if p), None)
     if run.ctx.is_main and problem is None:
-        head, more = run.head.checkpoint_state(run.optimizer, step)
+        head_state, more = head.checkpoint_state(optimizer, step)
         try:
-            save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
-                                run.best, run.config.to_dict(), rngs, run.ctx.world_size,
-                                loss_totals=asdict(run.losses), data_fingerprint=run.data_fingerprint, **more)
+            save_training_state(path, run.model.model, head_state, optimizer, run.optim.scheduler, run.optim.scaler,
+                                Position(state.epoch, state.batch, step), state.best, run.config.to_dict(), rngs,
+                                run.ctx.world_size, loss_totals=run.optim.state_dict(),
+                                data_fingerprint=run.data.fingerprint, **more)
         except OSError as exc:
             problem = _write_problem(path, exc)
     _raise_on_every_rank(run.ctx, problem)  # also the barrier: every rank waits for the file
-    run.head.remove_stale_rank_state(path, step)
+    head.remove_stale_rank_state(path, step)
 
 
 def _write_problem(path: Path, exc: OSError) -> str:
@@ -375,9 +375,9 @@ def _raise_on_every_rank(ctx: distributed.DistContext, problem: str | None) -> N
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
     """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
     first: the copied main file names them)."""
-    step = run.position.global_step
+    head, step = run.model.head, run.state.global_step
     for dst in destinations:
-        run.head.link_rank_state(src, dst, step)
+        head.link_rank_state(src, dst, step)
     distributed.barrier(run.ctx)
     problem = None
     if run.ctx.is_main:
@@ -390,4 +390,4 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
                 break
     _raise_on_every_rank(run.ctx, problem)
     for dst in destinations:
-        run.head.remove_stale_rank_state(dst, step)
+        head.remove_stale_rank_state(dst, step)

@@ -11,11 +11,13 @@ finishing by then.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
 import threading
 import time
+from typing import Iterator
 
 import torch.distributed as dist
 
@@ -95,3 +97,16 @@ def _exit_with(line: str) -> None:
     sys.stdout.flush()
     print(f"error: {line}", file=sys.stderr, flush=True)
     os._exit(1)
+
+
+@contextlib.contextmanager
+def watching_failures(ctx: DistContext) -> Iterator[None]:
+    """A `FailureWatch` around a block: an exception leaving it is published to every rank."""
+    watch = FailureWatch(ctx).start()
+    try:
+        yield
+    except BaseException as exc:
+        watch.fail(exc)
+        raise
+    finally:
+        watch.stop()

@@ -15,7 +15,8 @@ from facetrain.eval.verification_report import evaluate_checkpoint, format_resul
 from facetrain.training import distributed
 from facetrain.training.config import TrainConfig, load_config_file
 from facetrain.training.flag_ranges import check_types
-from facetrain.training.loop import TrainingInterrupted, TrainResult, train
+from facetrain.training.loop import TrainingInterrupted, train
+from facetrain.training.results import TrainResult
 from facetrain.training.run_folder import resume_hint
 
 EVALUATION = "evaluation.json"

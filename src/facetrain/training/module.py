@@ -1,6 +1,9 @@
 """Backbone + margin head as one module (what DDP wraps), built from the training config."""
 from __future__ import annotations
 
+import contextlib
+from typing import ContextManager
+
 import torch
 from torch import nn
 
@@ -11,11 +14,13 @@ from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
 from facetrain.training.amp import Precision
 from facetrain.training.config import TrainConfig
+from facetrain.training.distributed import DistContext
 
 
 class RecognitionNet(nn.Module):
     """forward(uint8 NHWC images on the device, labels) -> (loss, norms). Normalisation happens here,
-    on the device; the loss is computed from float32 logits (the heads return float32)."""
+    on the device; the loss is computed from float32 logits (the heads return float32). With several
+    processes the step calls it through DistributedDataParallel (`parallel`, after `distribute`)."""
 
     def __init__(self, model: nn.Module, head: nn.Module, precision: Precision, backbone_forward: nn.Module | None = None):
         super().__init__()
@@ -27,6 +32,24 @@ class RecognitionNet(nn.Module):
         ignored = head.ddp_ignored_names("head.")  # e.g. Partial FC's per-process shard of the centres
         if ignored:
             nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ignored)
+        self._parallel: list[nn.Module] = [self]  # a list: DDP holds this module, not registered back
+
+    def distribute(self, ctx: DistContext) -> None:
+        """Wrap in DistributedDataParallel when the job has several processes."""
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self._parallel = [nn.parallel.DistributedDataParallel(self, device_ids=ids)]
+
+    @property
+    def parallel(self) -> nn.Module:
+        """What the step calls: this module, or its DistributedDataParallel wrapper."""
+        return self._parallel[0]
+
+    def gradient_sync(self, sync: bool) -> ContextManager:
+        """DDP all-reduces the gradients in a backward pass unless inside `no_sync` (the micro-batches of
+        an accumulation group before its last)."""
+        wrapper = self._parallel[0]
+        return contextlib.nullcontext() if sync or wrapper is self else wrapper.no_sync()
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = normalize_batch(images, memory_format=self.precision.memory_format)

@@ -28,8 +28,8 @@ from pathlib import Path
 from facetrain.errors import ConfigError
 from facetrain.heads.partial_fc_checkpoint import SHARD_DIR_SUFFIX
 from facetrain.io_utils import process_alive
-from facetrain.training.logger import CSV_NAME, CURVES_NAME
-from facetrain.training.run_log import LOG_NAME
+from facetrain.training import distributed
+from facetrain.training.logger import CSV_NAME, CURVES_NAME, LOG_NAME
 
 LAST, BEST, RESULTS, CONFIG = "last.ckpt", "best.ckpt", "results.json", "config.json"
 EVALUATION = "evaluation.json"
@@ -182,3 +182,21 @@ def _locked(output_dir: Path, fd: int) -> ConfigError:
     holder = _holder(fd)
     return ConfigError(f"{output_dir}: another training process{f' (pid {holder})' if holder.isdigit() else ''} "
                        "is running in this folder; wait for it to end, or choose another --output_dir")
+
+
+def take_run_folder(ctx: distributed.DistContext, output_dir: Path, resume: str, overwrite: bool) -> int | None:
+    """Rank 0 takes the run folder's lock and checks the folder again under it (another run may have
+    used it since the first check); the refusal is raised on every rank."""
+    fd, problem = None, None
+    if ctx.is_main:
+        try:
+            fd = lock_run_folder(output_dir)
+            check_output_dir(output_dir, resume, overwrite)
+        except (ConfigError, OSError) as exc:  # e.g. a read-only parent folder: refused on every rank
+            problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
+            if fd is not None:
+                unlock_run_folder(fd)
+    problem = distributed.broadcast_object(problem, ctx)
+    if problem:
+        raise ConfigError(problem)
+    return fd

@@ -1,18 +1,15 @@
-"""Validation during training and the final test: the verification sets under `--val_data_path`,
-evaluated with the shared protocol of `facetrain.eval.verification` (docs/evaluation.md)."""
+"""The verification sets under `--val_data_path` that training validates on, and what it logs and
+keeps of their results (the shared protocol of `facetrain.eval.verification`, docs/evaluation.md)."""
 from __future__ import annotations
 
 import warnings
 from typing import Mapping
 
-import torch
-from torch import nn
-
 from facetrain.data.memfile import find_validation_sets, load_validation_sets
 from facetrain.data.paths import resolve_data_path
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import DataError
-from facetrain.eval.verification import check_pair_counts, evaluate_verification_sets, l2_to_cosine
+from facetrain.eval.verification import check_pair_counts, l2_to_cosine
 
 
 def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationSet]:
@@ -30,15 +27,6 @@ def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationS
     sets = load_validation_sets(root)
     check_pair_counts(sets)  # now, not at the end of the first epoch
     return sets
-
-
-def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: int, precision: str,
-             channels_last: bool, progress: bool, device: torch.device | None = None) -> dict[str, dict]:
-    """Per-set metrics of the shared protocol (accuracy, std, best_threshold, TAR@FAR, ...) and 'average',
-    computed on `device` (the training device: a checkpoint loaded to the CPU is moved there for the
-    pass and back; None keeps the model where it is). On GPUs the batch is at least 512."""
-    return evaluate_verification_sets(model, sets, batch_size=batch_size, device=device, precision=precision,
-                                      channels_last=channels_last, progress=progress)
 
 
 def mean_threshold(results: Mapping[str, Mapping[str, float]]) -> tuple[float, float]:
