@@ -53,7 +53,7 @@ def fit(run: TrainingRun) -> TrainResult:
     with run.logger.console():
         if state.batch >= run.data.batches:  # saved at the very end of an epoch
             state.epoch, state.batch = state.epoch + 1, 0
-        begin(run)  # config.json, metrics.csv, what trains on what, samples.jpg
+        begin(run)  # config.json, metrics.csv, what trains on what, training_samples.jpg
         for epoch in range(state.epoch, cfg.epochs):
             train_loss = run_epoch(run, epoch)
             # the epoch's end: log, maybe validate, plot, save
