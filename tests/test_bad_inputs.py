@@ -17,8 +17,8 @@ import pytest
 import facetrain
 from data_format_fixtures import faces, make_image_folder
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
-from facetrain.data.recordio import RecordWriter, write_insightface_rec
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.recordio import RecordWriter, write_insightface_rec
 
 
 def _jpg(img: np.ndarray) -> bytes:
@@ -122,8 +122,8 @@ def _labels_bin(root: Path, issame, images: int = 20) -> None:
 
 
 def _labels_memfile(root: Path, labels: np.ndarray) -> None:
-    from facetrain.data.memfile import write_validation_set
-    from facetrain.data.verification_set import VerificationSet
+    from facetrain.data.formats.memfile import write_validation_set
+    from facetrain.data.formats.verification_set import VerificationSet
 
     _ckpt(root)
     write_validation_set(root, VerificationSet("lfw", faces(20)[0], [True, False] * 5))

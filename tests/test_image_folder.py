@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import draw_face, faces, make_image_folder
-from facetrain.data.image_folder import ImageFolder
-from facetrain.data.memfile import write_training_memfile
-from facetrain.data.recordio import write_insightface_rec
+from facetrain.data.formats.image_folder import ImageFolder
+from facetrain.data.formats.memfile import write_training_memfile
+from facetrain.data.formats.recordio import write_insightface_rec
 from facetrain.data.training_source import open_training_source
 from facetrain.errors import DataError
 

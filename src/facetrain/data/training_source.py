@@ -17,10 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from facetrain.data.image_folder import IMGS, ImageFolder
-from facetrain.data.memfile import TRAIN_MEMFILE, open_training_memfile
-from facetrain.data.paths import resolve_data_path
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.image_folder import IMGS, ImageFolder
+from facetrain.data.formats.memfile import TRAIN_MEMFILE, open_training_memfile
+from facetrain.data.guards.paths import resolve_data_path
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.errors import DataError
 
 # AdaFace's table of class counts by dataset name: only a hint in describe(), counts come from the data.

@@ -20,7 +20,7 @@ def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLik
     Returns {set name: metrics} plus "average" (over the five standard sets present).
     """
     from facetrain.checkpoint import load_backbone
-    from facetrain.data.memfile import load_validation_sets
+    from facetrain.data.formats.memfile import load_validation_sets
     from facetrain.eval.verification import evaluate_verification_sets
 
     model, _ = load_backbone(ckpt, arch)

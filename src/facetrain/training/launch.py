@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.errors import ConfigError, FacetrainError, one_line
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
 from facetrain.training import distributed

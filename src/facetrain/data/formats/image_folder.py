@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
+from facetrain.data.formats.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
 from facetrain.errors import DataError
 
 IMGS = "imgs"
