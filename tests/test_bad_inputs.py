@@ -270,7 +270,8 @@ def test_bad_input_is_one_error_line_and_changes_nothing(tmp_path, capsys, case)
     assert _snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("case", ["rec_nan_label", "bin_huge_bytes", "align_into_its_input"])
+@pytest.mark.parametrize("case", ["rec_nan_label", "bin_huge_bytes", "align_into_its_input",
+                                  "train_empty_identity_folder"])  # no warning line before the error
 def test_as_a_real_process_no_traceback_reaches_the_user(tmp_path, case):
     setup, template, fragment = CASES[case]
     setup(tmp_path)

@@ -42,6 +42,8 @@ def test_empty_identity_keeps_its_index_with_a_warning(tmp_path):
         folder = ImageFolder(tmp_path)
     assert folder.num_classes == 3 and folder.empty_classes == ["b"]
     assert folder.labels.tolist() == [0, 0, 2, 2]
+    with pytest.warns(UserWarning, match="1 identity folder.*without images.*: b"):  # training warns too
+        assert open_training_source(tmp_path, "imgs").num_classes == 3
 
 
 def test_corrupt_image_is_reported_with_its_path(tmp_path):

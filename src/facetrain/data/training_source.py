@@ -54,7 +54,7 @@ def _class_summary(labels: np.ndarray, num_classes: int) -> str:
 
 class ImageFolderSource:
     def __init__(self, root: Path):
-        self.folder = ImageFolder(root)
+        self.folder = ImageFolder(root, warn_empty=False)  # after check_class_count: an error says it all
         self.labels = self.folder.labels
 
     def __len__(self) -> int:
@@ -135,6 +135,8 @@ def open_training_source(data_root: str | os.PathLike, train_data_path: str | os
                          use_mxrecord: bool = False) -> ImageFolderSource | RecordSource | MemfileSource:
     source = _open(resolve_data_path(data_root, train_data_path, "training data (--train_data_path)"), use_mxrecord)
     check_class_count(source)
+    if isinstance(source, ImageFolderSource):
+        source.folder.warn_empty_classes()
     return source
 
 
