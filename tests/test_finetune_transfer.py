@@ -1,6 +1,10 @@
 """Fine-tuning pays: a TinyNet trained on one synthetic dataset (the shared `trained_tinynet`, 200
 identities, seed 1) reaches a verification accuracy on another synthetic dataset (other identities,
-seed 2) in fewer steps than the same run from scratch (same data, same seed, same schedule)."""
+seed 2) in fewer steps than the same run from scratch (same data, same seed, same schedule).
+
+Measured on the 2-core AVX2 machine (fp32): from scratch the 10 validations of 30 steps stay at 54-67%
+(never 75%); fine-tuned: 89% at the first validation (step 3), then 65-83% as the new head at the full
+--lr of 0.1 pulls the backbone (what --backbone_lr_scale and --head_warmup_epochs are for)."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +20,7 @@ FLAGS = ("--arch", "tinynet", "--batch_size", "16", "--epochs", "2", "--lr", "0.
          "--val_check_interval", "3", "--seed", "0", "--precision", "fp32", "--num_workers", "0", "--gpus", "0",
          "--no_progress")
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.usefixtures("one_torch_thread")]
 
 
 def steps_to(run: Path, target: float) -> tuple[int | None, list[tuple[int, float]]]:

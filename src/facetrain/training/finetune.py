@@ -23,7 +23,7 @@ from torch import nn
 
 from facetrain.checkpoint import load_backbone
 from facetrain.errors import ConfigError, FacetrainError
-from facetrain.models import build_model
+from facetrain.models import build_model, canonical_name
 from facetrain.models.released import resolve_checkpoint
 from facetrain.training import distributed
 from facetrain.training.config import FINETUNE_FLAGS, TrainConfig
@@ -42,7 +42,9 @@ def load_start(config: TrainConfig, ctx: distributed.DistContext, num_classes: i
     model, head_state, outcome = None, None, None
     if ctx.is_main:
         try:
-            path, _ = resolve_checkpoint(config.finetune_from)
+            path, released_arch = resolve_checkpoint(config.finetune_from)
+            if released_arch and canonical_name(released_arch) != canonical_name(config.arch):
+                raise ConfigError(f"{path} holds an {released_arch} backbone: give --arch {released_arch}")
             model, info = load_backbone(path, arch=config.arch)
             head_state, head_note = _head_decision(info, config, num_classes, fingerprint)
             outcome = (model.embedding_size, f"fine-tuning from {path} ({model.arch}); {head_note}")
