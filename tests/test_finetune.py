@@ -183,3 +183,22 @@ def test_a_missing_or_unknown_start_is_one_line(data, tmp_path, capsys):
         assert main(["train", *train_args(data[1], tmp_path / "run", *SHORT, "--finetune_from", start)]) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"error: --finetune_from {start}: ") and err.count("\n") == 1
+
+
+def test_a_hub_file_in_the_local_cache_is_a_start(data, source, tmp_path, monkeypatch):
+    constants = pytest.importorskip("huggingface_hub.constants")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--owner--faces" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copyfile(source, snapshot / "tiny.ckpt")
+    (cache / "models--owner--faces" / "refs").mkdir()
+    (cache / "models--owner--faces" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "run"
+    assert main(["train", *train_args(data[1], out, *SHORT, "--finetune_from", "hf://owner/faces/tiny.ckpt",
+                                      "--freeze_stages", "3")]) == 0
+    before, after = state(source), state(out / "last.ckpt")
+    frozen = [k for k in before if k.startswith("stem_and_body.")]
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert f"fine-tuning from {snapshot / 'tiny.ckpt'} (tinynet)" in (out / "train.log").read_text()
