@@ -257,6 +257,8 @@ class Trainer:
                      f"{run.batch_size} x {run.ctx.world_size} process(es) per epoch, precision {run.precision.name}"
                      f"{', channels_last' if run.precision.channels_last else ''}, device {run.ctx.device}, "
                      f"output {run.output_dir}")
+            for note in run.notes:
+                log.info(note)
             if run.position.global_step == 0:
                 write_training_samples(run.dataset, run.output_dir / SAMPLES)
         if run.position.batch >= run.batches:  # saved at the very end of an epoch
