@@ -3,8 +3,8 @@
 Alignment: the landmarks of a small seeded sample of the training set and of each validation set are
 detected (`hygiene.alignment_check`, MTCNN on CPU) and compared with the ArcFace 112x112 template and
 with each other. A set gets one warning line when it is clearly elsewhere: its mean landmarks offset
-by more than `CLEAR_OFFSET_PX` or scaled by more than `CLEAR_SCALE` from the template, or "not aligned",
-or (a validation set) that far from the training set's. These tolerances are twice `facetrain check`'s,
+by more than `CLEAR_OFFSET_PX` or scaled by more than `CLEAR_SCALE` from the template, or "not aligned";
+a validation set also when it is that far from a training set that is not itself off the template. These tolerances are twice `facetrain check`'s,
 whose 2 px / 5 % verdict a sample of a dozen faces can cross by detector noise alone; a wrong template
 (a 96x112 crop padded to 112 sits 8 px off) or loose crops are well beyond them. A set where fewer than
 `MIN_FACES` faces were found gets no verdict (one notice), never a guess.
@@ -63,10 +63,12 @@ def _facts(result: dict) -> str:
 
 
 def alignment_lines(results: Mapping[str, dict], training: str) -> tuple[list[str], list[str]]:
-    """(warnings, notices) for the per-set results (`training` names the training set's entry)."""
+    """(warnings, notices) for the per-set results (`training` names the training set's entry). A set warns
+    when it is clearly off the template; a validation set also when it is clearly apart from a training
+    set that is not (a training set off the template has said so already)."""
     warnings, notices = [], []
     reference = results.get(training)
-    if reference is not None and reference["found"] < MIN_FACES:
+    if reference is not None and (reference["found"] < MIN_FACES or _clearly_off_template(reference)):
         reference = None
     for name, result in results.items():
         if result["found"] < MIN_FACES:
@@ -78,10 +80,10 @@ def alignment_lines(results: Mapping[str, dict], training: str) -> tuple[list[st
         if not (off or apart):
             continue
         line = f"alignment check: {name}: {result['verdict']} ({_facts(result)})"
-        if apart:
-            line += f"; the training data: {reference['verdict']}: the model is validated on faces placed otherwise"
-        elif name == training:
+        if name == training:
             line += "; the validation sets, the released models and `facetrain align` use the ArcFace template"
+        elif apart:
+            line += f"; the training data is placed otherwise ({reference['verdict']})"
         warnings.append(line)
     return warnings, notices
 
