@@ -4,13 +4,14 @@ Alignment: the landmarks of a small seeded sample of the training set and of eac
 detected (`hygiene.alignment_check`, MTCNN on CPU) and compared with the ArcFace 112x112 template and
 with each other. A set gets one warning line when it is clearly elsewhere: its mean landmarks offset
 by more than `CLEAR_OFFSET_PX` or scaled by more than `CLEAR_SCALE` from the template, or "not aligned";
-a validation set also when it is that far from a training set that is not itself off the template. These tolerances are twice `facetrain check`'s,
-whose 2 px / 5 % verdict a sample of a dozen faces can cross by detector noise alone; a wrong template
-(a 96x112 crop padded to 112 sits 8 px off) or loose crops are well beyond them. A set where fewer than
+a validation set also when it is that far from a training set that is not itself off the template.
+These tolerances are twice `facetrain check`'s, whose 2 px / 5 % verdict a sample of a dozen faces can
+cross by detector noise alone (synthetic faces measured 1-2 px off); a wrong template (a 96x112 crop
+padded to 112 sits 8 px off) or loose crops are well beyond them. A set where fewer than
 `MIN_FACES` faces were found gets no verdict (one notice), never a guess.
 
 Cost: at most `SAMPLE` images per set, detected in chunks until `ENOUGH_FACES` are found; a set with no
-face in its first `GIVE_UP_AFTER` images is given up. About a second per set on a CPU core. The detector
+face in its first `GIVE_UP_AFTER` images is given up. About 0.1 s per image on a CPU core. The detector
 is built and run inside `torch.random.fork_rng` and the sample is drawn from its own generator, so the
 run's random streams (and so its results and exact resume) are the same with or without the check.
 """
@@ -25,7 +26,7 @@ from facetrain.data.verification_set import VerificationSet
 from facetrain.training.config import TrainConfig
 from facetrain.training.run_log import log, warn
 
-SAMPLE, ENOUGH_FACES, MIN_FACES, GIVE_UP_AFTER, CHUNK = 48, 16, 8, 16, 8
+SAMPLE, ENOUGH_FACES, MIN_FACES, GIVE_UP_AFTER, CHUNK = 40, 12, 8, 16, 8
 CLEAR_OFFSET_PX, CLEAR_SCALE = 4.0, 0.10
 ARCFACE = "aligned to the ArcFace 112x112 template"
 
@@ -34,7 +35,7 @@ def sample_alignment(read: Callable[[int], np.ndarray], count: int, detector, se
     """`alignment_check.alignment_verdict` of up to SAMPLE images (seeded order), with early stops (module doc)."""
     from facetrain.hygiene.alignment_check import alignment_verdict, detect_landmarks
 
-    order = np.random.default_rng(seed).permutation(count)[:SAMPLE]
+    order = np.random.default_rng(seed).choice(count, size=min(SAMPLE, count), replace=False)
     found, missed = [], 0
     for start in range(0, len(order), CHUNK):
         landmarks, m = detect_landmarks(np.stack([read(int(i)) for i in order[start:start + CHUNK]]), detector)
