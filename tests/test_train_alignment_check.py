@@ -13,7 +13,7 @@ import torch
 from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.alignment.mtcnn import MTCNN
 from facetrain.cli import main
-from facetrain.data.bin import read_bin, write_bin
+from facetrain.data.formats.bin import read_bin, write_bin
 from facetrain.data.training_source import open_training_source
 from facetrain.geometry.cp2tform import cp2tform_similarity
 from facetrain.geometry.similarity import ADAFACE_TEMPLATE_112

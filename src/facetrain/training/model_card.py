@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.data.licences import UNKNOWN, dataset_terms, training_data_terms
 from facetrain.errors import DataError, FacetrainError
 from facetrain.io_utils import atomic_write_bytes, encode_text

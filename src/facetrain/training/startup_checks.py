@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.training.config import TrainConfig
 from facetrain.training.run_log import log, warn
 
