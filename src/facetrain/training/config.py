@@ -48,6 +48,8 @@ class TrainConfig:
     crop_augmentation_prob: float = 0.0
     photometric_augmentation_prob: float = 0.0
     num_workers: int = -1  # per process; -1: this node's CPUs / its training processes, at most 16
+    alignment_check: bool = True  # start-up: alignment of a sample of each set against the template and each other
+    audit: str = ""  # an audit of the training data (audit.json or scorecard.json), quoted in MODEL_CARD.md
     # model and head
     arch: str = "ir_18"
     head: str = "adaface"
@@ -228,6 +230,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--num_workers", "data-loader processes per training process (-1: this node's CPUs divided by its "
                             "training processes, at most 16)", type=int)
     add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
+    add(g, "--no_alignment_check", "skip the start-up check of the face alignment of a sample of the training and "
+                                   "validation sets (seconds; warns when they differ from the ArcFace template or from "
+                                   "each other)", dest="alignment_check", action="store_false")
+    add(g, "--audit", "`facetrain audit`'s audit.json or scorecard.json of the training data: its row goes into "
+                      "MODEL_CARD.md")
     g = parser.add_argument_group("model")
     add(g, "--arch", "backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
     add(g, "--head", choices=HEADS)

@@ -26,9 +26,11 @@ from facetrain.training.buffer_snapshot import BufferSnapshot
 from facetrain.training.build import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
 from facetrain.training.config import TrainConfig
 from facetrain.training.failure import FailureWatch
+from facetrain.training.model_card import data_facts, write_card_after_training
 from facetrain.training.optim import step_unless
 from facetrain.training.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint, resume_hint
 from facetrain.training.run_log import RunLog, log, warn
+from facetrain.training.startup_checks import startup_checks
 from facetrain.training.state import BestResult, Position, recorded_best
 from facetrain.training.step_window import StepWindow, WindowSummary
 from facetrain.training.validation import mean_threshold, validate, validation_logs
@@ -261,6 +263,7 @@ class Trainer:
                 log.info(note)
             if run.position.global_step == 0:
                 write_training_samples(run.dataset, run.output_dir / SAMPLES)
+            startup_checks(cfg, run.dataset.source, run.val_sets)
         if run.position.batch >= run.batches:  # saved at the very end of an epoch
             run.position = Position(run.position.epoch + 1, 0, run.position.global_step)
         if run.position.epoch >= cfg.epochs and run.ctx.is_main:
@@ -300,7 +303,9 @@ class Trainer:
         if best:
             result.best_val_acc, result.best_epoch, result.best_step = record.metric, record.epoch, _best_step(record)
         if run.ctx.is_main:
-            atomic_write_json(run.output_dir / RESULTS, _result_json(result))
+            atomic_write_json(run.output_dir / RESULTS, _result_json(result) | {
+                "data": data_facts(run.config, run.dataset.source, run.data_fingerprint)})
+            write_card_after_training(run.output_dir)
         distributed.barrier(run.ctx)
         return result
 
