@@ -13,7 +13,7 @@ from facetrain.cli import main
 from facetrain.training.config import TrainConfig, add_train_arguments, config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS = ["data", "model", "optimisation", "evaluation", "output", "distributed", "AdaFace compatibility"]
+GROUPS = ["data", "model", "fine-tuning", "optimisation", "evaluation", "output", "distributed", "AdaFace compatibility"]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ import torch
 
 from facetrain.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from facetrain.cli import main
-from facetrain.eval.verification_report import evaluate_checkpoint
+from facetrain.eval.verification import evaluate_checkpoint
 from facetrain.models import build_model
 from facetrain.precision import cpu_has_fast_bf16
 from facetrain.training.build import build_run
@@ -264,9 +264,9 @@ def test_overwrite_replaces_only_the_previous_runs_files(data, tmp_path, capsys)
     with pytest.warns(UserWarning, match="without validation"):  # and without a best checkpoint
         assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "1",
                                           "--val_data_path", "none", "--overwrite")]) == 0
-    assert "--overwrite: deleted the previous run's results.json, best.ckpt, last.ckpt" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [".facetrain.lock", "config.json", "curves.png", "last.ckpt", "metrics.csv",
-                                                     "notes.txt", "results.json", "train.log",
+    assert "--overwrite: deleted the previous run's results.json, MODEL_CARD.md, best.ckpt, last.ckpt" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [".facetrain.lock", "MODEL_CARD.md", "config.json", "curves.png",
+                                                     "last.ckpt", "metrics.csv", "notes.txt", "results.json", "train.log",
                                                      "training_samples.jpg"]
     assert (out / "notes.txt").read_text() == "mine"
     assert {r["step"] for r in read_metrics(out / "metrics.csv")} == {1}  # the new run's rows only

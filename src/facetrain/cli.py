@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "convert": "convert .bin / RecordIO to memfiles or image folders (seed's convert.py)",
     "compound": "merge several image-folder datasets into one",
     "train": "train a backbone with a margin head (seed's main.py)",
+    "recipes": "list the published training recipes `facetrain train --recipe NAME` fills in, with their sources",
     "eval": "evaluate a checkpoint on the five high-quality verification sets",
     "calibrate": "the decision threshold at a false-accept rate, with its 95% interval (stored with --save)",
     "ijb": "evaluate a checkpoint on IJB-B / IJB-C (1:1 and 1:N)",

@@ -18,8 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facetrain.audit.sources import AuditSet
-from facetrain.data.compound import output_dirs
-from facetrain.data.output_marker import made_from, write_marker
+from facetrain.data.tools.compound import output_dirs
+from facetrain.data.tools.output_marker import made_from, write_marker
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_json, temporary_name
 

@@ -43,4 +43,9 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, record)
     if args.save:
         print(f"threshold stored in {record_calibration(model_path, record)}")
+        from facetrain.training.model_card import refresh_card
+
+        card = refresh_card(model_path)
+        if card is not None:
+            print(f"model card: {card}")
     return 0

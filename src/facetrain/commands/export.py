@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from facetrain.commands.options import add_ckpt
 from facetrain.option_checks import between, ranged
@@ -40,4 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if model.calibration is not None:  # the calibrated threshold travels with the exported files
         for path in filter(None, (args.onnx, args.safetensors)):
             print(f"threshold: {record_calibration(path, model.calibration)}")
+    if Path(args.ckpt).is_file():  # the run's model card travels with them too
+        from facetrain.training.model_card import exported_card
+
+        for card in exported_card(args.ckpt, [p for p in (args.onnx, args.safetensors) if p]):
+            print(f"model card: {card}")
     return 0

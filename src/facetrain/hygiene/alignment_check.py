@@ -8,8 +8,11 @@ systematic offset (x, y) and scale s. |offset| <= 2 px and |s - 1| <= 5 %: "alig
 112x112 template"; otherwise, when the faces still agree with each other (median distance to the fitted
 template <= 6 px) and sit where a face template puts them (|offset| <= 16 px, 0.75 <= s <= 1.33):
 "aligned to another template (offset x, y, scale s)", e.g. 96x112 crops widened differently; else
-"not aligned" (loose crops, or faces at one place and size no face template uses). Mean and p95 of the per-image distance (pixels, mean over the five
-points) to the ArcFace template are reported too.
+"not aligned" (loose crops, or faces at one place and size no face template uses). Mean and p95 of the
+per-image distance (pixels, mean over the five points) to the ArcFace template are reported too.
+
+Fewer than `MIN_FACES` detected faces give no verdict: a landmark scatters by ~3 px, so the mean of fewer
+faces moves by more than the 2 px tolerance on its own.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from facetrain.geometry.similarity import TEMPLATE_112, estimate_similarity
 PAD = 40
 OFFSET_PX, SCALE_TOLERANCE, CONSISTENT_PX = 2.0, 0.05, 6.0
 OTHER_TEMPLATE_OFFSET_PX, OTHER_TEMPLATE_SCALES = 16.0, (0.75, 1.33)
+MIN_FACES = 8
 
 
 def detect_landmarks(images_bgr: np.ndarray, detector: MTCNN) -> tuple[np.ndarray, int]:
@@ -49,7 +53,9 @@ def alignment_verdict(landmarks: np.ndarray, missed: int = 0) -> dict:
     moved = template @ fit[:, :2].T + fit[:, 2]
     offset = (moved - template).mean(axis=0)
     spread = float(np.median(np.linalg.norm(landmarks - moved, axis=2).mean(axis=1)))
-    if np.abs(offset).max() <= OFFSET_PX and abs(scale - 1.0) <= SCALE_TOLERANCE:
+    if len(landmarks) < MIN_FACES:
+        verdict = f"too few faces found to tell ({len(landmarks)} of {checked} sampled; {MIN_FACES} needed)"
+    elif np.abs(offset).max() <= OFFSET_PX and abs(scale - 1.0) <= SCALE_TOLERANCE:
         verdict = "aligned to the ArcFace 112x112 template"
     elif (spread <= CONSISTENT_PX and np.abs(offset).max() <= OTHER_TEMPLATE_OFFSET_PX
           and OTHER_TEMPLATE_SCALES[0] <= scale <= OTHER_TEMPLATE_SCALES[1]):

@@ -163,6 +163,15 @@ class IResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_embedding(self.output_layer(self.body(self.input_layer(x))))
 
+    def stages(self) -> list[list[nn.Module]]:
+        """[input stem, stage 1, ..., stage 4]: a stage is the units of one width (`spec.units`), the
+        first of which halves the resolution (112 -> 56 -> 28 -> 14 -> 7)."""
+        units, groups, start = list(self.body), [[self.input_layer]], 0
+        for count in self.spec.units:
+            groups.append(units[start:start + count])
+            start += count
+        return groups
+
 
 def iresnet_arch_from_state(state: Mapping[str, torch.Tensor]) -> str | None:
     """Name of the IResNet whose stage layout `state` (keys without prefix) has, or None: units are

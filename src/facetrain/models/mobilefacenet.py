@@ -34,6 +34,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int) -> None:
         super().__init__()
         hidden = in_channels * expansion
+        self.stride = stride
         self.residual = stride == 1 and in_channels == out_channels
         self.layers = nn.Sequential(
             ConvBlock(in_channels, hidden, 1),
@@ -73,3 +74,13 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_embedding(self.output_layer(self.conv_sep(self.body(self.input_layer(x)))))
+
+    def stages(self) -> list[list[nn.Module]]:
+        """[input stem, stage 1, 2, 3]: as for the IR models, a stage runs from one unit that halves the
+        resolution to the next (56 -> 28 -> 14 -> 7: bottleneck rows 1, 2-3 and 4-5 of Table 1)."""
+        groups: list[list[nn.Module]] = [[self.input_layer]]
+        for unit in self.body:
+            if unit.stride == 2:
+                groups.append([])
+            groups[-1].append(unit)
+        return groups

@@ -44,3 +44,9 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize_embedding(self.output_layer(self.stem_and_body(x)))
+
+    def stages(self) -> list[list[nn.Module]]:
+        """[input stem (the first conv/2), stage 1, 2, 3]: each stage is one [conv/2, conv] pair of
+        widths 32, 64, 128 (56 -> 28 -> 14 -> 7), as the IR models' stages start by halving the resolution."""
+        layers = list(self.stem_and_body)
+        return [layers[:3]] + [layers[i:i + 6] for i in range(3, len(layers), 6)]

@@ -23,14 +23,14 @@ from torch.utils.data import DataLoader
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.training import distributed
+from facetrain.training import distributed, finetune
 from facetrain.training.amp import Precision, maybe_compile
 from facetrain.training.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
                                      build_train_loader, data_fingerprint, loader_prefetch, optimizer_steps_per_epoch,
@@ -39,6 +39,7 @@ from facetrain.training.config import TrainConfig
 from facetrain.training.logger import MetricLogger
 from facetrain.training.module import RecognitionNet, build_model_and_head
 from facetrain.training.optim import build_optimizer, build_scheduler, prepare_optimizer_state
+from facetrain.training.recipes import recipe_notes
 from facetrain.training.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, take_run_folder,
                                         unlock_run_folder)
 from facetrain.training.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
@@ -97,6 +98,7 @@ class TrainingRun:
     state: RunState
     logger: MetricLogger
     folder_lock: int | None = None  # rank 0: the descriptor holding the run folder's lock (`release_run`)
+    notes: list[str] = field(default_factory=list)  # how the run was set up (recipe, fine-tuning): logged at its start
 
 
 def seed_everything(seed: int) -> None:
@@ -144,7 +146,9 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
     val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
-    model, head = build_model_and_head(config, num_classes, _starting_backbone(config, ctx))
+    start = finetune.load_start(config, ctx, num_classes, fingerprint) if config.finetune_from else None
+    model, head = build_model_and_head(config, num_classes, start.model if start else _starting_backbone(config, ctx))
+    notes = recipe_notes(config) + (finetune.prepare(start, config, model, head) if start else [])
     # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
     # checkpoints say what ran and a run replays from its config.json
     for name, value in head.hparams().items():
@@ -159,9 +163,12 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     model = precision.prepare_model(model.to(ctx.device))
     head.to(ctx.device)
     steps_per_epoch = optimizer_steps_per_epoch(batches, config.accumulate_grad_batches)
-    optimizer = build_optimizer(model, head, config.lr, config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model, head, config.lr, config.momentum, config.weight_decay,
+                                config.backbone_lr_scale if start else None)
     scheduler = build_scheduler(optimizer, steps_per_epoch, config.lr_milestones, config.lr_gamma,
-                                config.warmup_epochs)
+                                config.warmup_epochs, config.head_warmup_epochs)
+    if start:
+        notes.append(finetune.describe(config, model, steps_per_epoch))
     scaler = precision.make_scaler()
     position, best, losses = Position(), BestResult(), {}
     if config.resume_from_checkpoint:
@@ -196,7 +203,7 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     optim = StepGuard(optimizer, scheduler, scaler, net, head, ctx, config.max_nonfinite_steps)
     optim.load_state_dict(losses)  # a resumed run continues the logged sums exactly
     state = RunState(position.epoch, position.batch, position.global_step, best)
-    return TrainingRun(config, ctx, output_dir, data, net, optim, state, logger, folder_lock)
+    return TrainingRun(config, ctx, output_dir, data, net, optim, state, logger, folder_lock, notes)
 
 
 def release_run(run: TrainingRun) -> None:
@@ -270,6 +277,7 @@ def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, m
     Only rank 0 reads the file (its path is rank 0's) and hands the state to the others, so nodes need
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
+    finetune.check_same_finetuning(path, state.extra.get("config", {}), config)
     check_same_data(path, state.extra.get("data_fingerprint"), fingerprint, config)
     model.load_state_dict(state.model_state, strict=True)
     head.load_checkpoint_state(path, state.head_state, state.extra, optimizer)

@@ -25,6 +25,9 @@ from facetrain.errors import ConfigError
 from facetrain.precision import TRAIN_PRECISIONS
 from facetrain.io_utils import atomic_write_json
 from facetrain.training.flag_ranges import check_flag_ranges, check_types
+from facetrain.training.recipes import get_recipe
+
+FINETUNE_FLAGS = ("backbone_lr_scale", "freeze_stages", "head_warmup_epochs")
 
 HEADS = ("adaface", "arcface", "cosface")
 TEST_RUN_BATCHES = 50  # AdaFace's --test_run: limit_train_batches=50
@@ -45,6 +48,8 @@ class TrainConfig:
     crop_augmentation_prob: float = 0.0
     photometric_augmentation_prob: float = 0.0
     num_workers: int = -1  # per process; -1: this node's CPUs / its training processes, at most 16
+    alignment_check: bool = True  # start-up: alignment of a sample of each set against the template and each other
+    audit: str = ""  # an audit of the training data (audit.json or scorecard.json), quoted in MODEL_CARD.md
     # model and head
     arch: str = "ir_18"
     head: str = "adaface"
@@ -77,6 +82,12 @@ class TrainConfig:
     resume_from_checkpoint: str = ""
     resume_onto_other_data: bool = False
     start_from_model_statedict: str = ""
+    # fine-tuning (facetrain.training.finetune)
+    finetune_from: str = ""
+    backbone_lr_scale: float = 1.0
+    freeze_stages: int = 0
+    head_warmup_epochs: float = 0.0
+    recipe: str = ""  # a published recipe whose values fill the defaults (facetrain.training.recipes)
     evaluate: bool = False
     output_dir: str = ""
     prefix: str = "default"
@@ -119,6 +130,14 @@ class TrainConfig:
             raise ConfigError(f"--resume_from_checkpoint expects a .ckpt file, got {self.resume_from_checkpoint}")
         if self.resume_onto_other_data and not self.resume_from_checkpoint:
             raise ConfigError("--resume_onto_other_data goes with --resume_from_checkpoint")
+        if self.recipe:
+            get_recipe(self.recipe)
+        if self.finetune_from and self.start_from_model_statedict:
+            raise ConfigError("--finetune_from and --start_from_model_statedict both name the starting weights: "
+                              "give one of them")
+        changed = [f"--{name}" for name in FINETUNE_FLAGS if getattr(self, name) != getattr(TrainConfig, name)]
+        if changed and not self.finetune_from:
+            raise ConfigError(f"{', '.join(changed)} go{'es' if len(changed) == 1 else ''} with --finetune_from")
         if self.overwrite and self.resume_from_checkpoint:
             raise ConfigError("--overwrite deletes the run that --resume_from_checkpoint continues: give one of them")
 
@@ -155,12 +174,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = False) -> "TrainConfig":
-        """A config from field values; `strict` makes an unknown name an error instead of ignoring it."""
+        """A config from field values; `strict` makes an unknown name an error instead of ignoring it.
+        With `recipe`, the recipe's values come first and `values` override them (a run's config.json
+        holds every value, so it replays exactly)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if strict and unknown:
             raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        recipe = values.get("recipe")
+        filled = get_recipe(recipe).values() if isinstance(recipe, str) and recipe else {}
+        return cls(**{k: v for k, v in {**filled, **values}.items() if k in known})
 
 
 def parse_milestones(text: str) -> list[int]:
@@ -207,6 +230,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--num_workers", "data-loader processes per training process (-1: this node's CPUs divided by its "
                             "training processes, at most 16)", type=int)
     add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
+    add(g, "--no_alignment_check", "skip the start-up check of the face alignment of a sample of the training and "
+                                   "validation sets (seconds; warns when they differ from the ArcFace template or from "
+                                   "each other)", dest="alignment_check", action="store_false")
+    add(g, "--audit", "`facetrain audit`'s audit.json or scorecard.json of the training data: its row goes into "
+                      "MODEL_CARD.md")
     g = parser.add_argument_group("model")
     add(g, "--arch", "backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
     add(g, "--head", choices=HEADS)
@@ -215,6 +243,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--s", "logit scale (default 64)", type=float)
     add(g, "--t_alpha", "AdaFace EMA rate of the norm statistics (default 0.01)", type=float)
     add(g, "--start_from_model_statedict", "initialise the backbone from a .ckpt")
+    g = parser.add_argument_group("fine-tuning", "start from a trained model (docs/training.md#fine-tuning)")
+    add(g, "--finetune_from", "the backbone of this checkpoint, released model name (ir_50, ir101_webface4m, ...) or "
+                              "hf://owner/repo/file (local cache); a new head for this data's classes, or the "
+                              "checkpoint's head when it was trained on these same classes")
+    add(g, "--backbone_lr_scale", "the backbone's learning rate = --lr x this (the head's: --lr)", type=float)
+    add(g, "--freeze_stages", "freeze the input stem and the first N stages (weights and batch-norm statistics; "
+                              "IR models have 4 stages, mobilefacenet and tinynet 3)", type=int)
+    add(g, "--head_warmup_epochs", "train the head alone (backbone learning rate 0) for this many epochs", type=float)
     add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")
@@ -243,6 +279,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs <= 4, else 1.0 = once per epoch)", type=parse_val_check_interval)
     add(g, "--evaluate", "only evaluate --start_from_model_statedict", action="store_true")
     g = parser.add_argument_group("output")
+    add(g, "--recipe", "fill the defaults from a published recipe (`facetrain recipes` lists them); flags given "
+                       "here still win")
     g.add_argument("--config", help="a run's config.json (or a JSON/YAML file of TrainConfig fields): strict, "
                                     "an unknown key is an error; flags given on the command line override it")
     add(g, "--output_dir", "run folder (default: experiments/<prefix>_<MM-DD>_<n>)")

@@ -13,7 +13,8 @@ mathematical limits say where they come from:
   them at their initial values, above 1 the average diverges.
 - `--seed` in [0, 2**32): numpy's seed range (the seed reaches numpy, torch and the sampler).
 - `--batch_size` >= 2: batch normalisation needs more than one image per batch in training mode.
-- `--warmup_epochs` at most `--epochs`: a longer warm-up never reaches the learning rate asked for;
+- `--warmup_epochs` at most `--epochs`: a longer warm-up never reaches the learning rate asked for (and
+  `--head_warmup_epochs`: the backbone would never train); `--backbone_lr_scale` in (0, 1];
   `--epochs` at most 10^6, so that warm-up steps (epochs x steps per epoch) stay a finite float.
 Types are checked first, for every field (`check_types`): a `--config` file can hold any JSON/YAML value.
 """
@@ -36,6 +37,8 @@ FLOAT_RANGES: dict[str, Range] = {
     "momentum": Range(lambda v: 0 <= v < 1, "in [0, 1)", "SGD momentum; 1 never forgets a gradient"),
     "weight_decay": Range(lambda v: 0 <= v < 1, "in [0, 1)", "AdaFace: 5e-4"),
     "warmup_epochs": Range(lambda v: v >= 0, ">= 0", "linear warm-up length in epochs"),
+    "backbone_lr_scale": Range(lambda v: 0 < v <= 1, "in (0, 1]", "a fraction of --lr; freeze with --freeze_stages"),
+    "head_warmup_epochs": Range(lambda v: v >= 0, ">= 0", "epochs of training the head alone"),
     "low_res_augmentation_prob": _PROBABILITY,
     "crop_augmentation_prob": _PROBABILITY,
     "photometric_augmentation_prob": _PROBABILITY,
@@ -53,7 +56,7 @@ INT_RANGES: dict[str, Range] = {
     "epochs": Range(lambda v: 1 <= v <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS}]", "passes over the data; AdaFace: 24-26"),
     "batch_size": at_least(2, "batch normalisation needs more than one image per batch"),
     "num_workers": at_least(-1, "a count, -1: automatic"),
-    **{name: at_least(0, "a count") for name in ("save_every_steps", "limit_train_batches", "gpus")},
+    **{name: at_least(0, "a count") for name in ("save_every_steps", "limit_train_batches", "gpus", "freeze_stages")},
     "seed": Range(lambda v: 0 <= v < SEED_LIMIT, "in [0, 2**32)", "numpy's seed range"),
     "custom_num_class": Range(lambda v: v == -1 or v >= 1, ">= 1, or -1", "-1 counts the classes in the data"),
 }
@@ -79,9 +82,10 @@ def check_flag_ranges(config: Any) -> None:
     for flag, rule in HEAD_RANGES.items():
         if getattr(config, flag) is not None:
             rule.check(flag, getattr(config, flag))
-    if config.warmup_epochs > config.epochs:
-        fail("warmup_epochs", f"at most --epochs ({config.epochs})", "a longer warm-up never reaches --lr",
-             config.warmup_epochs)
+    for flag, why in (("warmup_epochs", "a longer warm-up never reaches --lr"),
+                      ("head_warmup_epochs", "the backbone would never train")):
+        if getattr(config, flag) > config.epochs:
+            fail(flag, f"at most --epochs ({config.epochs})", why, getattr(config, flag))
     check_val_check_interval(config.val_check_interval)
 
 

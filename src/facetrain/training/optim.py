@@ -23,12 +23,25 @@ def split_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Par
     return decay, no_decay
 
 
-def build_optimizer(model: nn.Module, head: nn.Module, lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.SGD:
-    model_decay, model_no_decay = split_parameters(model)
-    head_decay, head_no_decay = split_parameters(head)
-    groups = [{"params": model_decay + head_decay, "weight_decay": weight_decay},
-              {"params": model_no_decay + head_no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, head: nn.Module, lr: float, momentum: float, weight_decay: float,
+                    backbone_lr_scale: float | None = None) -> torch.optim.SGD:
+    """AdaFace's two groups (weight decay or not) over backbone and head; parameters that need no gradient
+    (frozen stages) are left out. With `backbone_lr_scale` (fine-tuning): the head's groups first at `lr`
+    (the rate the run logs), then the backbone's at lr x scale, each group's `role` "head" or "backbone"."""
+    def trainable(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        decay, no_decay = split_parameters(module)
+        return [p for p in decay if p.requires_grad], [p for p in no_decay if p.requires_grad]
+
+    (model_decay, model_no_decay), (head_decay, head_no_decay) = trainable(model), trainable(head)
+    if backbone_lr_scale is None:
+        groups = [{"params": model_decay + head_decay, "weight_decay": weight_decay},
+                  {"params": model_no_decay + head_no_decay, "weight_decay": 0.0}]
+    else:
+        backbone_lr = lr * backbone_lr_scale
+        groups = [{"params": head_decay, "weight_decay": weight_decay, "role": "head"},
+                  {"params": head_no_decay, "weight_decay": 0.0, "role": "head"},
+                  {"params": model_decay, "weight_decay": weight_decay, "lr": backbone_lr, "role": "backbone"},
+                  {"params": model_no_decay, "weight_decay": 0.0, "lr": backbone_lr, "role": "backbone"}]
     optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=momentum, fused=True)
     prepare_optimizer_state(optimizer)
     return optimizer
@@ -68,10 +81,21 @@ def lr_factor(step: int, steps_per_epoch: int, milestones: list[int], gamma: flo
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, steps_per_epoch: int, milestones: list[int],
-                    gamma: float, warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+                    gamma: float, warmup_epochs: float = 0.0,
+                    head_warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     """Equivalent to MultiStepLR stepped per epoch (plus warm-up), but stepped per optimizer step so
-    that a run resumed in the middle of an epoch continues with exactly the same learning rates."""
+    that a run resumed in the middle of an epoch continues with exactly the same learning rates. The
+    backbone's groups (`role` "backbone") have rate 0 for the first `head_warmup_epochs`: the head
+    trains alone, every parameter still takes part in the step (DDP sees the same ones throughout)."""
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    head_alone = int(round(head_warmup_epochs * steps_per_epoch))
     milestones = list(milestones)
+
+    def schedule(step: int) -> float:
+        return lr_factor(step, steps_per_epoch, milestones, gamma, warmup_steps)
+
+    def backbone(step: int) -> float:
+        return 0.0 if step < head_alone else schedule(step)
+
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, milestones, gamma, warmup_steps))
+        optimizer, [backbone if g.get("role") == "backbone" else schedule for g in optimizer.param_groups])

@@ -16,7 +16,9 @@ from facetrain.io_utils import atomic_write_json
 from facetrain.training import distributed
 from facetrain.training.build import TrainingRun, copy_checkpoint, save_run
 from facetrain.training.logger import log
+from facetrain.training.model_card import data_facts, write_card_after_training
 from facetrain.training.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES
+from facetrain.training.startup_checks import startup_checks
 from facetrain.training.state import BestResult, recorded_best
 from facetrain.training.validation import mean_threshold, validation_logs
 
@@ -54,9 +56,12 @@ def begin(run: TrainingRun) -> None:
              f"{data.batch_size} x {run.ctx.world_size} process(es) per epoch, precision {precision.name}"
              f"{', channels_last' if precision.channels_last else ''}, device {run.ctx.device}, "
              f"output {run.output_dir}")
+    for note in run.notes:
+        log.info(note)
     if state.global_step == 0:  # as AdaFace writes at the start of training
         data.dataset.set_epoch(0)
         write_image_grid([data.dataset[i][0] for i in range(min(32, len(data.dataset)))], run.output_dir / SAMPLES)
+    startup_checks(cfg, data.dataset.source, data.val_sets)
     if state.epoch >= cfg.epochs:
         log.info(f"{cfg.resume_from_checkpoint}: all {cfg.epochs} epochs are trained; nothing left but the final test")
 
@@ -130,7 +135,9 @@ def final_test(run: TrainingRun) -> TrainResult:
     if best:
         result.best_val_acc, result.best_epoch, result.best_step = record.metric, record.epoch, _best_step(record)
     if run.ctx.is_main:
-        atomic_write_json(run.output_dir / RESULTS, _result_json(result))
+        atomic_write_json(run.output_dir / RESULTS, _result_json(result) | {
+            "data": data_facts(run.config, run.data.dataset.source, run.data.fingerprint)})
+        write_card_after_training(run.output_dir)
     distributed.barrier(run.ctx)
     return result
 

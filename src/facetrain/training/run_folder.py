@@ -32,6 +32,7 @@ from facetrain.training import distributed
 from facetrain.training.logger import CSV_NAME, CURVES_NAME, LOG_NAME
 
 LAST, BEST, RESULTS, CONFIG = "last.ckpt", "best.ckpt", "results.json", "config.json"
+MODEL_CARD = "MODEL_CARD.md"
 EVALUATION = "evaluation.json"
 SAMPLES = "training_samples.jpg"  # augmented inputs as the model sees them (BGR): a wrong colour order shows at once
 TENSORBOARD, WANDB = "tensorboard", "wandb"
@@ -48,7 +49,7 @@ def _close_inherited_locks() -> None:
 
 os.register_at_fork(after_in_child=_close_inherited_locks)
 # deletion order of --overwrite: what says "finished" first, what a resume needs last
-RUN_FILES = (RESULTS, EVALUATION, BEST, LAST, CONFIG, CSV_NAME, CURVES_NAME, LOG_NAME, SAMPLES, TENSORBOARD, WANDB)
+RUN_FILES = (RESULTS, MODEL_CARD, EVALUATION, BEST, LAST, CONFIG, CSV_NAME, CURVES_NAME, LOG_NAME, SAMPLES, TENSORBOARD, WANDB)
 _EPOCH_CHECKPOINT = re.compile(r"epoch=\d+\.ckpt")
 _TEMPORARY = re.compile(r"(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)")
 
