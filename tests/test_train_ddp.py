@@ -86,7 +86,7 @@ def test_two_processes_step_like_one_process_on_the_whole_batch(data, tmp_path):
     finally:
         torch.set_num_threads(threads)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    initial = build_run(_config(data, tmp_path / "init"), DistContext()).net.state_dict()
+    initial = build_run(_config(data, tmp_path / "init"), DistContext()).model.state_dict()
     assert not torch.equal(single["head.kernel"], initial["head.kernel"])  # a real step happened
     first_conv = next(k for k, v in single.items() if k.startswith("model.") and v.ndim == 4)
     assert (single[first_conv] - initial[first_conv]).abs().max() > 1e-4  # large enough to tell 1e-5 apart

@@ -95,7 +95,7 @@ def test_ddp_with_adaface_dropout_and_batchnorm_matches_its_single_process_refer
     try:
         spawn(_worker, 2, (data, tmp_path))
         after_forward, stepped = _reference(data, tmp_path / "reference")
-        initial = build_run(_config(data, tmp_path / "init"), DistContext()).net
+        initial = build_run(_config(data, tmp_path / "init"), DistContext()).model
     finally:
         torch.set_num_threads(threads)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
