@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write_filtered", default=None,
                         help="write an image folder of links without collisions (one identity kept per cluster) "
                              "and without leaked images, plus dropped.json")
+    parser.add_argument("--drop", default="mislabels,collisions,leaks",
+                        help="what --write_filtered leaves out, comma-separated: mislabels (suspected mislabelled "
+                             "images), collisions (all but one identity per cluster), leaks (the training images and "
+                             "identities of a reference's significant excess); default all three")
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
     parser.add_argument("--fusion", choices=FUSION_METHODS, default="pre_norm_vector_add",
                         help="image + flip feature fusion, as in evaluation (none = no flip)")
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     report = run_audit(AuditOptions(
         data=args.data, checkpoint=args.ckpt, out_dir=args.out, references=args.reference, threshold=args.threshold,
-        far=args.far, calibration=args.calibration, write_filtered=args.write_filtered, device=device,
+        far=args.far, calibration=args.calibration, write_filtered=args.write_filtered,
+        drop=tuple(k.strip() for k in args.drop.split(",") if k.strip()), device=device,
         batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.quiet))
     print(format_summary(report))
     print(f"report: {args.out}/audit.json, {args.out}/audit.html")

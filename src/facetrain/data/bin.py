@@ -64,6 +64,8 @@ def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:
         if not isinstance(b, (bytes, bytearray)) and not (isinstance(b, np.ndarray) and b.dtype == np.uint8):
             raise DataError(f"{path}: image {i} is a {type(b).__name__}, expected encoded bytes")
     issame = np.asarray(issame)
+    if issame.ndim != 1:
+        raise DataError(f"{path}: issame_list must be a list of pair labels, got an array of shape {issame.shape}")
     if issame.dtype != bool and not np.isin(issame, (0, 1)).all():
         raise DataError(f"{path}: issame_list holds non-boolean values ({issame.dtype})")
     if len(bins) != 2 * len(issame):

@@ -62,5 +62,6 @@ class HtmlReport:
                 f"</head><body><h1>{title}</h1>{''.join(self._parts)}</body></html>\n")
 
     def write(self, path: str | os.PathLike) -> Path:
-        atomic_write_bytes(path, self.render().encode("utf-8"))
+        # file names that are not UTF-8 (undecodable bytes arrive as surrogates) are shown as \udcXX escapes
+        atomic_write_bytes(path, self.render().encode("utf-8", "backslashreplace"))
         return Path(path)

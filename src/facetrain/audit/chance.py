@@ -1,0 +1,110 @@
+"""How many pairs of different people score above a cosine by chance, and whether a count exceeds it.
+
+A face model's impostor cosines (pairs of different people) are close to normal around a small mean. The
+audit fits that normal to impostor pairs of the right kind (pairs of identities the model has not seen for
+leakage, centroid pairs for identity-level questions) and reads thresholds and chance counts off the fit,
+because the pairs at hand (a benchmark's few hundred non-matching pairs, a small dataset's identities)
+cannot resolve a false-accept rate of 1e-6 directly, and because a robust fit is not moved by the few
+matches it has to find (a collision's own pairs set an empirical threshold that hides it).
+
+The fit is conservative: location = median, scale = the largest of the normal scales implied by the
+median absolute deviation and by the empirical upper quantiles that enough pairs resolve (at least
+`TAIL_PAIRS` pairs beyond them). A heavier-than-normal tail therefore widens the fit rather than being
+extrapolated away, and the chance counts it gives err high (fewer false alarms), never low.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# upper quantiles that may widen the fitted scale when at least TAIL_PAIRS impostor pairs lie beyond them;
+# the highest ones are left out so that a few true matches among the pairs (a leak, a collision) cannot
+# widen it: at most half a percent of the pairs may be matches without moving the 0.99 quantile far
+TAIL_QUANTILES = (0.9, 0.99)
+TAIL_PAIRS = 10
+MIN_PAIRS = 30  # fewer impostor pairs say too little about their spread
+ALPHA = 0.01  # a reference's excess is significant below this p-value (after the scan's correction)
+
+
+def normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def normal_isf(p: float) -> float:
+    return float(-torch.special.ndtri(torch.tensor(p, dtype=torch.float64)))
+
+
+def poisson_sf(count: int, mean: float) -> float:
+    """P(X >= count) for X ~ Poisson(mean)."""
+    if count <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    return float(torch.special.gammainc(torch.tensor(float(count), dtype=torch.float64),
+                                        torch.tensor(mean, dtype=torch.float64)))
+
+
+@dataclass
+class ImpostorFit:
+    """A normal fitted to impostor cosines (see the module note); `source` says which pairs."""
+
+    location: float
+    scale: float
+    pairs: int
+    source: str
+
+    def far(self, cosine: float) -> float:
+        """Share of impostor pairs expected at or above `cosine`."""
+        return normal_sf((cosine - self.location) / self.scale)
+
+    def threshold(self, far: float) -> float:
+        return float(np.float32(self.location + self.scale * normal_isf(far)))
+
+    def as_json(self) -> dict:
+        return {"impostor_source": self.source, "impostor_pairs": self.pairs, "fit": "normal",
+                "fit_location": round(self.location, 6), "fit_scale": round(self.scale, 6)}
+
+
+def fit_impostors(scores: np.ndarray, source: str) -> ImpostorFit | None:
+    """The conservative normal fit of the module note; None with fewer than MIN_PAIRS pairs."""
+    scores = np.asarray(scores, np.float64)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < MIN_PAIRS:
+        return None
+    median = float(np.median(scores))
+    scale = 1.4826 * float(np.median(np.abs(scores - median)))
+    for q in TAIL_QUANTILES:
+        if len(scores) * (1 - q) >= TAIL_PAIRS:
+            scale = max(scale, (float(np.quantile(scores, q)) - median) / normal_isf(1 - q))
+    return ImpostorFit(median, max(scale, 1e-6), int(len(scores)), source)
+
+
+def excess_test(scores: np.ndarray, compared: int, fit: ImpostorFit, threshold: float, alpha: float = ALPHA) -> dict:
+    """Are there more pairs above `threshold` than chance gives among `compared` impostor pairs?
+
+    A scan over levels: at the threshold and at each observed score above it (the k best pairs score >= the
+    k-th best), the Poisson probability of at least that many pairs where `fit` expects compared x FAR(level).
+    The smallest is multiplied by the number of levels scanned (Bonferroni), so that near-duplicates far above
+    the threshold are found even among many chance pairs near it, and a count at chance level is not."""
+    ranked = np.sort(np.asarray(scores, np.float64)[np.asarray(scores) >= threshold])[::-1]
+    expected_at_threshold = compared * fit.far(threshold)
+    best = (poisson_sf(len(ranked), expected_at_threshold), len(ranked), threshold, expected_at_threshold)
+    for k, level in enumerate(ranked, start=1):
+        expected = compared * fit.far(float(level))
+        p = poisson_sf(k, expected)
+        if p < best[0]:
+            best = (p, k, float(level), expected)
+    levels = len(ranked) + 1
+    p, count, level, expected = best
+    p = min(1.0, p * levels)
+    significant = p < alpha and count > expected
+    verdict = (f"excess: {count} pairs at cosine >= {level:.3f} over the {expected:.3g} expected (p = {p:.2g})"
+               if significant else
+               f"consistent with chance: {len(ranked)} pairs over the {expected_at_threshold:.3g} expected")
+    return {"verdict": verdict, "significant": bool(significant), "p_value": p, "alpha": alpha,
+            "pairs": int(len(ranked)), "expected_by_chance": expected_at_threshold,
+            "excess_level": level if significant else None, "excess_pairs": count if significant else 0,
+            "excess_expected": expected if significant else None, "levels_scanned": levels}

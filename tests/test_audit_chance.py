@@ -1,0 +1,55 @@
+"""The audit's chance model: a conservative normal fit of impostor cosines and the scanned Poisson excess test,
+against hand computations and simulated impostors."""
+import math
+
+import numpy as np
+import pytest
+
+from facetrain.audit.chance import ALPHA, ImpostorFit, excess_test, fit_impostors, normal_isf, poisson_sf
+
+
+def test_poisson_and_normal_tails_by_hand():
+    assert poisson_sf(0, 3.0) == 1.0
+    assert poisson_sf(1, 3.0) == pytest.approx(1 - math.exp(-3))
+    assert poisson_sf(3, 2.0) == pytest.approx(1 - math.exp(-2) * (1 + 2 + 2), rel=1e-9)
+    assert normal_isf(0.025) == pytest.approx(1.959964, abs=1e-6)
+    fit = ImpostorFit(0.1, 0.05, 1000, "test")
+    assert fit.far(0.1 + 0.05 * 1.959964) == pytest.approx(0.025, rel=1e-5)
+    assert fit.threshold(1e-6) == pytest.approx(0.1 + 0.05 * 4.753424, abs=1e-6)
+
+
+def test_fit_recovers_a_normal_and_ignores_a_few_matches():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0.05, 0.1, 20000)
+    fit = fit_impostors(scores, "test")
+    assert fit.location == pytest.approx(0.05, abs=0.005) and fit.scale == pytest.approx(0.1, rel=0.05)
+    contaminated = np.r_[scores, np.full(40, 0.95)]  # 0.2 % true matches among the "impostors"
+    assert fit_impostors(contaminated, "test").scale == pytest.approx(fit.scale, rel=0.03)
+    assert fit_impostors(scores[:29], "test") is None
+
+
+def test_a_heavier_tail_widens_the_fit():
+    """Student-t impostors (heavier than normal): the 0.99 quantile lifts the scale above the MAD's."""
+    rng = np.random.default_rng(1)
+    scores = 0.1 * rng.standard_t(3, 50000)
+    fit = fit_impostors(scores, "test")
+    assert fit.scale > 1.4826 * np.median(np.abs(scores - np.median(scores))) * 1.3
+    assert fit.far(np.quantile(scores, 0.99)) >= 0.0099
+
+
+def test_counts_at_chance_are_not_an_excess_and_copies_are():
+    """Ten simulations at the chance level: none significant at alpha 0.01 (the scan is Bonferroni-corrected);
+    three exact copies among them are found, at their own level."""
+    rng = np.random.default_rng(2)
+    fit = ImpostorFit(0.0, 0.1, 1000, "test")
+    compared, threshold = 200_000, fit.threshold(1e-4)
+    for _ in range(10):
+        scores = rng.normal(0.0, 0.1, compared).astype(np.float32)
+        above = scores[scores >= threshold]
+        result = excess_test(above, compared, fit, threshold)
+        assert not result["significant"] and result["verdict"].startswith("consistent with chance")
+        assert result["expected_by_chance"] == pytest.approx(20, rel=1e-3)
+    leaked = excess_test(np.r_[above, [0.99, 0.995, 1.0]], compared, fit, threshold)
+    assert leaked["significant"] and leaked["p_value"] < ALPHA
+    assert leaked["excess_pairs"] == 3 and leaked["excess_level"] == pytest.approx(0.99)
+    assert leaked["verdict"].startswith("excess: 3 pairs at cosine >= 0.990")
