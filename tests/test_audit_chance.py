@@ -38,7 +38,7 @@ def test_a_heavier_tail_widens_the_fit():
 
 
 def test_counts_at_chance_are_not_an_excess_and_copies_are():
-    """Ten simulations at the chance level: none significant at alpha 0.01 (the scan is Bonferroni-corrected);
+    """Ten simulations at the chance level: none significant at alpha 1e-3 (the scan is Bonferroni-corrected);
     three exact copies among them are found, at their own level."""
     rng = np.random.default_rng(2)
     fit = ImpostorFit(0.0, 0.1, 1000, "test")
@@ -53,3 +53,12 @@ def test_counts_at_chance_are_not_an_excess_and_copies_are():
     assert leaked["significant"] and leaked["p_value"] < ALPHA
     assert leaked["excess_pairs"] == 3 and leaked["excess_level"] == pytest.approx(0.99)
     assert leaked["verdict"].startswith("excess: 3 pairs at cosine >= 0.990")
+
+
+def test_the_excess_reaches_down_to_the_lowest_significant_level():
+    """Leaks at several cosines (one copy, four lookalike photos of shared people) above a few chance pairs:
+    every leak is part of the excess, the chance pairs near the threshold are not."""
+    fit = ImpostorFit(0.0, 0.1, 1000, "test")
+    threshold = fit.threshold(1e-4)  # 0.372
+    result = excess_test(np.array([1.0, 0.8, 0.75, 0.7, 0.65, 0.38, 0.375]), 100_000, fit, threshold)  # 10 expected
+    assert result["significant"] and result["excess_pairs"] == 5 and result["excess_level"] == pytest.approx(0.65)

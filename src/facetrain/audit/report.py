@@ -41,14 +41,34 @@ def summary_section(data: AuditSet, stats: IdentityStats) -> dict:
                                     "histogram": {"edges": edges.tolist(), "counts": hist.tolist()}}}
 
 
-def intra_section(data: AuditSet, stats: IdentityStats, top: int) -> dict:
+def mean_pair_angles(embeddings: np.ndarray, labels: np.ndarray, stats: IdentityStats) -> np.ndarray:
+    """Mean angle (degrees) over the pairs of distinct images of each identity (NaN for one image): diversity,
+    the spread a cosine mean hides (angles add up where cosines saturate). Identity by identity."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.r_[0, np.cumsum(stats.counts)]
+    out = np.full(len(stats.counts), np.nan)
+    for r in np.flatnonzero(stats.counts > 1):
+        e = np.asarray(embeddings[order[bounds[r] : bounds[r + 1]]], np.float32)
+        i, j = np.triu_indices(len(e), 1)
+        out[r] = float(np.degrees(np.arccos(np.clip((e @ e.T)[i, j], -1.0, 1.0))).mean())
+    return out
+
+
+def uniqueness(stats: IdentityStats, clusters: list[list[int]]) -> float:
+    """Share of identities in no collision cluster."""
+    return 1.0 - sum(len(c) for c in clusters) / len(stats.labels)
+
+
+def intra_section(data: AuditSet, stats: IdentityStats, top: int, embeddings: np.ndarray) -> dict:
     consistency, pair_mean = stats.consistency, mean_pair_cosine(stats)
+    angles = mean_pair_angles(embeddings, data.labels, stats)
     order = np.argsort(consistency, kind="stable")[:top]
     per_identity = [{"identity": data.class_name(label), "images": int(n), "consistency": round(float(c), 6),
                      "mean_pair_cosine": round(float(p), 6)}
                     for label, n, c, p in zip(stats.labels, stats.counts, consistency, pair_mean)]
     return {"definition": "consistency = mean cosine of an identity's images to their normalised centroid",
             "distribution": distribution(consistency), "mean_pair_cosine": distribution(pair_mean[stats.counts > 1]),
+            "diversity_degrees": distribution(angles[np.isfinite(angles)]),
             "least_consistent": [per_identity[k] for k in order], "per_identity": per_identity}
 
 

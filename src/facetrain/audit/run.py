@@ -17,7 +17,8 @@ from facetrain.audit.html import write_figures, write_html
 from facetrain.audit.identities import identity_neighbours, identity_stats
 from facetrain.audit.leakage import audit_reference
 from facetrain.audit.mislabels import suspected_mislabels
-from facetrain.audit.report import collisions_section, inter_section, intra_section, summary_section
+from facetrain.audit.report import (collisions_section, distribution, inter_section, intra_section, summary_section,
+                                    uniqueness)
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold
 from facetrain.checkpoint import load_backbone
@@ -60,7 +61,7 @@ def _calibration_set(path: Path) -> AuditSet:
 
 
 def _calibration_fit(cal: AuditSet, path: Path, embedder: Embedder, out: Path, cache_state: dict) -> ImpostorFit:
-    embeddings, cache_state["calibration"] = embedder.embed(cal, out)
+    embeddings, _, cache_state["calibration"] = embedder.embed(cal, out)
     fit = fit_impostors(verification_impostors(embeddings, cal.issame)[1], f"non-matching pairs of {path}")
     if fit is None:
         raise DataError(f"{path}: too few non-matching pairs to calibrate a threshold (at least {MIN_PAIRS})")
@@ -141,10 +142,10 @@ def run_audit(options: AuditOptions) -> dict:
     embedder = _load_model(options)
     cache_state = {}
     calibration = _calibration_fit(cal_set, Path(options.calibration), embedder, out, cache_state) if cal_set else None
-    train_emb, cache_state["data"] = embedder.embed(data, out)
+    train_emb, norms, cache_state["data"] = embedder.embed(data, out)
     ref_emb = {}
     for ref in references:
-        ref_emb[ref.name], cache_state[f"reference {ref.name}"] = embedder.embed(ref, out)
+        ref_emb[ref.name], _, cache_state[f"reference {ref.name}"] = embedder.embed(ref, out)
     timings["embed_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
@@ -165,8 +166,9 @@ def run_audit(options: AuditOptions) -> dict:
         "model": {"checkpoint": str(options.checkpoint), "arch": embedder.model.arch, "fusion": options.fusion,
                   "embedding_size": int(train_emb.shape[1])},
         "threshold": threshold.as_json(),
-        "summary": summary_section(data, stats) | leak_summary(leakage),
-        "intra_class": intra_section(data, stats, options.top)
+        "summary": summary_section(data, stats) | leak_summary(leakage)
+                   | {"feature_norm": distribution(norms), "uniqueness": uniqueness(stats, clusters)},
+        "intra_class": intra_section(data, stats, options.top, train_emb)
                        | suspected_mislabels(data, train_emb, stats, options.far, options.device),
         "inter_class": inter_section(data, stats, identities),
         "collisions": collisions,

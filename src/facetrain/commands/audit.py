@@ -1,5 +1,7 @@
-"""`facetrain audit DATA --ckpt MODEL --out DIR`: identity collisions, intra-class consistency and leakage of
-reference sets in a training dataset; writes DIR/audit.json and DIR/audit.html."""
+"""`facetrain audit DATA --ckpt MODEL --out DIR`: identity collisions, intra-class consistency, suspected
+mislabels and leakage of reference sets in a training dataset; writes DIR/audit.json and DIR/audit.html.
+Several datasets (`facetrain audit A B C ...`) are audited into DIR/<name>/ and compared in DIR/scorecard.json
+and DIR/scorecard.html."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from facetrain.commands.options import add_batch_size, add_device, add_quiet
     from facetrain.eval.fusion import FUSION_METHODS
 
-    parser.add_argument("data", help="training data: image folder, RecordIO folder (train.rec), training memfile, "
-                                     "compound folder")
+    parser.add_argument("data", nargs="+", help="training data: image folder, RecordIO folder (train.rec), training "
+                                                "memfile, compound folder; several: one scorecard row each")
     parser.add_argument("--ckpt", required=True, help="checkpoint (ours, official AdaFace .ckpt, safetensors)")
     parser.add_argument("--out", required=True, help="output folder (audit.json, audit.html, figures/, embedding cache)")
     parser.add_argument("--reference", nargs="+", default=[],
@@ -41,14 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.audit.run import AuditOptions, format_summary, run_audit
+    from facetrain.audit.scorecard import run_scorecard
     from facetrain.devices import resolve_device
 
     device = str(resolve_device(args.device))
-    report = run_audit(AuditOptions(
-        data=args.data, checkpoint=args.ckpt, out_dir=args.out, references=args.reference, threshold=args.threshold,
+    options = AuditOptions(
+        data=args.data[0], checkpoint=args.ckpt, out_dir=args.out, references=args.reference, threshold=args.threshold,
         far=args.far, calibration=args.calibration, write_filtered=args.write_filtered,
         drop=tuple(k.strip() for k in args.drop.split(",") if k.strip()), device=device,
-        batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.quiet))
-    print(format_summary(report))
+        batch_size=args.batch_size, arch=args.arch, fusion=args.fusion, top=args.top, progress=not args.quiet)
+    if len(args.data) > 1:
+        card = run_scorecard(args.data, options)
+        for row in card["datasets"]:
+            print(f"{row['dataset']}: {row['identities']} identities, {row['images']} images; consistency "
+                  f"{row['consistency']:.3f}, uniqueness {row['uniqueness']:.3f}, suspected mislabels "
+                  f"{100 * row['mislabel_share']:.2f} %")
+        print(f"scorecard: {args.out}/scorecard.json, {args.out}/scorecard.html")
+        return 0
+    print(format_summary(run_audit(options)))
     print(f"report: {args.out}/audit.json, {args.out}/audit.html")
     return 0
