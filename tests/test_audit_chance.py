@@ -13,14 +13,15 @@ def test_poisson_and_normal_tails_by_hand():
     assert poisson_sf(1, 3.0) == pytest.approx(1 - math.exp(-3))
     assert poisson_sf(3, 2.0) == pytest.approx(1 - math.exp(-2) * (1 + 2 + 2), rel=1e-9)
     assert normal_isf(0.025) == pytest.approx(1.959964, abs=1e-6)
-    fit = ImpostorFit(0.1, 0.05, 1000, "test")
-    assert fit.far(0.1 + 0.05 * 1.959964) == pytest.approx(0.025, rel=1e-5)
-    assert fit.threshold(1e-6) == pytest.approx(0.1 + 0.05 * 4.753424, abs=1e-6)
+    fit = ImpostorFit(0.1, 0.05, 1000, "test")  # a normal of atanh(cosine)
+    assert fit.far(math.tanh(0.1 + 0.05 * 1.959964)) == pytest.approx(0.025, rel=1e-5)
+    assert fit.threshold(1e-6) == pytest.approx(math.tanh(0.1 + 0.05 * 4.753424), abs=1e-6)
+    assert ImpostorFit(1.0, 2.0, 1000, "weak model").threshold(1e-6) <= 1.0  # always a cosine
 
 
 def test_fit_recovers_a_normal_and_ignores_a_few_matches():
     rng = np.random.default_rng(0)
-    scores = rng.normal(0.05, 0.1, 20000)
+    scores = np.tanh(rng.normal(0.05, 0.1, 20000))
     fit = fit_impostors(scores, "test")
     assert fit.location == pytest.approx(0.05, abs=0.005) and fit.scale == pytest.approx(0.1, rel=0.05)
     contaminated = np.r_[scores, np.full(40, 0.95)]  # 0.2 % true matches among the "impostors"
@@ -31,9 +32,10 @@ def test_fit_recovers_a_normal_and_ignores_a_few_matches():
 def test_a_heavier_tail_widens_the_fit():
     """Student-t impostors (heavier than normal): the 0.99 quantile lifts the scale above the MAD's."""
     rng = np.random.default_rng(1)
-    scores = 0.1 * rng.standard_t(3, 50000)
+    z = 0.1 * rng.standard_t(3, 50000)
+    scores = np.tanh(z)
     fit = fit_impostors(scores, "test")
-    assert fit.scale > 1.4826 * np.median(np.abs(scores - np.median(scores))) * 1.3
+    assert fit.scale > 1.4826 * np.median(np.abs(z - np.median(z))) * 1.3
     assert fit.far(np.quantile(scores, 0.99)) >= 0.0099
 
 
@@ -44,7 +46,7 @@ def test_counts_at_chance_are_not_an_excess_and_copies_are():
     fit = ImpostorFit(0.0, 0.1, 1000, "test")
     compared, threshold = 200_000, fit.threshold(1e-4)
     for _ in range(10):
-        scores = rng.normal(0.0, 0.1, compared).astype(np.float32)
+        scores = np.tanh(rng.normal(0.0, 0.1, compared)).astype(np.float32)
         above = scores[scores >= threshold]
         result = excess_test(above, compared, fit, threshold)
         assert not result["significant"] and result["verdict"].startswith("consistent with chance")
@@ -59,6 +61,6 @@ def test_the_excess_reaches_down_to_the_lowest_significant_level():
     """Leaks at several cosines (one copy, four lookalike photos of shared people) above a few chance pairs:
     every leak is part of the excess, the chance pairs near the threshold are not."""
     fit = ImpostorFit(0.0, 0.1, 1000, "test")
-    threshold = fit.threshold(1e-4)  # 0.372
+    threshold = fit.threshold(1e-4)  # 0.356
     result = excess_test(np.array([1.0, 0.8, 0.75, 0.7, 0.65, 0.38, 0.375]), 100_000, fit, threshold)  # 10 expected
     assert result["significant"] and result["excess_pairs"] == 5 and result["excess_level"] == pytest.approx(0.65)

@@ -7,9 +7,11 @@ because the pairs at hand (a benchmark's few hundred non-matching pairs, a small
 cannot resolve a false-accept rate of 1e-6 directly, and because a robust fit is not moved by the few
 matches it has to find (a collision's own pairs set an empirical threshold that hides it).
 
-The fit is conservative: location = median, scale = the largest of the normal scales implied by the
-median absolute deviation and by the empirical upper quantiles that enough pairs resolve (at least
-`TAIL_PAIRS` pairs beyond them). A heavier-than-normal tail therefore widens the fit rather than being
+The normal is fitted to atanh(cosine) (Fisher's z), which is close to the cosine itself for a trained
+model's impostors (near 0) and keeps the fit inside [-1, 1] for a weak model whose impostors spread over
+the whole range (every threshold it gives is a cosine). The fit is conservative: location = median,
+scale = the largest of the normal scales implied by the median absolute deviation and by the empirical
+upper quantiles that enough pairs resolve (at least `TAIL_PAIRS` pairs beyond them). A heavier-than-normal tail therefore widens the fit rather than being
 extrapolated away, and the chance counts it gives err high (fewer false alarms), never low.
 """
 from __future__ import annotations
@@ -48,31 +50,38 @@ def poisson_sf(count: int, mean: float) -> float:
                                         torch.tensor(mean, dtype=torch.float64)))
 
 
+def fisher_z(cosine: np.ndarray | float) -> np.ndarray:
+    return np.arctanh(np.clip(np.asarray(cosine, np.float64), -1 + 1e-9, 1 - 1e-9))
+
+
 @dataclass
 class ImpostorFit:
-    """A normal fitted to impostor cosines (see the module note); `source` says which pairs."""
+    """A normal fitted to Fisher's z of impostor cosines (see the module note); `source` says which pairs."""
 
-    location: float
+    location: float  # in z = atanh(cosine)
     scale: float
     pairs: int
     source: str
 
     def far(self, cosine: float) -> float:
         """Share of impostor pairs expected at or above `cosine`."""
-        return normal_sf((cosine - self.location) / self.scale)
+        return normal_sf((float(fisher_z(cosine)) - self.location) / self.scale)
 
     def threshold(self, far: float) -> float:
-        return float(np.float32(self.location + self.scale * normal_isf(far)))
+        return float(np.float32(np.tanh(self.location + self.scale * normal_isf(far))))
+
+    @property
+    def median_cosine(self) -> float:
+        return float(np.tanh(self.location))
 
     def as_json(self) -> dict:
-        return {"impostor_source": self.source, "impostor_pairs": self.pairs, "fit": "normal",
+        return {"impostor_source": self.source, "impostor_pairs": self.pairs, "fit": "normal of atanh(cosine)",
                 "fit_location": round(self.location, 6), "fit_scale": round(self.scale, 6)}
 
 
 def fit_impostors(scores: np.ndarray, source: str) -> ImpostorFit | None:
     """The conservative normal fit of the module note; None with fewer than MIN_PAIRS pairs."""
-    scores = np.asarray(scores, np.float64)
-    scores = scores[np.isfinite(scores)]
+    scores = fisher_z(np.asarray(scores, np.float64)[np.isfinite(scores)])
     if len(scores) < MIN_PAIRS:
         return None
     median = float(np.median(scores))

@@ -68,8 +68,8 @@ def write_figures(report: dict, data: AuditSet, stats: IdentityStats, references
 def _source(t: dict) -> str:
     if t["source"] == "given":
         return "given on the command line"
-    if t.get("fit") == "normal":
-        return f"at FAR {t.get('far')} on a normal fit of {t['impostor_pairs']} {t['source']}"
+    if t.get("fit"):
+        return f"at FAR {t.get('far')} on a fit of {t['impostor_pairs']} {t['source']}"
     return f"at FAR {t.get('far')} on the {t['source']}" if t.get("far") else str(t["source"])
 
 

@@ -4,9 +4,9 @@ For every image: the cosine to its own identity's centroid without it (leave-one
 vouch for itself) and to the nearest other identity's centroid. Label noise (a web image filed under the
 wrong name) and identity drift (a generated image that became someone else) both leave an image whose
 nearest centroid is another identity's. An image is suspected when the other identity is nearer by more
-than `MARGIN`, or when its own identity is no nearer than an impostor's centroid usually is (its own cosine
-below the cosine that a `far` share of (image, other identity's centroid) pairs reach, from a normal fit
-of those pairs). Identities with a single image have no leave-one-out centroid and are not judged.
+than `MARGIN`, or when its own identity is no nearer than another identity's centroid typically is (its own
+cosine below the median of (image, other identity's centroid) cosines: a stranger in the folder). Identities
+with a single image have no leave-one-out centroid and are not judged.
 """
 from __future__ import annotations
 
@@ -55,12 +55,11 @@ def image_centroid_fit(embeddings: np.ndarray, labels: np.ndarray, stats: Identi
     return fit_impostors(scores[other], "image x other identity's centroid pairs")
 
 
-def suspected_mislabels(data: AuditSet, embeddings: np.ndarray, stats: IdentityStats, far: float,
-                        device: str = "cpu") -> dict:
+def suspected_mislabels(data: AuditSet, embeddings: np.ndarray, stats: IdentityStats, device: str = "cpu") -> dict:
     """The `intra_class` entries: the rule, its floor and the suspects, worst first (largest nearest - own)."""
     own, nearest, nearest_cos = own_and_nearest(embeddings, data.labels, stats, device)
     fit = image_centroid_fit(embeddings, data.labels, stats) if len(stats.labels) > 1 else None
-    floor = fit.threshold(far) if fit is not None else None
+    floor = fit.median_cosine if fit is not None else None
     judged = np.isfinite(own) & (nearest >= 0)
     suspect = judged & ((nearest_cos > own + MARGIN) | ((own < floor) if floor is not None else False))
     order = np.flatnonzero(suspect)
@@ -70,8 +69,7 @@ def suspected_mislabels(data: AuditSet, embeddings: np.ndarray, stats: IdentityS
                 "own_cosine": round(float(own[i]), 6), "nearest_cosine": round(float(nearest_cos[i]), 6)}
                for i in order]
     return {"mislabel_rule": f"nearest other identity's centroid cosine > own leave-one-out centroid cosine + "
-                             f"{MARGIN}, or own cosine below the cosine at FAR {far} of (image, other identity's "
-                             "centroid) pairs",
+                             f"{MARGIN}, or own cosine below the median of (image, other identity's centroid) cosines",
             "mislabel_floor": floor, "mislabel_floor_fit": fit.as_json() if fit is not None else None,
             "judged_images": int(judged.sum()), "suspected_mislabels": entries,
             "suspected_share": float(len(entries) / max(int(judged.sum()), 1))}

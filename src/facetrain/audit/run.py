@@ -169,7 +169,7 @@ def run_audit(options: AuditOptions) -> dict:
         "summary": summary_section(data, stats) | leak_summary(leakage)
                    | {"feature_norm": distribution(norms), "uniqueness": uniqueness(stats, clusters)},
         "intra_class": intra_section(data, stats, options.top, train_emb)
-                       | suspected_mislabels(data, train_emb, stats, options.far, options.device),
+                       | suspected_mislabels(data, train_emb, stats, options.device),
         "inter_class": inter_section(data, stats, identities),
         "collisions": collisions,
         "leakage": leakage,
