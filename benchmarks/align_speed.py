@@ -8,7 +8,7 @@ wall time of `FaceAligner.align` (detection + warp), and the best CPU time of th
 (with 1 thread: the time an idle core would take, even when other processes share the machine).
 threads 0 = torch's default. A detector is `adaface` (default: AdaFace's own pipeline, pyramid
 factor 0.85), `facenet` (facenet-pytorch's conventions, factor 0.709), or `NAME@FACTOR`:
-`adaface@0.709` shows what the 0.85 pyramid costs. Target (DESIGN 7 / issue 9): <= 0.3 s for a
+`adaface@0.709` shows what the 0.85 pyramid costs. Target: <= 0.3 s for a
 1280x886 photo on one core.
 """
 from __future__ import annotations

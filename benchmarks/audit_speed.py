@@ -6,7 +6,7 @@
 Times `facetrain.audit.neighbours.search` (every pair above the threshold plus each reference's nearest
 training image) for refs x train, checks its pairs against a float32 brute force on a slice, and
 extrapolates the measured rate (pairs scored per second) to 1 M training x 100 k reference images and to
-the 30 k x 30 k identity-centroid search of such a dataset. Goal (issue 13): <= 10 s for 100 k x 10 k on
+the 30 k x 30 k identity-centroid search of such a dataset. Goal: <= 10 s for 100 k x 10 k on
 2 CPU cores. CPU seconds are printed too: on a shared machine, CPU-s / threads is the idle wall time.
 `--device cuda` runs the same code on a GPU.
 """

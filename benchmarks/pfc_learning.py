@@ -5,7 +5,7 @@ on 2 gloo processes with the full head (DDP) and with `--partial_fc --sample_rat
     python benchmarks/pfc_learning.py [--out /tmp/pfc_learning] [--sample_rate 0.3] [--epochs 10]
 
 Prints the best validation accuracy (average of the five sets) of both runs and their difference.
-Issue 12's goal: Partial FC within 1 point of the full head. About 2 x 10 minutes on 2 CPU cores.
+Goal: Partial FC within 1 point of the full head. About 2 x 10 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deliberate science errors of issue 15, each applied to a copy of src/ and run against the
+"""Known science errors (docs/testing.md), each applied to a copy of src/ and run against the
 tests that must catch it. Every one must make at least one of its tests fail.
 
     python scripts/check_known_mutations.py [NAME ...]     (from the repository root)

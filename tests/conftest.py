@@ -3,7 +3,9 @@
 `one_torch_thread`: one torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`).
 `trained_tinynet`: TinyNet + AdaFace trained once per session on 200 synthetic identities x 16 images
 (~3 minutes on 2 idle CPU cores). The learning test checks its accuracy; the audit tests use it as the face
-model that finds planted defects, so the suite pays for the training once.
+model that finds planted defects, so the suite pays for the training once. It trains at `--precision auto`
+(bf16 on CPUs with AMX/AVX512-BF16, fp32 elsewhere); FACETRAIN_TEST_PRECISION=fp32 or bf16 forces one, so
+that the tests relying on it can be checked against the model each kind of machine produces.
 Under `make mutants` (mutmut sets MUTANT_UNDER_TEST) hypothesis does not shrink failures: a
 mutant is killed by the first failing example, and shrinking it would cost many more runs.
 """
@@ -40,7 +42,8 @@ def trained_tinynet(tmp_path_factory) -> TrainedModel:
                                bin_names=("lfw",), pairs_per_set=300, workers=2, progress=False)
     config = TrainConfig(data_root=str(root / "data"), train_data_path="imgs", val_data_path=".",
                          arch="tinynet", head="adaface", epochs=10, lr_milestones=[6, 9], batch_size=64,
-                         num_workers=1, gpus=0, val_every=10, output_dir=str(root / "run"), progress=False)
+                         num_workers=1, gpus=0, val_every=10, output_dir=str(root / "run"), progress=False,
+                         precision=os.environ.get("FACETRAIN_TEST_PRECISION", "auto"))
     result = train(config)
     return TrainedModel(root / "data", Path(result.best_checkpoint or result.last_checkpoint), summary,
                         result.test_metrics)

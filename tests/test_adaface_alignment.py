@@ -111,7 +111,7 @@ def test_align_cli_writes_adafaces_crops_by_default(tmp_path, capsys):
         Image.fromarray(_input(name)).save(raw / f"{name}.png")
     for detector in ("adaface", "facenet"):  # the same photos, each detector into its own folder
         extra = [] if detector == "adaface" else ["--detector", "facenet"]
-        assert main(["align", str(tmp_path / "raw"), str(tmp_path / detector), "--no_progress", *extra]) == 0
+        assert main(["align", str(tmp_path / "raw"), str(tmp_path / detector), "--no_progress", "--device", "cpu", *extra]) == 0
     capsys.readouterr()
     for name in NAMES:
         # The CLI stores JPEG (quality 95): compare with the reference crop through the same codec.
@@ -150,7 +150,7 @@ def test_embed_and_compare_clis_align_like_adaface(small_model, tmp_path, capsys
     for detector in ("adaface", "facenet"):
         out[detector] = tmp_path / f"{detector}.npz"
         assert main(["embed", str(photos), "--ckpt", str(path), "--out", str(out[detector]), "--align",
-                     "--detector", detector, "--no_progress"]) == 0
+                     "--detector", detector, "--device", "cpu", "--no_progress"]) == 0
     for detector, limit in (("adaface", 1e-3), ("facenet", None)):
         saved = np.load(out[detector])
         errors = [np.abs(row - reference[Path(p).stem]).max() for row, p in zip(saved["embeddings"], saved["paths"])]
@@ -160,7 +160,7 @@ def test_embed_and_compare_clis_align_like_adaface(small_model, tmp_path, capsys
             assert min(errors) > 1e-2, errors  # the other crop gives visibly other embeddings
 
     images = [str(photos / f"{name}.png") for name in names]
-    assert main(["compare", *images, "--ckpt", str(path)]) == 0
+    assert main(["compare", *images, "--ckpt", str(path), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
     rows = [line for line in printed if line.startswith("[0]") and len(line.split()) == 1 + len(names)]
     similarity = float(rows[0].split()[2])  # [0] vs [1]
@@ -257,15 +257,19 @@ def test_cp2tform_fit_on_matlabs_published_example():
 
 
 class _ScriptedPNet:
-    """P-Net stand-in: face logits 5 and 4 at map cells (0,0) and (2,2) of the first (30x30) level,
-    0 elsewhere, zero box offsets. Only a softmax along each row turns these into 0.943 / 0.858
-    while the other rows stay at 1/10 (below the 0.6 threshold)."""
+    """P-Net stand-in: face logits (5 and 4 by default) at map cells ((0,0) and (2,2)) of the first
+    level (30x30), 0 elsewhere, zero box offsets. Only a softmax along each row turns these into 0.943 /
+    0.858 while the other rows stay at 1/10 (below the 0.6 threshold)."""
+
+    def __init__(self, level: int = 30, cells: dict = {(0, 0): 5.0, (2, 2): 4.0}):  # noqa: B006 (read only)
+        self.level, self.cells = level, cells
 
     def logits(self, x):
         height, width = (-(-(x.shape[2] - 2) // 2) - 4), (-(-(x.shape[3] - 2) // 2) - 4)
         logits = torch.zeros(1, 2, height, width)
-        if x.shape[2] == 30:
-            logits[0, 1, 0, 0], logits[0, 1, 2, 2] = 5.0, 4.0
+        if x.shape[2] == self.level:
+            for (row, col), value in self.cells.items():
+                logits[0, 1, row, col] = value
         return torch.zeros(1, 4, height, width), logits
 
 
@@ -293,3 +297,31 @@ def test_cascade_conventions_on_scripted_networks():
     np.testing.assert_allclose(scores, [0.99], atol=1e-6)
     expected = np.stack([3 + 41 * fractions[:5].numpy(), 3 + 41 * fractions[5:].numpy()], axis=1)
     np.testing.assert_allclose(landmarks[0], expected, atol=1e-4)
+
+
+def test_a_box_that_leaves_the_image_goes_on_clipped():
+    """AdaFace's crop cutting clips the boxes it cuts (in place), and the cascade goes on with them.
+    Min face 40 on a 60x60 image: scale 0.3, an 18x18 level, a 4x4 map; cell (3,3) maps to
+    round(7/0.3)=23 .. round(19/0.3)=63, past the last pixel 59. R-Net sees that 41 px square, then the
+    box is 23..59 (37 px): with zero offsets it stays so, O-Net sees it whole, and the landmarks are
+    23 + 37 * fraction (not 23 + 41 * fraction, the square the first crop was cut from)."""
+    from facetrain.align.adaface_detect import detect_faces_adaface
+
+    def rnet(x):
+        return torch.zeros(len(x), 4), torch.tensor([[0.01, 0.99]]).repeat(len(x), 1)
+
+    fractions = torch.tensor([0.2, 0.8, 0.5, 0.3, 0.7, 0.3, 0.3, 0.5, 0.7, 0.7])
+    seen = []
+
+    def onet(x):
+        seen.append(x)
+        return torch.zeros(len(x), 4), fractions.repeat(len(x), 1), torch.tensor([[0.01, 0.99]]).repeat(len(x), 1)
+
+    image = np.full((60, 60, 3), 128, np.uint8)
+    pnet = _ScriptedPNet(level=18, cells={(3, 3): 5.0})
+    boxes, scores, landmarks = detect_faces_adaface(image, (pnet, rnet, onet), torch.device("cpu"), min_face_size=40.0)
+    np.testing.assert_allclose(boxes, [[23, 23, 59, 59]], atol=1e-5)
+    expected = np.stack([23 + 37 * fractions[:5].numpy(), 23 + 37 * fractions[5:].numpy()], axis=1)
+    np.testing.assert_allclose(landmarks[0], expected, atol=1e-4)
+    # O-Net's crop was the clipped box, all image (grey 128 -> 0.0039 after the shift), no black padding
+    assert torch.allclose(seen[0], torch.full_like(seen[0], 0.5 * 0.0078125))

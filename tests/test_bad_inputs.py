@@ -1,4 +1,4 @@
-"""Every hostile or careless input of issue 10: exit code 1, one `error:` line naming the problem, no
+"""Every hostile or careless input: exit code 1, one `error:` line naming the problem, no
 traceback, and no change to anything already on disk."""
 from __future__ import annotations
 

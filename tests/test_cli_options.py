@@ -1,6 +1,7 @@
 """One way to say each thing: every verb that loads a model takes --ckpt, every verb that picks a
 device takes --device (auto by default), every verb with progress bars takes --quiet."""
 import pytest
+import torch
 
 from facetrain.cli import VERBS, build_parser
 
@@ -26,8 +27,11 @@ def test_model_verbs_take_ckpt(verb):
     assert "--ckpt" in _options(verb)
 
 
-def test_auto_device_resolves_to_the_cpu_without_cuda():
+def test_auto_device_resolves_to_the_cpu_without_cuda_and_to_the_first_gpu_with_it(monkeypatch):
     from facetrain.devices import resolve_device
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu" and resolve_device(None).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda", 0) and resolve_device(None) == torch.device("cuda", 0)
     assert str(resolve_device("cuda:1")) == "cuda:1"

@@ -1,4 +1,4 @@
-"""Crash consistency of `facetrain train` (issue 10 §3): killed with SIGKILL at seeded random write
+"""Crash consistency of `facetrain train`: killed with SIGKILL at seeded random write
 events (inside checkpoint files, and just before outputs are committed), then recovered as a user
 would (resume from last.ckpt when there is one, else start again with --overwrite):
 - after every kill, each output that looks complete is complete, and last.ckpt never records a

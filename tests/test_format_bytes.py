@@ -1,4 +1,4 @@
-"""Formats against bytes written by hand from the published layout (DESIGN 3.1-3.3), both ways,
+"""Formats against bytes written by hand from the published layouts (.bin, RecordIO, memfile), both ways,
 over random sizes and contents: what we read is what the format says, what we write is the format.
 
 - `.bin`: `pickle.dumps((bins, issame_list))`, bins = 2N encoded images (bytes or uint8 arrays);

@@ -129,7 +129,7 @@ def test_embed_cli_writes_embeddings_norms_and_paths(small_ckpt, tmp_path):
     (faces / "sub" / "broken.jpg").write_bytes(b"junk")
     out = tmp_path / "emb.npz"
     assert main(["embed", str(faces), "--ckpt", str(small_ckpt), "--out", str(out), "--batch_size", "2",
-                 "--no_progress"]) == 0
+                 "--device", "cpu", "--no_progress"]) == 0
     result = np.load(out)
     assert list(result["paths"]) == ["0.png", "1.png", "sub/2.png"]
     assert result["embeddings"].shape == (3, 512) and result["norms"].shape == (3,)

@@ -133,7 +133,7 @@ def test_reader_works_after_pickle_and_fork(tmp_path, images_labels):
     child.join()
 
 
-# --- hostile or inconsistent files (issue 10) ---
+# --- hostile or inconsistent files ---
 
 def _one_image_rec(tmp_path, label, key=0):
     with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:

@@ -1,5 +1,5 @@
 """RecordIO records packed by hand (each field written with struct): the reader's header scan, index
-checks, split records and the messages that name the file, record and byte (DESIGN 3.2)."""
+checks, split records and the messages that name the file, record and byte (InsightFace's layout)."""
 import re
 import struct
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""Every numeric training flag is checked against its meaningful range (issue 10, item 5), and
-AdaFace's validation schedule flags (issue 9 §3) parse with Lightning's meaning."""
+"""Every numeric training flag is checked against its meaningful range, and
+AdaFace's validation schedule flags parse with Lightning's meaning."""
 from __future__ import annotations
 
 import argparse

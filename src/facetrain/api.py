@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from facetrain.devices import resolve_device
-from facetrain.errors import DataError
+from facetrain.errors import ConfigError, DataError
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -31,24 +31,44 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device | Non
                download: bool = False) -> nn.Module:
     """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
     path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
-    is the decision threshold its training run measured on validation (None when unknown)."""
+    is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
+    its training run measured on validation, else None; `model.threshold_source` says which."""
+    from facetrain.calibration_store import describe, stored_calibration
     from facetrain.checkpoint import load_backbone
     from facetrain.models.released import resolve_checkpoint
 
     path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
     model, info = load_backbone(path, arch=arch)
+    calibrated = stored_calibration(path, info["facetrain"])
     best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
-    model.threshold_cosine = best.get("threshold_cosine")
+    if calibrated is not None:
+        model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)
+    elif best.get("threshold_cosine") is not None:
+        model.threshold_cosine = best["threshold_cosine"]
+        model.threshold_source = "the training run's best validation accuracy (10-fold mean threshold)"
+    else:
+        model.threshold_cosine, model.threshold_source = None, None
     return model.to(resolve_device(device)).eval()
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
-          detector: str = "adaface") -> Image.Image | None:
+          detector: str = "adaface", landmarks: Any = None) -> Image.Image | None:
     """The aligned 112x112 RGB face of a photo (path, PIL image or RGB array): the seed's
     `get_aligned_face`, so None (with a warning naming the image) when no face is found.
-    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos)."""
-    from facetrain.align.aligner import get_aligned_face
+    `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos).
+    `landmarks`: the face's 5 points, (5, 2) or x1, y1, ..., x5, y5 (image-left eye, image-right eye,
+    nose, image-left and image-right mouth corners): warped with `detector`'s template and fit, no detection."""
+    from facetrain.align.aligner import get_aligned_face, read_rgb
 
+    if landmarks is not None:
+        from facetrain.align.landmarks import as_points
+        from facetrain.align.transform import WARPS
+
+        if detector not in WARPS:
+            raise ConfigError(f"detector must be one of {tuple(WARPS)}, got {detector!r}")
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
+        rgb = read_rgb(image) if isinstance(image, (str, os.PathLike)) else np.asarray(_as_pil(image))
+        return Image.fromarray(WARPS[detector](rgb, as_points(landmarks, name), 112))
     if isinstance(image, (str, os.PathLike)):
         return get_aligned_face(image, select=select, device=str(device), detector=detector)
     return get_aligned_face(None, _as_pil(image), select=select, device=str(device), detector=detector)
@@ -80,16 +100,22 @@ class Verification:
     similarity: float  # cosine similarity of the two faces' features
     threshold: float | None  # cosine threshold used for the decision
     same: bool | None  # similarity >= threshold; None without a threshold
+    threshold_source: str | None = None  # where the threshold came from ("given", calibrated, validation)
 
 
 def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None = None,
            device: str | torch.device | None = None) -> Verification:
-    """Are `a` and `b` the same person? `threshold` (cosine) defaults to the checkpoint's own
-    (`model.threshold_cosine`, measured by its training run); with neither, `same` is None."""
+    """Are `a` and `b` the same person? `threshold` (cosine) defaults to the model's own
+    (`model.threshold_cosine`: calibrated at a FAR by `facetrain calibrate --save`, else measured by its
+    training run); with neither, `same` is None."""
     features, _ = embed(model, [a, b], device=device)
     similarity = float(features[0] @ features[1])
-    threshold = threshold if threshold is not None else getattr(model, "threshold_cosine", None)
-    return Verification(similarity, threshold, None if threshold is None else similarity >= threshold)
+    if threshold is not None:
+        source = "given"
+    else:
+        threshold, source = getattr(model, "threshold_cosine", None), getattr(model, "threshold_source", None)
+    return Verification(similarity, threshold, None if threshold is None else similarity >= threshold,
+                        None if threshold is None else source)
 
 
 def train(config: Any) -> Any:
@@ -106,7 +132,7 @@ def train(config: Any) -> Any:
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:
-    """Five-set verification (DESIGN 6.1) of a checkpoint: {set: metrics} plus "average"."""
+    """Five-set verification (docs/evaluation.md) of a checkpoint: {set: metrics} plus "average"."""
     from facetrain.eval.verification_report import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, val_data_path, **options)

@@ -52,7 +52,7 @@ class DemoSettings:
     seed: int = 0
     workers: int = 2
     precision: str = "auto"
-    # `facetrain demo` fails below this average over the five sets. Measured (README): 0.9571 ± 0.0042
+    # `facetrain demo` fails below this average over the five sets. Measured (docs/benchmarks.md): 0.9571 ± 0.0042
     # over 6 runs on one machine (4 seeds bf16, 2 fp32) and 0.9640 on another; 0.94 is 4 standard
     # deviations under the mean, so the machine or the seed does not trip it, and a recipe that lost
     # two points does

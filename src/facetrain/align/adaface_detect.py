@@ -11,6 +11,9 @@ reproduced here on purpose:
 - after each stage boxes are regressed, squared about their centre and rounded to whole
   pixels; R-Net / O-Net crops are cut at those integer boxes (zero outside the image) and
   PIL-bilinear resized to 24 / 48;
+- cutting the crops clips the boxes themselves to the image (the reference's `correct_bboxes`
+  writes into views of its input), so a box that leaves the image is regressed, NMS-ed and
+  gives landmark fractions as the clipped box, not the square one the net saw (see `_clipped`);
 - thresholds and NMS are strict `>` comparisons; NMS visits boxes by `np.argsort(score)`
   from the end; the last NMS uses the "min" overlap;
 - landmarks are O-Net's fractions of the (unregressed) box it saw: `x1 + w * fx`, no -1.
@@ -111,6 +114,13 @@ def _crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def _clipped(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Boxes clipped to the image's pixels, as the reference leaves them once it has cut their crops:
+    every later step (regression, NMS, landmark mapping) works on the clipped corners."""
+    return np.column_stack([np.maximum(boxes[:, 0], 0.0), np.maximum(boxes[:, 1], 0.0),
+                            np.minimum(boxes[:, 2], width - 1.0), np.minimum(boxes[:, 3], height - 1.0)])
+
+
 def _batched(net: torch.nn.Module, crops: np.ndarray, device: torch.device) -> list[np.ndarray]:
     outputs = [net(_to_input(crops[i : i + _BATCH], device)) for i in range(0, len(crops), _BATCH)]
     return [torch.cat(parts).float().cpu().numpy() for parts in zip(*outputs)]
@@ -143,6 +153,7 @@ def detect_faces_adaface(
     boxes = _square_rounded(_calibrate(windows[:, :4], windows[:, 5:9]))
 
     offsets, probs = _batched(rnet, _crops(rgb, boxes, 24), device)
+    boxes = _clipped(boxes, height, width)
     keep = probs[:, 1] > thresholds[1]
     boxes, offsets, scores = boxes[keep], offsets[keep], probs[keep, 1].astype(np.float64)
     keep = _nms(np.column_stack([boxes, scores]), nms_thresholds[1])
@@ -151,6 +162,7 @@ def detect_faces_adaface(
         return _empty()
 
     offsets, points, probs = _batched(onet, _crops(rgb, boxes, 48), device)
+    boxes = _clipped(boxes, height, width)
     keep = probs[:, 1] > thresholds[2]
     boxes, offsets, points, scores = boxes[keep], offsets[keep], points[keep], probs[keep, 1].astype(np.float64)
     size = np.column_stack([boxes[:, 2] - boxes[:, 0] + 1.0, boxes[:, 3] - boxes[:, 1] + 1.0])

@@ -20,14 +20,13 @@ from PIL import Image
 
 from facetrain.align.mtcnn import MTCNN
 from facetrain.align.styles import DETECTORS
-from facetrain.align.transform import align_face, warp_and_crop_face
+from facetrain.align.transform import WARPS
 from facetrain.data.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
 
 log = logging.getLogger("facetrain.align")
 
 SELECT_MODES = ("score", "largest")
-_WARPS = {"adaface": warp_and_crop_face, "facenet": align_face}
 
 
 class NoFaceError(DataError):
@@ -73,7 +72,7 @@ class FaceAligner:
                 raise ConfigError(f"detector must be one of {DETECTORS}, got {detector!r}")
             detector = MTCNN(device=device, style=detector, factor=factor)
         self.detector = detector
-        self.warp = _WARPS[detector.style]
+        self.warp = WARPS[detector.style]
         self.select = select
         self.size = size
 

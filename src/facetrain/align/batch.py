@@ -8,6 +8,10 @@ cannot be read (corrupt, over the pixel limit), are skipped and listed in
 than their photo) are kept, so running the command again resumes an interrupted run. An output
 folder inside the input (or the input inside the output's `imgs`) is refused: the next run
 would align the aligned faces again.
+
+With `landmarks` (see `facetrain.align.landmarks`) the listed points are warped with the detector
+style's template and fit, and nothing is detected: images without landmarks are skipped and listed
+in the report as `no_landmarks`.
 """
 from __future__ import annotations
 
@@ -17,10 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from facetrain.align.aligner import FaceAligner, NoFaceError
+from facetrain.align.landmarks import landmarks_for
+from facetrain.align.transform import WARPS
 from facetrain.data.image_codec import encode_image
 from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
 from facetrain.data.photo import read_photo_rgb
@@ -40,10 +47,12 @@ class AlignReport:
     aligned: int = 0
     no_face: list[str] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
+    no_landmarks: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        skipped = f", no landmarks: {len(self.no_landmarks)}" if self.no_landmarks else ""
         return (f"aligned {self.aligned}/{self.images} images of {self.identities} identities into "
-                f"{self.output_dir}; no face: {len(self.no_face)}, unreadable: {len(self.unreadable)}")
+                f"{self.output_dir}; no face: {len(self.no_face)}, unreadable: {len(self.unreadable)}{skipped}")
 
 
 def plan_jobs(in_dir: Path, out_imgs: Path) -> list[tuple[str, str]]:
@@ -59,6 +68,7 @@ def plan_jobs(in_dir: Path, out_imgs: Path) -> list[tuple[str, str]]:
 
 
 _worker_aligner: FaceAligner | None = None
+_worker_style = "adaface"
 
 
 def _start_method(device: str) -> str:
@@ -69,18 +79,23 @@ def _start_method(device: str) -> str:
     return "spawn"
 
 
-def _init_worker(device: str, select: str, detector: str, factor: float | None, threads: int | None) -> None:
-    global _worker_aligner
+def _init_worker(device: str, select: str, detector: str, factor: float | None, threads: int | None,
+                 detect: bool = True) -> None:
+    """`detect=False` (landmarks given): no MTCNN is loaded, only the detector style's warp is used."""
+    global _worker_aligner, _worker_style
     if threads is not None:
         torch.set_num_threads(threads)
-    _worker_aligner = FaceAligner(device=device, select=select, detector=detector, factor=factor)
+    _worker_style = detector
+    _worker_aligner = FaceAligner(device=device, select=select, detector=detector, factor=factor) if detect else None
 
 
-def _align_one(job: tuple[str, str]) -> tuple[str, str, str]:
-    """(source, status, message) with status "ok", "no_face" or "unreadable"; writes the face atomically."""
-    source, target = job
+def _align_one(job: tuple[str, str, np.ndarray | None]) -> tuple[str, str, str]:
+    """(source, status, message) with status "ok", "no_face" or "unreadable"; writes the face atomically.
+    A job with landmarks is warped with them; one without is detected."""
+    source, target, points = job
     try:
-        face_rgb = _worker_aligner.align(read_photo_rgb(source), source)
+        rgb = read_photo_rgb(source)
+        face_rgb = _worker_aligner.align(rgb, source) if points is None else WARPS[_worker_style](rgb, points, 112)
     except NoFaceError as exc:
         return source, "no_face", str(exc)
     except DataError as exc:
@@ -108,9 +123,9 @@ def check_separate(source_dir: Path, out_dir: Path) -> None:
                         "choose an output folder elsewhere")
 
 
-def _done(job: tuple[str, str]) -> bool:
+def _done(job: tuple[str, str, np.ndarray | None]) -> bool:
     """The face exists (written atomically, so complete) and is newer than its photo."""
-    source, target = job
+    source, target, _ = job
     try:
         return os.stat(target).st_mtime_ns >= os.stat(source).st_mtime_ns
     except FileNotFoundError:
@@ -127,10 +142,13 @@ def align_folder(
     progress: bool | None = None,
     detector: str = "adaface",
     max_pixels: int | None = None,
+    landmarks: dict[str, np.ndarray] | None = None,
 ) -> AlignReport:
     """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report.
 
-    `max_pixels` raises the pixel limit (see facetrain.data.pixel_limit) for this process and its workers."""
+    `max_pixels` raises the pixel limit (see facetrain.data.pixel_limit) for this process and its workers.
+    `landmarks` ({path relative to the input folder, or absolute: (5, 2) points}, `read_landmarks`):
+    warp those instead of detecting; images not listed are skipped (`no_landmarks`)."""
     set_max_pixels(max_pixels)
     source_dir = resolve_imgs_dir(in_dir, require_imgs=False)
     out_dir = Path(out_dir)
@@ -140,16 +158,27 @@ def align_folder(
         raise DataError(f"{in_dir}: no images found (expected {in_dir}/<identity>/<image>)")
     report = AlignReport(str(source_dir), str(out_dir / IMGS), identities=len({Path(s).parent for s, _ in jobs}),
                          images=len(jobs))
+    if landmarks is None:
+        jobs = [(source, target, None) for source, target in jobs]
+    else:
+        with_points = [(s, t, landmarks_for(landmarks, Path(s), source_dir)) for s, t in jobs]
+        report.no_landmarks = sorted(s for s, _, points in with_points if points is None)
+        jobs = [job for job in with_points if job[2] is not None]
+        if not jobs:
+            raise DataError(f"{in_dir}: none of its {report.images} images is listed in the landmark file "
+                            f"(paths are relative to {source_dir}, e.g. identity/image.jpg, or absolute)")
     todo = [job for job in jobs if not _done(job)]
     report.aligned = len(jobs) - len(todo)
     bar = tqdm(total=len(jobs), initial=report.aligned, desc="align", unit="img",
                disable=None if progress is None else not progress)
+    detect = landmarks is None
     if todo and workers <= 1:
-        _init_worker(device, select, detector, factor, threads=None)
+        _init_worker(device, select, detector, factor, threads=None, detect=detect)
         _collect(map(_align_one, todo), report, bar)
     elif todo:
         context = multiprocessing.get_context(_start_method(device))
-        with context.Pool(workers, initializer=_init_worker, initargs=(device, select, detector, factor, 1)) as pool:
+        with context.Pool(workers, initializer=_init_worker,
+                          initargs=(device, select, detector, factor, 1, detect)) as pool:
             _collect(pool.imap_unordered(_align_one, todo, chunksize=4), report, bar)
     bar.close()
     report.no_face.sort()

@@ -141,7 +141,7 @@ def load_nets(device: str | torch.device = "cpu", weights_dir: str | os.PathLike
 
 
 class MTCNN:
-    """Face detector with 5 landmarks (Zhang et al. 2016), DESIGN 7.
+    """Face detector with 5 landmarks (Zhang et al. 2016); docs/alignment.md.
 
     `style` chooses the cascade's conventions, for the same released weights:
     - "adaface" (default): AdaFace's `face_alignment/mtcnn.py` exactly (`adaface_detect`):

@@ -1,6 +1,6 @@
 """Similarity warps from 5 facial landmarks (left eye, right eye, nose, left and right mouth
 corners) to a 112x112 template: AdaFace's (cp2tform fit, the default) and insightface's
-(Umeyama fit, the "facenet" detector option). DESIGN 6.2."""
+(Umeyama fit, the "facenet" detector option), also used by IJB."""
 from __future__ import annotations
 
 import cv2
@@ -73,3 +73,7 @@ def warp_and_crop_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112
     (scaled by size / 112), bilinear warp, border 0. Any channel order, kept as is."""
     matrix = cp2tform_similarity(landmarks, ADAFACE_TEMPLATE_112 * (size / 112.0))
     return cv2.warpAffine(image, matrix, (size, size))
+
+
+# The warp of each detector style: the template and fit its detection-based alignment uses.
+WARPS = {"adaface": warp_and_crop_face, "facenet": align_face}

@@ -24,14 +24,19 @@ def run(args: argparse.Namespace) -> int:
 
     from facetrain.align.aligner import FaceAligner
     from facetrain.compare import compare_images, format_matrix, plot_similarity
-    from facetrain.infer import load_pretrained_model
+    from facetrain.api import load_model
 
     set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
-    model = load_pretrained_model(args.ckpt, device=device)
+    model = load_model(args.ckpt, device=device)
     aligner = FaceAligner(device, args.select, detector=args.detector)
     faces, similarity = compare_images(model, args.images, aligner, device)
     print(format_matrix(similarity, args.images))
+    if model.threshold_cosine is not None:
+        same = [f"[{i}]-[{j}]" for i in range(len(faces)) for j in range(i + 1, len(faces))
+                if similarity[i, j] >= model.threshold_cosine]
+        print(f"threshold {model.threshold_cosine:.4f}, {model.threshold_source}")
+        print(f"same person (similarity >= threshold): {', '.join(same) or 'none'}")
     if args.out:
         plot_similarity(faces, similarity, args.images, args.out)
         print(f"heatmap: {args.out}")

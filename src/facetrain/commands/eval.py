@@ -11,7 +11,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--ckpt", "--start_from_model_statedict", dest="ckpt", required=True,
                         help="checkpoint (ours or an official AdaFace .ckpt)")
-    parser.add_argument("--val_data_path", required=True, help="folder with <set>.bin files or memfiles")
+    parser.add_argument("--val_data_path", default=None, help="folder with <set>.bin files or memfiles")
+    fairness = parser.add_argument_group("demographic fairness (instead of, or besides, --val_data_path)")
+    fairness.add_argument("--rfw", default=None, metavar="PATH",
+                          help="RFW as released (the folder holding data/ and txts/, or its parent), or a folder of "
+                               "<Group>_test.bin files: per-group accuracy, STD, SER, FMR/FNMR at one threshold")
+    fairness.add_argument("--groups", nargs="+", default=None, metavar="NAME=SET",
+                          help="any grouping: a group name and its pair set (.bin file or memfile folder) each")
+    fairness.add_argument("--fmr", type=float, default=1e-3,
+                          help="target FMR of the global threshold, set on all groups' impostors pooled (default 1e-3)")
+    fairness.add_argument("--plot", default=None, help="write the per-group ROC and FMR/FNMR bars here (PNG)")
     parser.add_argument("--sets", nargs="+", default=None,
                         help="sets to evaluate (default: all found; standard five first)")
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
@@ -28,10 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.devices import resolve_device
+    from facetrain.errors import ConfigError
 
     from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_csv, write_json
 
     device = resolve_device(args.device)
+    if args.val_data_path is None and args.rfw is None and args.groups is None:
+        raise ConfigError("nothing to evaluate: give --val_data_path, --rfw or --groups")
+    if args.rfw is not None and args.groups is not None:
+        raise ConfigError("--rfw and --groups both name the groups: give one of them")
+    if args.rfw is not None or args.groups is not None:
+        from facetrain.eval.fairness_report import evaluate_fairness
+        from facetrain.io_utils import atomic_write_json
+
+        fairness = evaluate_fairness(args.ckpt, rfw=args.rfw, groups=args.groups, fmr=args.fmr, arch=args.arch,
+                                     batch_size=args.batch_size, device=device, precision=args.precision,
+                                     plot_path=args.plot, progress=not args.quiet)
+        if args.val_data_path is None:
+            if args.json:
+                atomic_write_json(args.json, fairness)
+            return 0
+        if args.json:  # both asked: the fairness JSON beside the verification one
+            atomic_write_json(f"{args.json.removesuffix('.json')}.fairness.json", fairness)
     results = evaluate_checkpoint(args.ckpt, args.val_data_path, args.sets, arch=args.arch, batch_size=args.batch_size,
                                   device=device, precision=args.precision, fusion=args.fusion,
                                   channels_last=args.channels_last, progress=not args.quiet)

@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a TinyFace-like test set (release layout + aligned copy) under <out>/tinyface_root/")
     parser.add_argument("--tinyface_subjects", type=int, default=40, help="identities with gallery images and probes")
     parser.add_argument("--tinyface_distractors", type=int, default=200, help="gallery distractors (one identity each)")
+    parser.add_argument("--rfw", action="store_true",
+                        help="write four groups of pairs in RFW's release layout under <out>/rfw/test/ (synthetic groups, "
+                             "harder by construction from group_a to group_d; for facetrain eval --rfw)")
+    parser.add_argument("--rfw_pairs", type=int, default=600, help="pairs per group (a multiple of 20)")
     parser.add_argument("--no_folder", action="store_true", help="do not write the <out>/imgs image folder")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
 
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         rec=args.rec, ijb=args.ijb, bin_names=args.bin_names, pairs_per_set=args.pairs_per_set,
         val_identities=args.val_identities, ijb_subjects=args.ijb_subjects, ijb_name=args.ijb_name,
         tinyface=args.tinyface, tinyface_subjects=args.tinyface_subjects, tinyface_distractors=args.tinyface_distractors,
-        workers=args.workers,
+        rfw=args.rfw, rfw_pairs=args.rfw_pairs, workers=args.workers,
     )
     if "train" in summary:
         train = summary["train"]
@@ -57,5 +61,9 @@ def run(args: argparse.Namespace) -> int:
         tiny = summary["tinyface"]
         print(f"TinyFace: {tiny['probes']} probes, {tiny['gallery_match']} gallery images of {tiny['subjects']} subjects, "
               f"{tiny['distractors']} distractors (facetrain tinyface --data_root {args.out}/{tiny['data_root']})")
+    if "rfw" in summary:
+        groups = summary["rfw"]["groups"]
+        print(f"groups: {', '.join(groups)} ({next(iter(groups.values()))['pairs']} pairs each) under "
+              f"{args.out}/rfw/test (facetrain eval --rfw {args.out}/rfw)")
     print(f"wrote {args.out}/synth_summary.json in {time.perf_counter() - start:.1f}s")
     return 0

@@ -1,4 +1,4 @@
-"""AdaFace's training augmentations on uint8 BGR 112x112 faces (DESIGN 5), with cv2 and uint8 arithmetic.
+"""AdaFace's training augmentations on uint8 BGR 112x112 faces, with cv2 and uint8 arithmetic.
 
 Each fires independently with its probability, in AdaFace's order: crop (a RandomResizedCrop box pasted
 back at the same place on a black canvas, not resized), low resolution (down then up), photometric

@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C evaluation of a model (DESIGN 6.2): 1:1 TAR@FAR table, ROC plot, 1:N identification.
+"""IJB-B / IJB-C evaluation of a model (docs/evaluation.md): 1:1 TAR@FAR table, ROC plot, 1:N identification.
 
 Outputs in `output_dir`: `verification_result.csv` (TAR in %, one row per run mode),
 `verification_result.json`, `roc.png` (log FAR), `identification_result.csv` (when the 1:N

@@ -42,3 +42,38 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def plot_fairness(result: dict, curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
+    """Per-group ROC curves (log FAR) beside each group's FMR and FNMR at the global threshold; PNG, atomic."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (roc_ax, bar_ax) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    for label, (fpr, tpr) in curves.items():
+        x, y = _thin(np.asarray(fpr), np.asarray(tpr))
+        roc_ax.plot(x, y, lw=1.2, label=f"{label} ({result['groups'][label]['accuracy'] * 100:.2f}%)")
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlim(1e-4, 1.0)
+    roc_ax.set_ylim(0.0, 1.0)
+    roc_ax.grid(linestyle="--", linewidth=0.6)
+    roc_ax.set_xlabel("False match rate")
+    roc_ax.set_ylabel("True match rate")
+    roc_ax.set_title("ROC per group (10-fold accuracy in the legend)")
+    roc_ax.legend(loc="lower right", fontsize=8)
+    names = list(result["groups"])
+    x = np.arange(len(names))
+    threshold = result["global_threshold"]
+    bar_ax.bar(x - 0.2, [result["groups"][n]["fmr"] for n in names], 0.4, label="FMR", color="tab:red")
+    fnmr_ax = bar_ax.twinx()
+    fnmr_ax.bar(x + 0.2, [result["groups"][n]["fnmr"] for n in names], 0.4, label="FNMR", color="tab:blue")
+    bar_ax.set_xticks(x, names)
+    bar_ax.set_ylabel("FMR (false matches)", color="tab:red")
+    fnmr_ax.set_ylabel("FNMR (false non-matches)", color="tab:blue")
+    bar_ax.set_title(f"at one threshold {threshold['threshold_cosine']:.3f} (pooled FMR {threshold['fmr_target']:g})")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The five high-quality verification sets (LFW, CFP-FP, CPLFW, CALFW, AgeDB-30; also CFP-FF), DESIGN 6.1.
+"""The five high-quality verification sets (LFW, CFP-FP, CPLFW, CALFW, AgeDB-30; also CFP-FF), docs/evaluation.md.
 
 Protocol of insightface's / AdaFace's `evaluate` (Sandberg's facenet code):
 - distance = squared L2 between the fused unit features of the two pair members (0..4);
@@ -70,7 +70,7 @@ def _counts_below(dist: np.ndarray, issame: np.ndarray, bounds: np.ndarray, thre
 
 def kfold_accuracy(dist: np.ndarray, issame: np.ndarray, nrof_folds: int = 10,
                    thresholds: np.ndarray = ACCURACY_THRESHOLDS) -> dict:
-    """10-fold accuracy of DESIGN 6.1 on pair distances; returns per-fold accuracies and thresholds."""
+    """10-fold accuracy (docs/evaluation.md) on pair distances; returns per-fold accuracies and thresholds."""
     dist = np.asarray(dist, dtype=np.float64)  # exact upcast: the same comparisons as float32 < float64
     issame = np.asarray(issame, dtype=bool)
     bounds = kfold_bounds(len(dist), nrof_folds)

@@ -15,7 +15,7 @@ def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLik
                         arch: str | None = None, batch_size: int = 256, device: str | None = None,
                         precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
                         progress: bool = True) -> dict[str, dict]:
-    """Load a backbone checkpoint and the validation sets (.bin or memfiles) and evaluate (DESIGN 6.1).
+    """Load a backbone checkpoint and the validation sets (.bin or memfiles) and evaluate (docs/evaluation.md).
 
     Returns {set name: metrics} plus "average" (over the five standard sets present).
     """

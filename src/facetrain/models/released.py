@@ -7,12 +7,12 @@ by the caller, or recorded here) is checked before the file is used.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from facetrain.errors import ConfigError
+from facetrain.fingerprint import file_sha256
 
 PRETRAINED_DIR = "pretrained"
 HOME_ENV = "FACETRAIN_HOME"
@@ -56,12 +56,9 @@ def pretrained_dirs() -> list[Path]:
 
 
 def check_sha256(path: Path, expected: str) -> None:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected.lower():
-        raise ConfigError(f"{path}: sha256 {digest.hexdigest()} does not match the expected {expected}")
+    digest = file_sha256(path)
+    if digest != expected.lower():
+        raise ConfigError(f"{path}: sha256 {digest} does not match the expected {expected}")
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, sha256: str | None = None,

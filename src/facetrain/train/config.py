@@ -186,10 +186,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             help = f"{help} (default: {default})" if help else f"default: {default}"
         group.add_argument(flag, help=help or None, **kw)
 
-    g = parser.add_argument_group("configuration")
-    g.add_argument("--config", help="a run's config.json (or a JSON/YAML file of TrainConfig fields): strict, "
-                                    "an unknown key is an error; flags given on the command line override it")
-    g = parser.add_argument_group("data (AdaFace)")
+    # `facetrain train --help` shows the flags by purpose; every AdaFace flag keeps its name and meaning.
+    g = parser.add_argument_group("data")
     add(g, "--data_root", "training/validation paths are relative to it")
     add(g, "--train_data_path", "image folder (<...>/imgs), RecordIO folder (with --use_mxrecord) or training memfile")
     add(g, "--val_data_path", "folder with the .bin files or their memfiles")
@@ -202,14 +200,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--photometric_augmentation_prob", type=float)
     add(g, "--num_workers", "data-loader processes per training process (-1: this node's CPUs divided by its "
                             "training processes, at most 16)", type=int)
-    g = parser.add_argument_group("model and head (AdaFace)")
+    add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
+    g = parser.add_argument_group("model")
     add(g, "--arch", "backbone: ir_18, ir_50, ir_101, ir_se_50, mobilefacenet, ...")
     add(g, "--head", choices=HEADS)
     add(g, "--m", "margin (default: the head's, adaface 0.4)", type=float)
     add(g, "--h", "AdaFace h (default 0.333)", type=float)
     add(g, "--s", "logit scale (default 64)", type=float)
     add(g, "--t_alpha", "AdaFace EMA rate of the norm statistics (default 0.01)", type=float)
-    g = parser.add_argument_group("optimisation (AdaFace)")
+    add(g, "--start_from_model_statedict", "initialise the backbone from a .ckpt")
+    add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
+    add(g, "--no_channels_last", dest="channels_last", action="store_false")
+    add(g, "--compile", "torch.compile the backbone", action="store_true")
+    g = parser.add_argument_group("optimisation")
     add(g, "--epochs", type=int)
     add(g, "--batch_size", "total batch over all processes", type=int)
     add(g, "--lr", type=float)
@@ -217,49 +220,47 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--lr_gamma", type=float)
     add(g, "--momentum", type=float)
     add(g, "--weight_decay", "not applied to batch-norm parameters", type=float)
+    add(g, "--warmup_epochs", "linear LR warm-up length", type=float)
     add(g, "--accumulate_grad_batches", type=int)
     add(g, "--seed", type=int)
-    add(g, "--gpus", "GPUs to use (0 = CPU); >1 starts one process per GPU unless run under torchrun", type=int)
-    add(g, "--use_16bit", "fp16 mixed precision with loss scaling on GPUs (on a CPU: as --precision auto)",
-        action="store_true")
-    g = parser.add_argument_group("run control (AdaFace)")
-    add(g, "--resume_from_checkpoint", "continue a run exactly from its .ckpt")
-    add(g, "--start_from_model_statedict", "initialise the backbone from a .ckpt")
+    add(g, "--precision", "auto: bf16 where it is fast (GPUs that have it, CPUs with AMX/AVX512-BF16), else fp32 "
+                          "(fp16 with --use_16bit)", choices=TRAIN_PRECISIONS)
+    add(g, "--max_nonfinite_steps", "stop after this many non-finite losses in a row (each one skips its step)",
+        type=int)
+    g = parser.add_argument_group("evaluation")
+    add(g, "--val_every", "validate every N epochs (and the last)", type=int)
+    add(g, "--val_check_interval", "within a validated epoch (Lightning's meaning): a fraction in (0, 1] validates "
+        "every int(fraction x batches) batches, a whole number N every N batches (default: AdaFace's 0.1 when "
+        "--epochs <= 4, else 1.0 = once per epoch)", type=parse_val_check_interval)
     add(g, "--evaluate", "only evaluate --start_from_model_statedict", action="store_true")
+    g = parser.add_argument_group("output")
+    g.add_argument("--config", help="a run's config.json (or a JSON/YAML file of TrainConfig fields): strict, "
+                                    "an unknown key is an error; flags given on the command line override it")
     add(g, "--output_dir", "run folder (default: experiments/<prefix>_<MM-DD>_<n>)")
     add(g, "--prefix")
+    add(g, "--resume_from_checkpoint", "continue a run exactly from its .ckpt")
+    add(g, "--overwrite", "replace the run already in --output_dir (its checkpoints, logs and results are deleted; "
+        "other files are kept)", action="store_true")
     add(g, "--save_all_models", "also keep epoch=NN.ckpt for every epoch", action="store_true")
-    add(g, "--test_run", f"{TEST_RUN_BATCHES} batches per epoch", action="store_true")
-    # accepted so that scripts written for AdaFace run unchanged
-    g.add_argument("--distributed_backend", choices=["ddp"],
-                   help="AdaFace's flag; DistributedDataParallel is the only backend")
+    add(g, "--save_every_steps", "also write last.ckpt every N optimizer steps (0 = per epoch only)", type=int)
+    add(g, "--log_every", "log training values every N steps", type=int)
     add(g, "--use_wandb", "also log to Weights & Biases (pip install facetrain[wandb]; WANDB_MODE=offline works "
                           "without network); run name: the output folder's name, as AdaFace", action="store_true")
     add(g, "--wandb_project", "W&B project")
-    g = parser.add_argument_group("facetrain additions")
-    add(g, "--precision", "auto: bf16 where it is fast (GPUs that have it, CPUs with AMX/AVX512-BF16), else fp32 "
-                          "(fp16 with --use_16bit)", choices=TRAIN_PRECISIONS)
-    add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
-    add(g, "--no_channels_last", dest="channels_last", action="store_false")
-    add(g, "--compile", "torch.compile the backbone", action="store_true")
+    g.add_argument("--quiet", "--no_progress", dest="progress", action="store_false", help="no progress bar")
+    g = parser.add_argument_group("distributed")
+    add(g, "--gpus", "GPUs to use (0 = CPU); >1 starts one process per GPU unless run under torchrun", type=int)
     add(g, "--sync_bn", "SyncBatchNorm across processes (DDP)", action="store_true")
     add(g, "--partial_fc", "Partial FC: class centres sharded over the processes, cross-entropy across them "
                            "(for hundreds of thousands to millions of identities)", action="store_true")
     add(g, "--sample_rate", "with --partial_fc: fraction of each shard's negative classes per step (1.0 = all); "
                             "the batch's classes are always kept", type=float)
-    add(g, "--warmup_epochs", "linear LR warm-up length", type=float)
-    add(g, "--val_every", "validate every N epochs (and the last)", type=int)
-    add(g, "--val_check_interval", "within a validated epoch (Lightning's meaning): a fraction in (0, 1] validates "
-        "every int(fraction x batches) batches, a whole number N every N batches (default: AdaFace's 0.1 when "
-        "--epochs <= 4, else 1.0 = once per epoch)", type=parse_val_check_interval)
-    add(g, "--overwrite", "replace the run already in --output_dir (its checkpoints, logs and results are deleted; "
-        "other files are kept)", action="store_true")
-    add(g, "--save_every_steps", "also write last.ckpt every N optimizer steps (0 = per epoch only)", type=int)
-    add(g, "--log_every", "log training values every N steps", type=int)
-    add(g, "--limit_train_batches", "batches per epoch (0 = all)", type=int)
-    add(g, "--max_nonfinite_steps", "stop after this many non-finite losses in a row (each one skips its step)",
-        type=int)
-    g.add_argument("--quiet", "--no_progress", dest="progress", action="store_false", help="no progress bar")
+    g = parser.add_argument_group("AdaFace compatibility", "flags of AdaFace's main.py with no better name here")
+    add(g, "--use_16bit", "fp16 mixed precision with loss scaling on GPUs (on a CPU: as --precision auto)",
+        action="store_true")
+    add(g, "--test_run", f"{TEST_RUN_BATCHES} batches per epoch", action="store_true")
+    g.add_argument("--distributed_backend", choices=["ddp"],
+                   help="AdaFace's flag; DistributedDataParallel is the only backend")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

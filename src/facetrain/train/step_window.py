@@ -49,7 +49,7 @@ class StepWindow:
         """Continue from `state_dict()` (nothing: a fresh window)."""
         if state:
             self._sums.copy_(torch.tensor(state["sums"]))
-            skips = list(state["skips"]) + [0.0] * (3 - len(state["skips"]))  # no total before 2026-11-29
+            skips = list(state["skips"]) + [0.0] * (3 - len(state["skips"]))  # older checkpoints hold no total
             self._skips.copy_(torch.tensor(skips))
             self.skipped_total = round(skips[2])
 

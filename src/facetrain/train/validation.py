@@ -1,5 +1,5 @@
 """Validation during training and the final test: the verification sets under `--val_data_path`,
-evaluated with the shared protocol of `facetrain.eval.verification` (DESIGN 6.1)."""
+evaluated with the shared protocol of `facetrain.eval.verification` (docs/evaluation.md)."""
 from __future__ import annotations
 
 import warnings

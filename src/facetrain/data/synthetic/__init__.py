@@ -1,4 +1,4 @@
-"""Procedural synthetic faces (DESIGN 9): identities as parameter vectors drawn with OpenCV under per-image
+"""Procedural synthetic faces: identities as parameter vectors drawn with OpenCV under per-image
 pose, lighting, expression, age, blur, noise and JPEG nuisance, written as an image folder, InsightFace
 `.bin` sets on held-out identities, RecordIO and an IJB-like protocol. Deterministic from a seed."""
 from facetrain.data.synthetic.generate import generate_dataset

@@ -4,7 +4,9 @@ Outputs under `out_dir` (each optional): `imgs/<id_xxxxx>/<n>.jpg` (training ima
 `train.rec` + `train.idx` + `property` (InsightFace RecordIO, the same training images),
 `<benchmark>.bin` verification sets on held-out identities, `ijb/<NAME>/` (IJB-like protocol, read by
 `facetrain ijb --data_root <out>/ijb --dataset_name <NAME>`), `tinyface_root/` (TinyFace's release layout
-plus its aligned copy, read by `facetrain tinyface --data_root <out>/tinyface_root`), and `synth_summary.json` with the
+plus its aligned copy, read by `facetrain tinyface --data_root <out>/tinyface_root`), `rfw/test/` (four synthetic
+groups of pairs in RFW's release layout, harder by construction from group_a to group_d, read by
+`facetrain eval --rfw <out>/rfw`), and `synth_summary.json` with the
 parameters, sizes and the raw-pixel baseline accuracy of each `.bin`. Each output is replaced
 atomically; the old summary is removed before any output changes and the new one written last,
 so a summary always describes the files beside it (an interrupted run leaves none: run it again).
@@ -24,6 +26,7 @@ from facetrain import __version__
 from facetrain.data.bin import write_bin
 from facetrain.data.recordio import write_insightface_rec
 from facetrain.data.synthetic.baseline import raw_pixel_accuracy
+from facetrain.data.synthetic.groups import check_pairs_per_group, write_group_sets
 from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
 from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
 from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
@@ -93,6 +96,16 @@ def _write_bins(out: Path, seed: int, names: Sequence[str], pairs_per_set: int, 
     return sets
 
 
+def _write_groups(out: Path, seed: int, pairs_per_group: int, workers: int) -> dict:
+    tmp = fresh_temporary(out / "rfw")
+    try:
+        summary = write_group_sets(tmp, seed, pairs_per_group, workers)
+        _replace_dir(tmp, out / "rfw")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
 class _IJBRenderer:  # picklable for worker processes
     def __init__(self, seed: int):
         self.seed = seed
@@ -135,7 +148,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
                      bin_names: Sequence[str] = BENCHMARK_NAMES, pairs_per_set: int = 600,
                      val_identities: int | None = None, ijb_subjects: int = 40, ijb_name: str = "IJBC",
                      tinyface: bool = False, tinyface_subjects: int = 40, tinyface_distractors: int = 200,
-                     workers: int = 1, progress: bool | None = None) -> dict:
+                     rfw: bool = False, rfw_pairs: int = 600, workers: int = 1, progress: bool | None = None) -> dict:
     """Write the requested outputs and `synth_summary.json`; returns the summary. Same arguments, same bytes."""
     unknown = [n for n in bin_names if n not in BENCHMARK_NAMES]
     if unknown:
@@ -148,6 +161,8 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         raise ConfigError(f"TinyFace needs >= 1 subject and >= 0 distractors, got {tinyface_subjects} and {tinyface_distractors}")
     if tinyface and importlib.util.find_spec("scipy") is None:
         raise ConfigError("a synthetic TinyFace writes the release's .mat lists with scipy: pip install 'facetrain[tinyface]'")
+    if rfw:
+        check_pairs_per_group(rfw_pairs)
     if ijb_name.upper() not in ("IJBB", "IJBC"):
         raise ConfigError(f"ijb_name must be IJBB or IJBC (the evaluator's file prefixes), got {ijb_name!r}")
     out = Path(out_dir)
@@ -159,7 +174,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         "params": {"num_identities": num_identities, "images_per_identity": images_per_identity,
                    "pairs_per_set": pairs_per_set, "val_identities": val_identities,
                    "ijb_subjects": ijb_subjects, "tinyface_subjects": tinyface_subjects,
-                   "tinyface_distractors": tinyface_distractors, "profiles": {k: vars(v) for k, v in PROFILES.items()}},
+                   "tinyface_distractors": tinyface_distractors, "rfw_pairs": rfw_pairs, "profiles": {k: vars(v) for k, v in PROFILES.items()}},
     }
     if folder or rec:
         summary["train"] = _write_training(out, seed, num_identities, images_per_identity, folder, rec, workers, progress)
@@ -169,5 +184,7 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         summary["ijb"] = _write_ijb(out, seed, ijb_subjects, ijb_name.upper(), workers)
     if tinyface:
         summary["tinyface"] = _write_tinyface(out, seed, tinyface_subjects, tinyface_distractors, workers)
+    if rfw:
+        summary["rfw"] = _write_groups(out, seed, rfw_pairs, workers)
     atomic_write_json(out / SUMMARY_NAME, summary)
     return summary

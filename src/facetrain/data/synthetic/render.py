@@ -345,5 +345,5 @@ def render_face(ident: Identity, nz: Nuisance, rng: np.random.Generator, size: i
 
 
 def render_identity_image(params: Identity, nuisance: Nuisance, rng: np.random.Generator) -> np.ndarray:
-    """The aligned 112x112 BGR face (CONTRACTS.md name)."""
+    """The aligned 112x112 BGR face (the name docs/architecture.md gives)."""
     return render_face(params, nuisance, rng).image

@@ -17,7 +17,8 @@ from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance, sample_
 from facetrain.data.synthetic.render import render_face
 
 # One random stream per split: the identities of different splits are disjoint by construction.
-STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7, "tinyface": 8}
+STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7, "tinyface": 8,
+           "group_a": 9, "group_b": 10, "group_c": 11, "group_d": 12}
 _IDENTITY, _IMAGE, _PAIR = 0, 1, 2
 
 
