@@ -15,6 +15,7 @@ import pytest
 
 from facetrain.cli import main
 
+IDENTITIES = 100  # of the model's 200 training identities (16 images each), for speed
 MOVED = 40  # images moved, one from each of the first 40 identities to the next identity's folder
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -23,9 +24,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def scorecard(trained_tinynet, tmp_path_factory):
     root = tmp_path_factory.mktemp("scorecard")
     clean, noisy = root / "clean" / "imgs", root / "noisy" / "imgs"
-    shutil.copytree(trained_tinynet.data / "imgs", clean, copy_function=shutil.copy)
-    shutil.copytree(trained_tinynet.data / "imgs", noisy, copy_function=shutil.copy)
-    identities = sorted(p.name for p in noisy.iterdir())
+    identities = sorted(p.name for p in (trained_tinynet.data / "imgs").iterdir())[:IDENTITIES]
+    for identity in identities:
+        shutil.copytree(trained_tinynet.data / "imgs" / identity, clean / identity)
+        shutil.copytree(trained_tinynet.data / "imgs" / identity, noisy / identity)
     moved = {}
     for k in range(MOVED):
         src = noisy / identities[k] / "0.jpg"
@@ -64,7 +66,7 @@ def test_planted_mislabels_are_found_and_few_clean_images_flagged(scorecard):
 def test_the_scorecard_puts_the_noisy_set_behind_on_its_columns(scorecard):
     rows = {r["dataset"]: r for r in scorecard["card"]["datasets"]}
     clean, noisy = rows["clean"], rows["noisy"]
-    assert clean["images"] == noisy["images"] == 3200 and clean["identities"] == noisy["identities"] == 200
+    assert clean["images"] == noisy["images"] == 16 * IDENTITIES and clean["identities"] == noisy["identities"] == IDENTITIES
     assert noisy["mislabel_share"] > clean["mislabel_share"]
     assert noisy["consistency"] < clean["consistency"]
     assert noisy["diversity_degrees"] > clean["diversity_degrees"]

@@ -126,7 +126,7 @@ def _validate(options: AuditOptions) -> Path:
         raise ConfigError(f"--top must be 0 or more, got {options.top}")
     out = Path(options.out_dir).resolve()
     data = Path(options.data).resolve()
-    root = data.parent if data.name == IMGS else data
+    root = data / IMGS if (data / IMGS).is_dir() else data  # the folder whose sub-folders are identities
     if data.is_dir() and (out == root or root in out.parents):
         raise ConfigError(f"--out {options.out_dir} is inside the audited data {options.data}; choose a folder outside it")
     return Path(options.out_dir)
@@ -204,10 +204,14 @@ def leak_summary(leakage: dict) -> dict:
 
 def format_summary(report: dict) -> str:
     s, t, c = report["summary"], report["threshold"], report["collisions"]
-    lines = [f"audit: {s['identities']} identities, {s['images']} images; threshold {t['value']:.4f} ({t['source']})",
-             f"  intra-class consistency: median {report['intra_class']['distribution']['p50']:.3f}",
+    intra = report["intra_class"]
+    lines = [f"audit: {s['identities']} identities, {s['images']} images; collision threshold {t['value']:.4f} "
+             f"({t['source']})",
+             f"  intra-class consistency: median {intra['distribution']['p50']:.3f}; suspected mislabels: "
+             f"{len(intra['suspected_mislabels'])} of {intra['judged_images']} images",
              f"  collisions: {len(c['pairs'])} identity pairs in {len(c['clusters'])} clusters "
-             f"({c['identities_to_drop']} identities to drop)"]
+             f"({c['identities_to_drop']} identities to drop)"
+             + (f"; {c['chance']['expected_by_chance']:.3g} pairs expected by chance" if c["chance"] else "")]
     for name, leak in report["leakage"].items():
         line = f"  leakage {name}: {leak['verdict']}"
         if leak["identity_level"] is not None:
