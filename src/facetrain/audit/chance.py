@@ -79,6 +79,68 @@ class ImpostorFit:
                 "fit_location": round(self.location, 6), "fit_scale": round(self.scale, 6)}
 
 
+@dataclass
+class TailFit:
+    """An exponential tail of Fisher's z above a high quantile of the very pairs compared (peaks over threshold):
+    P(z >= x) = share x exp(-(x - start) / mean excess). Pairs of a reference and a training set have a longer
+    tail than the reference's own impostors (a few reference images resemble many training faces); this reads
+    it off the compared pairs where a leak is too rare to matter, and any leak there only lengthens it."""
+
+    start: float
+    share: float
+    mean_excess: float
+    pairs: int
+    source: str
+
+    def far(self, cosine: float) -> float:
+        z = float(fisher_z(cosine))
+        return 1.0 if z <= self.start else self.share * math.exp(-(z - self.start) / self.mean_excess)
+
+    def threshold(self, far: float) -> float:
+        if far >= self.share:
+            return float(np.float32(np.tanh(self.start)))
+        return float(np.float32(np.tanh(self.start + self.mean_excess * math.log(self.share / far))))
+
+
+TAIL_SHARE = 0.01
+
+
+def fit_tail(scores: np.ndarray, source: str) -> TailFit | None:
+    """The exponential tail above the top TAIL_SHARE of `scores`; None with fewer than MIN_PAIRS in it."""
+    z = fisher_z(np.asarray(scores, np.float64))
+    if len(z) * TAIL_SHARE < MIN_PAIRS:
+        return None
+    start = float(np.quantile(z, 1 - TAIL_SHARE))
+    excess = z[z > start] - start
+    return TailFit(start, TAIL_SHARE, max(float(excess.mean()), 1e-6), int(len(z)), source)
+
+
+@dataclass
+class ChanceModel:
+    """The larger chance of two models at every cosine (see `TailFit`): the reference's own impostors and, where
+    enough pairs are compared, the compared pairs' tail."""
+
+    impostors: ImpostorFit
+    tail: TailFit | None
+
+    @property
+    def source(self) -> str:
+        return self.impostors.source
+
+    def far(self, cosine: float) -> float:
+        return max(self.impostors.far(cosine), self.tail.far(cosine) if self.tail else 0.0)
+
+    def threshold(self, far: float) -> float:
+        return max(self.impostors.threshold(far), self.tail.threshold(far) if self.tail else -1.0)
+
+    def as_json(self) -> dict:
+        out = self.impostors.as_json()
+        if self.tail is not None:
+            out["tail"] = {"source": self.tail.source, "pairs": self.tail.pairs, "above_cosine": round(
+                float(np.tanh(self.tail.start)), 6), "share": self.tail.share, "mean_excess_z": round(self.tail.mean_excess, 6)}
+        return out
+
+
 def fit_impostors(scores: np.ndarray, source: str) -> ImpostorFit | None:
     """The conservative normal fit of the module note; None with fewer than MIN_PAIRS pairs."""
     scores = fisher_z(np.asarray(scores, np.float64)[np.isfinite(scores)])

@@ -12,12 +12,12 @@ from typing import Callable
 import numpy as np
 
 from facetrain.audit.calibrate import identity_leak_fit, image_leak_fit, notice, threshold_from_fit
-from facetrain.audit.chance import ImpostorFit, excess_test
+from facetrain.audit.chance import ChanceModel, ImpostorFit, excess_test, fit_tail
 from facetrain.audit.identities import IdentityStats, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import Neighbours, search
 from facetrain.audit.report import distribution, histogram
 from facetrain.audit.sources import AuditSet
-from facetrain.audit.threshold import Threshold
+from facetrain.audit.threshold import Threshold, cross_scores
 from facetrain.errors import ConfigError
 
 
@@ -43,6 +43,8 @@ def audit_reference(ref: AuditSet, ref_emb: np.ndarray, data: AuditSet, train_em
                     ) -> tuple[dict, Neighbours]:
     """(the reference's `leakage` section, its image pairs above the threshold)."""
     fit = image_leak_fit(ref, ref_emb, calibration, training_fit)
+    if fit is not None:
+        fit = ChanceModel(fit, fit_tail(cross_scores(ref_emb, train_emb), f"{ref.name} x training image pairs"))
     threshold = _level(given, far, fit, ref.name)
     found = search(ref_emb, train_emb, threshold.value, device=device, progress=progress, desc=f"leakage {ref.name}")
     test = _test(found.score, len(ref) * len(data), fit, threshold)
