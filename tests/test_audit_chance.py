@@ -64,3 +64,20 @@ def test_the_excess_reaches_down_to_the_lowest_significant_level():
     threshold = fit.threshold(1e-4)  # 0.356
     result = excess_test(np.array([1.0, 0.8, 0.75, 0.7, 0.65, 0.38, 0.375]), 100_000, fit, threshold)  # 10 expected
     assert result["significant"] and result["excess_pairs"] == 5 and result["excess_level"] == pytest.approx(0.65)
+
+
+def test_the_compared_pairs_tail_keeps_a_long_tail_at_chance():
+    """Impostor pairs of the reference alone (150, normal) miss the longer tail of the pairs compared (2 % of them
+    from reference images that resemble many faces: a wider normal): their fit alone would call chance an excess;
+    the larger of both models does not."""
+    from facetrain.audit.chance import ChanceModel, fit_tail
+
+    rng = np.random.default_rng(3)
+    own = np.tanh(rng.normal(0.0, 0.2, 150))
+    compared = np.tanh(np.r_[rng.normal(0.0, 0.15, 392_000), rng.normal(0.0, 0.35, 8_000)])
+    alone = fit_impostors(own, "reference")
+    threshold = alone.threshold(1e-4)
+    assert excess_test(compared[compared >= threshold], len(compared), alone, threshold)["significant"]
+    both = ChanceModel(alone, fit_tail(compared, "compared"))
+    threshold = both.threshold(1e-4)
+    assert not excess_test(compared[compared >= threshold], len(compared), both, threshold)["significant"]

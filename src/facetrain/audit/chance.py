@@ -94,7 +94,7 @@ class TailFit:
 
     def far(self, cosine: float) -> float:
         z = float(fisher_z(cosine))
-        return 1.0 if z <= self.start else self.share * math.exp(-(z - self.start) / self.mean_excess)
+        return min(1.0, self.share * math.exp(-(z - self.start) / self.mean_excess))
 
     def threshold(self, far: float) -> float:
         if far >= self.share:
@@ -102,17 +102,22 @@ class TailFit:
         return float(np.float32(np.tanh(self.start + self.mean_excess * math.log(self.share / far))))
 
 
-TAIL_SHARE = 0.01
+# the tail starts at the smallest of these shares that leaves TAIL_MIN_PAIRS above it: the nearer the start to
+# the thresholds, the less an exponential has to extrapolate (a tail that widens further out is caught)
+TAIL_SHARES = (1e-4, 1e-3, 1e-2)
+TAIL_MIN_PAIRS = 100
 
 
 def fit_tail(scores: np.ndarray, source: str) -> TailFit | None:
-    """The exponential tail above the top TAIL_SHARE of `scores`; None with fewer than MIN_PAIRS in it."""
+    """The exponential tail above the top share (TAIL_SHARES) of `scores`; None with too few pairs."""
     z = fisher_z(np.asarray(scores, np.float64))
-    if len(z) * TAIL_SHARE < MIN_PAIRS:
+    shares = [share for share in TAIL_SHARES if len(z) * share >= TAIL_MIN_PAIRS]
+    if not shares:
         return None
-    start = float(np.quantile(z, 1 - TAIL_SHARE))
+    share = shares[0]
+    start = float(np.quantile(z, 1 - share))
     excess = z[z > start] - start
-    return TailFit(start, TAIL_SHARE, max(float(excess.mean()), 1e-6), int(len(z)), source)
+    return TailFit(start, share, max(float(excess.mean()), 1e-6), int(len(z)), source)
 
 
 @dataclass
