@@ -15,7 +15,7 @@ TEST_IMAGES = Path(__file__).resolve().parent / "face_alignment" / "test_images"
 def main(argv=None) -> int:
     import torch
 
-    from facetrain.align.aligner import FaceAligner
+    from facetrain.alignment.aligner import FaceAligner
     from facetrain.commands.options import add_detector
     from facetrain.compare import compare_images
     from facetrain.errors import FacetrainError

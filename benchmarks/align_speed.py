@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from facetrain.align.aligner import FaceAligner
+from facetrain.alignment.aligner import FaceAligner
 
 
 def photo(width: int, height: int) -> np.ndarray:

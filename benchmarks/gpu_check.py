@@ -1,26 +1,33 @@
 """One GPU check for facetrain (driver of benchmarks/gpu_check.sh): speed figures and the GPU code
-paths, run once on a GPU machine (<= 8 minutes on one H100/H200-class GPU), summarised as JSON.
+paths on a GPU machine with nothing installed but torch and facetrain's dependencies, summarised as
+JSON (written after every section and step row, so a call cut short keeps what finished) and as
+one screen of text at the end (img/s and MFU per step row, pass/fail per section).
 
-    benchmarks/gpu_check.sh                 # on the GPU machine; JSON to stdout and benchmarks/results/
-    benchmarks/gpu_check.sh --cpu           # the same steps, tiny, on the CPU (CI runs this)
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --out DIR --only step              # each call < 5 min (H200)
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --out DIR --only end_to_end eval short_run torchrun
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --cpu --out DIR   # the same steps, tiny, on the CPU (CI)
 
-Sections (each timed; any failure is printed with its traceback and makes the exit status 1):
+Sections (each timed; a failure is printed with its traceback and makes the exit status 1; calls
+with --only add their sections to the JSON already in DIR):
 - step: IR-50 / IR-101 training step img/s at batch 128/256/512, fp16 (GradScaler) and bf16,
   channels_last on/off, torch.compile on/off (IR-50 at batch 256 with channels_last only: each
-  compilation costs about a minute), peak memory;
+  compilation costs about a minute), peak memory, MFU; a row that fails (OOM, compilation) is recorded
+  as such and the others still run;
 - end_to_end: `facetrain synth --workers` makes a >= 50,000-image folder, then `facetrain train`
   IR-50 batch 256 for a fixed number of steps: img/s, data-time share, the bare step for the ratio;
 - eval: embedding img/s (image + flip) in fp32 and bf16, TF32 on/off difference of fp32 embeddings,
   and the time of IJB-C-size 1:1 scoring (23,124 templates, 15.7M pairs; numpy on the CPU);
 - short_run: 2 tiny epochs with validation sets, the final test, results.json, then a resume from
   last.ckpt, in bf16 and in fp16 (fp32 in --cpu mode: fp16 needs a GPU);
-- torchrun: the short run under `torchrun --nproc_per_node 2` (NCCL) when 2 GPUs are visible.
-Nothing is downloaded: every input is generated here.
+- torchrun: the short run with Partial FC under `torchrun` (3 steps per epoch, data sized from the
+  number of processes), then resumed: NCCL on every visible GPU (at most 8) when there are >= 2,
+  else 2 gloo processes on the CPU (DDP and Partial FC without NCCL; said so in the summary).
+Nothing is downloaded: every input is generated here. stdout carries the JSON only (everything else,
+the `facetrain` and torchrun child processes included, goes to stderr).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -41,12 +48,14 @@ sys.path.insert(0, str(HERE))
 
 from train_end_to_end import bare_step, end_to_end, make_folder, train_args  # noqa: E402
 from train_throughput import cpu_features, measure  # noqa: E402
+from gpu_check_report import Record, peak_bf16_tflops, summary_lines, train_flops_per_image  # noqa: E402
 
 from facetrain.cli import main as facetrain_main  # noqa: E402
+from facetrain.errors import one_line  # noqa: E402
 from facetrain.eval.embed import extract_features  # noqa: E402
 from facetrain.eval.ijb_verify import score_pairs, verification_metrics  # noqa: E402
 from facetrain.models import build_model  # noqa: E402
-from facetrain.train.distributed import configure_device, free_port  # noqa: E402
+from facetrain.train.distributed import free_port, training_backends  # noqa: E402
 from facetrain.precision import resolve_precision  # noqa: E402
 
 GPU_PLAN = {
@@ -55,60 +64,79 @@ GPU_PLAN = {
     "synth_identities": 2000, "synth_per_identity": 25, "e2e_arch": "ir_50", "e2e_batch": 256, "e2e_steps": 120,
     "e2e_log_every": 20, "eval_images": 20000, "eval_archs": ["ir_50"], "ijb_templates": 23124,
     "ijb_pairs": 15_658_590, "short_arch": "ir_18", "short_precisions": ["bf16", "fp16"], "short_batch": 64,
-    "threads": 0, "short_workers": -1,  # 0 / -1: the defaults
+    "threads": 0, "short_workers": -1, "torchrun_cpu_batch": 16,  # 0 / -1: the defaults
 }
 CPU_PLAN = {
-    "archs": ["tinynet"], "batches": [8], "precisions": ["bf16"], "compile_batch": None, "compile_archs": [],
+    "archs": ["tinynet"], "batches": [8], "precisions": ["bf16"], "compile_batch": 8, "compile_archs": ["tinynet"],
     "steps": 2, "warmup": 1, "num_classes": 100,
     "synth_identities": 8, "synth_per_identity": 8, "e2e_arch": "tinynet", "e2e_batch": 16, "e2e_steps": 4,
     "e2e_log_every": 1, "eval_images": 64, "eval_archs": ["tinynet"], "ijb_templates": 500, "ijb_pairs": 20000,
     "short_arch": "tinynet", "short_precisions": ["bf16", "fp32"], "short_batch": 16,
-    "threads": 1, "short_workers": 0,  # CI machines are small and shared: no oversubscription
+    "threads": 1, "short_workers": 0, "torchrun_cpu_batch": 8,  # CI machines are small and shared: no oversubscription
 }
 
 
-class Check:
-    """Runs named sections, records their results, times and failures."""
+SECTIONS = ("step", "end_to_end", "eval", "short_run", "torchrun")
 
-    def __init__(self):
-        self.summary: dict = {"sections": {}, "failures": []}
+
+class Check:
+    """Runs named sections and records their results, times and failures as they finish."""
+
+    def __init__(self, record: Record):
+        self.record = record
 
     def section(self, name: str, fn: Callable[[], dict]) -> None:
         tic = time.perf_counter()
         print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
+        self.record.set(name, {"status": "running"})
         try:
-            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON summary only
-                result = fn()
-            status = "ok"
-        except Exception:
+            result = fn()
+            status = "failed" if result.pop("failed_rows", 0) else "ok"
+        except (Exception, SystemExit):  # a benchmark's SystemExit too: the other sections still run
             result, status = {"error": traceback.format_exc(limit=6)}, "failed"
-            self.summary["failures"].append(name)
             traceback.print_exc()
         result.update(status=status, seconds=round(time.perf_counter() - tic, 1))
-        self.summary["sections"][name] = result
+        self.record.set(name, result)
 
 
-def step_grid(plan: dict, device: torch.device) -> dict:
-    rows = []
+def step_grid(plan: dict, device: torch.device, peak_tflops: float | None, progress: Callable[[dict], None]) -> dict:
+    rows, failed = [], 0
+    flops_per_image = {arch: train_flops_per_image(arch, plan["num_classes"]) for arch in plan["archs"]}
     for arch in plan["archs"]:
+        flops = flops_per_image[arch]
         for batch in plan["batches"]:
             for precision in plan["precisions"]:
                 for channels_last in (True, False):
                     compiled = batch == plan["compile_batch"] and channels_last and arch in plan["compile_archs"]
-                    compiles = [False] + ([True] if compiled else [])
-                    for compile_ in compiles:
-                        if device.type == "cuda":
-                            torch.cuda.empty_cache()
-                            torch.cuda.reset_peak_memory_stats(device)
-                        speed = measure(arch, precision, channels_last, compile_, batch, device, plan["steps"],
-                                        plan["warmup"], plan["num_classes"])
-                        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-                        rows.append({"arch": arch, "batch": batch, "precision": precision,
-                                     "channels_last": channels_last, "compile": compile_,
-                                     "img_per_sec": round(speed, 1), "peak_memory_gib": peak and round(peak, 2)})
-                        print(f"[gpu_check]   {rows[-1]}", file=sys.stderr, flush=True)
-    best = max(rows, key=lambda r: r["img_per_sec"])
-    return {"rows": rows, "best": best}
+                    for compile_ in [False] + ([True] if compiled else []):
+                        row = {"arch": arch, "batch": batch, "precision": precision, "channels_last": channels_last,
+                               "compile": compile_}
+                        try:
+                            row.update(_step_row(plan, device, row, flops, peak_tflops))
+                        except Exception as exc:  # OOM, a compilation failure: the other rows still run
+                            row["error"], failed = one_line(exc), failed + 1
+                            traceback.print_exc()
+                        finally:
+                            if device.type == "cuda":
+                                torch.cuda.empty_cache()
+                        rows.append(row)
+                        print(f"[gpu_check]   {row}", file=sys.stderr, flush=True)
+                        progress({"rows": rows, "status": "running"})
+    measured = [r for r in rows if "img_per_sec" in r]
+    return {"rows": rows, "best": max(measured, key=lambda r: r["img_per_sec"]) if measured else None,
+            "train_flops_per_image": flops_per_image,
+            "failed_rows": failed}
+
+
+def _step_row(plan: dict, device: torch.device, row: dict, flops: float, peak_tflops: float | None) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with training_backends(device):
+        speed = measure(row["arch"], row["precision"], row["channels_last"], row["compile"], row["batch"], device,
+                        plan["steps"], plan["warmup"], plan["num_classes"])
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    mfu = speed * flops / (peak_tflops * 1e12) if peak_tflops else None
+    return {"img_per_sec": round(speed, 1), "mfu": mfu and round(mfu, 3), "peak_memory_gib": peak and round(peak, 2)}
 
 
 def end_to_end_section(plan: dict, work: Path, gpus: int, workers: int) -> dict:
@@ -186,28 +214,55 @@ def short_run_section(plan: dict, work: Path, gpus: int) -> dict:
         resumed = json.loads((run / "results.json").read_text())
         if not (first["global_step"] == 6 and resumed["global_step"] == 9 and "lfw" in resumed["test"]):
             raise AssertionError(f"{precision}: unexpected results {first} / {resumed}")
+        devices = _tensor_devices(torch.load(run / "last.ckpt", weights_only=True))  # where they were saved
+        if devices != {"cpu"}:
+            raise AssertionError(f"{precision}: last.ckpt holds tensors on {sorted(devices)}, not only the CPU")
         out[precision] = {"steps_then_resumed": [first["global_step"], resumed["global_step"]],
+                          "skipped_steps": resumed["skipped_steps"],
                           "test_average_accuracy": resumed["test"].get("average", {}).get("accuracy"),
                           "lfw_accuracy": resumed["test"]["lfw"]["accuracy"]}
     return out
 
 
-def torchrun_section(plan: dict, work: Path) -> dict:
-    data, run = work / "short_data", work / "torchrun"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "facetrain", "train", "--data_root", str(data),
-           "--train_data_path", "imgs", "--val_data_path", ".", "--arch", plan["short_arch"], "--batch_size",
-           str(2 * plan["short_batch"]), "--gpus", "1", "--no_progress", "--limit_train_batches", "3", "--epochs", "2",
-           "--log_every", "1", "--output_dir", str(run)]
-    subprocess.run(cmd, check=True, timeout=600)
-    resumed = cmd[:cmd.index("--epochs")] + ["--epochs", "3", "--log_every", "1", "--output_dir", str(run),
-                                             "--resume_from_checkpoint", str(run / "last.ckpt")]
+def _tensor_devices(obj) -> set[str]:
+    if isinstance(obj, torch.Tensor):
+        return {obj.device.type}
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return set().union(*(_tensor_devices(v) for v in values))
+
+
+def torchrun_section(plan: dict, work: Path, cpu_mode: bool) -> dict:
+    """Partial FC under torchrun: NCCL on the visible GPUs (>= 2), else 2 gloo processes on the CPU.
+    The data holds 3 batches per process and epoch whatever the number of processes."""
+    gpus = 0 if cpu_mode else min(torch.cuda.device_count(), 8)
+    nccl = gpus >= 2
+    world, per_rank = (gpus, plan["short_batch"]) if nccl else (2, plan["torchrun_cpu_batch"])
+    arch = plan["short_arch"] if nccl else "tinynet"
+    per_identity = 12
+    identities = max(8, -(-3 * world * per_rank // per_identity) + 1)
+    data, run = work / f"torchrun_data_{world}x{per_rank}", work / "torchrun"
+    if not (data / "imgs").is_dir():
+        _cli(["synth", "--out", str(data), "--identities", str(identities), "--images_per_identity",
+              str(per_identity), "--bins", "--bin_names", "lfw", "--pairs_per_set", "60", "--workers", "2"])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_addr",
+           "127.0.0.1", "--master_port", str(free_port()), "-m", "facetrain", "train", "--data_root", str(data),
+           "--train_data_path", "imgs", "--val_data_path", ".", "--arch", arch, "--partial_fc",
+           "--batch_size", str(world * per_rank), "--gpus", "1" if nccl else "0", "--no_progress",
+           "--limit_train_batches", "3", "--log_every", "1", "--num_workers", str(plan["short_workers"]),
+           "--output_dir", str(run), "--epochs", "2"]
+    env = {**os.environ, **({} if nccl else {"OMP_NUM_THREADS": "1"})}
+    subprocess.run(cmd, check=True, timeout=600, env=env)
+    first = json.loads((run / "results.json").read_text())
+    resumed = cmd[:-1] + ["3", "--resume_from_checkpoint", str(run / "last.ckpt")]
     resumed[resumed.index("--master_port") + 1] = str(free_port())
-    subprocess.run(resumed, check=True, timeout=600)
+    subprocess.run(resumed, check=True, timeout=600, env=env)
     results = json.loads((run / "results.json").read_text())
-    if results["global_step"] != 9:
-        raise AssertionError(f"torchrun: unexpected results {results}")
-    return {"global_step": results["global_step"], "lfw_accuracy": results["test"]["lfw"]["accuracy"]}
+    if (first["global_step"], results["global_step"]) != (6, 9) or "lfw" not in results["test"]:
+        raise AssertionError(f"torchrun: unexpected results {first} / {results}")
+    note = "" if nccl or cpu_mode else f"{torch.cuda.device_count()} GPU visible: NCCL needs >= 2, not exercised"
+    return {"backend": "nccl" if nccl else "gloo", "processes": world, "batch_per_process": per_rank,
+            "steps_then_resumed": [first["global_step"], results["global_step"]],
+            "global_step": results["global_step"], "lfw_accuracy": results["test"]["lfw"]["accuracy"], "note": note}
 
 
 def _cli(argv: list[str]) -> None:
@@ -216,9 +271,9 @@ def _cli(argv: list[str]) -> None:
         raise RuntimeError(f"facetrain {' '.join(argv)} exited with {code}")
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, peak_tflops: float | None) -> dict:
     env = {"torch": torch.__version__, "device": str(device), "cpu": cpu_features(), "cpus": os.cpu_count(),
-           "auto_precision": resolve_precision("auto", device),
+           "auto_precision": resolve_precision("auto", device), "peak_bf16_tflops": peak_tflops,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if device.type == "cuda":
         env.update(gpu=torch.cuda.get_device_name(device), gpus=torch.cuda.device_count(),
@@ -229,61 +284,62 @@ def environment(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="the same steps, tiny, on the CPU")
-    parser.add_argument("--out", default="", help="JSON file (default: benchmarks/results/gpu_check_<gpu>.json; "
-                                                  "none in --cpu mode)")
+    parser.add_argument("--out", default="", help="folder for the JSON (gpu_check_<device>.json), or a .json file "
+                                                  "(default: benchmarks/results/; none in --cpu mode)")
     parser.add_argument("--work", default="", help="scratch folder (default: a temporary one)")
-    parser.add_argument("--only", nargs="+", default=[], help="run only these sections")
+    parser.add_argument("--only", nargs="+", default=[], choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--peak_tflops", type=float, default=0.0,
+                        help="the GPU's dense bf16 peak for MFU (default: from the device name)")
     args = parser.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible (use --cpu for the CPU rehearsal)", file=sys.stderr)
         return 1
+    json_stdout = os.fdopen(os.dup(1), "w")
+    saved_stdout = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(2, 1)  # every other write to stdout, child processes' too, goes to stderr
+    try:
+        return _check(args, json_stdout)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved_stdout, 1)
+        os.close(saved_stdout)
+        json_stdout.close()
+
+
+def _check(args: argparse.Namespace, json_stdout) -> int:
     plan, gpus = (CPU_PLAN, 0) if args.cpu else (GPU_PLAN, 1)
     if plan["threads"]:
         torch.set_num_threads(plan["threads"])
         os.environ["OMP_NUM_THREADS"] = str(plan["threads"])  # for the `facetrain` subprocesses
-    device = configure_device(torch.device("cpu") if args.cpu else torch.device("cuda", 0))
+    device = torch.device("cpu") if args.cpu else torch.device("cuda", 0)
+    name = "cpu" if args.cpu else _slug(torch.cuda.get_device_name(0))
+    peak = args.peak_tflops or (None if args.cpu else peak_bf16_tflops(torch.cuda.get_device_name(0)))
+    out = Path(args.out) if args.out else (None if args.cpu else HERE / "results")
+    if out is not None and out.suffix != ".json":
+        out = out / f"gpu_check_{name}.json"
+    record = Record(out, "cpu" if args.cpu else "gpu", args.only)
+    record.data["environment"] = environment(device, peak)
+    check = Check(record)
     workers = max(1, min(16, len(os.sched_getaffinity(0)))) if hasattr(os, "sched_getaffinity") else 2
-    check = Check()
-    check.summary["environment"] = environment(device)
-    check.summary["mode"] = "cpu" if args.cpu else "gpu"
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check_"))
     sections = {
-        "step": lambda: step_grid(plan, device),
+        "step": lambda: step_grid(plan, device, peak, lambda partial: record.set("step", partial)),
         "end_to_end": lambda: end_to_end_section(plan, work, gpus, workers),
         "eval": lambda: eval_section(plan, device),
         "short_run": lambda: short_run_section(plan, work, gpus),
-        "torchrun": lambda: (torchrun_section(plan, work) if not args.cpu and torch.cuda.device_count() >= 2
-                             else {"skipped": "needs 2 GPUs" if not args.cpu else "cpu mode (2 gloo processes: "
-                                   "tests/test_train_ddp.py)"}),
+        "torchrun": lambda: torchrun_section(plan, work, args.cpu),
     }
     try:
-        for name, fn in sections.items():
-            if not args.only or name in args.only:
-                check.section(name, fn)
+        for section, fn in sections.items():
+            if not args.only or section in args.only:
+                check.section(section, fn)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(_finite(check.summary), indent=1, allow_nan=False)
-    print(text)
-    out = args.out or ("" if args.cpu else str(HERE / "results" / f"gpu_check_{_slug(torch.cuda.get_device_name(0))}.json"))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-    if check.summary["failures"]:
-        print(f"gpu_check: FAILED sections: {', '.join(check.summary['failures'])}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _finite(value):
-    """Strict JSON: NaN/inf become null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+    print(record.text(), file=json_stdout, flush=True)
+    print("\n".join(summary_lines(record.data, out)), file=sys.stderr, flush=True)
+    return 1 if record.data["failures"] else 0
 
 
 def _slug(name: str) -> str:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facetrain.data.synthetic import generate_dataset
+from facetrain.synthetic import generate_dataset
 from facetrain.train.distributed import free_port
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from facetrain.train.distributed import DistContext, configure_device, pick_device
+from facetrain.train.build import build_run
+from facetrain.train.distributed import DistContext, pick_device, training_backends
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
 
 
 def make_folder(out: Path, identities: int, per_identity: int, workers: int) -> Path:
@@ -55,25 +55,26 @@ def bare_step(args_list: list[str], steps: int, gpus: int) -> float:
     config = config_from_args(parser.parse_args(args_list))
     config.num_workers = 0
     config.output_dir += "_bare_step"  # its own folder: the end-to-end run's folder is a finished run
-    device = configure_device(pick_device(gpus, 0))
-    trainer = Trainer(build_run(config, DistContext(device=device)))
-    run = trainer.run
-    images, labels = next(iter(run.loader))
-    images, labels = images.to(device), labels.to(device)
+    device = pick_device(gpus, 0)
+    with training_backends(device):  # as the training run has them
+        trainer = Trainer(build_run(config, DistContext(device=device)))
+        run = trainer.run
+        images, labels = next(iter(run.loader))
+        images, labels = images.to(device), labels.to(device)
 
-    def step() -> None:
-        trainer.snapshot.take()
-        loss = trainer.train_step(images, labels, 1, True)
-        trainer.window.add_step(loss, trainer.optimizer_step(loss))
+        def step() -> None:
+            trainer.snapshot.take()
+            loss = trainer.train_step(images, labels, 1, True)
+            trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
 
-    for _ in range(3):
-        step()
-    trainer.window.collect(run.ctx)  # waits for the device
-    tic = time.perf_counter()
-    for _ in range(steps):
-        step()
-    trainer.window.collect(run.ctx)
-    return steps * run.batch_size / (time.perf_counter() - tic)
+        for _ in range(3):
+            step()
+        trainer.window.collect(run.ctx)  # waits for the device
+        tic = time.perf_counter()
+        for _ in range(steps):
+            step()
+        trainer.window.collect(run.ctx)
+        return steps * run.batch_size / (time.perf_counter() - tic)
 
 
 def end_to_end(args_list: list[str], batch_size: int) -> dict:

@@ -24,9 +24,9 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
+from facetrain.train.amp import Precision, maybe_compile
 from facetrain.train.module import RecognitionNet
 from facetrain.train.optim import build_optimizer
-from facetrain.train.precision import Precision, maybe_compile
 
 
 def training_step(arch: str, precision: str, channels_last: bool, compile_: bool, batch_size: int,
@@ -76,7 +76,7 @@ def reference_step(arch: str, batch_size: int, device: torch.device, num_classes
     model = build_model(arch).to(device).train()
     head = build_head("adaface", model.embedding_size, num_classes).to(device)
     optimizer = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
-    images = normalize_batch(torch.randint(0, 256, (batch_size, 112, 112, 3), dtype=torch.uint8)).contiguous().to(device)
+    images = normalize_batch(torch.randint(0, 256, (batch_size, 112, 112, 3), dtype=torch.uint8)).to(device)
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
 
     def step() -> None:

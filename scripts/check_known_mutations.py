@@ -64,7 +64,7 @@ MUTATIONS = (
     Mutation("demo: no accuracy floor", "commands/demo.py",
              (("    check_accuracy_floor(results, settings.min_average_accuracy)", "    pass"),),
              ("tests/test_demo.py",)),
-    Mutation("ddp: the same dropout masks in every process", "train/run.py",
+    Mutation("ddp: the same dropout masks in every process", "train/build.py",
              (("torch.manual_seed(config.seed + ctx.rank)", "torch.manual_seed(config.seed)"),),
              ("tests/test_train_ddp_trained.py",)),
     Mutation("ddp: AdaFace statistics not averaged over processes", "train/loop.py",
@@ -73,7 +73,7 @@ MUTATIONS = (
     Mutation("ijb: loose crops resized instead of aligned", "eval/ijb_features.py",
              (("return align_face(image, self.landmarks[i])", "return cv2.resize(image, (112, 112))"),),
              ("tests/test_ijb_warp.py",)),
-    Mutation("ijb: alignment template 8 px left", "align/transform.py",
+    Mutation("ijb: alignment template 8 px left", "geometry/similarity.py",
              (("TEMPLATE_112 * (size / 112.0)", "(TEMPLATE_112 - [8.0, 0.0]) * (size / 112.0)"),),
              ("tests/test_ijb_warp.py",)),
 )

@@ -33,7 +33,7 @@ class TrainedModel:
 
 @pytest.fixture(scope="session")
 def trained_tinynet(tmp_path_factory) -> TrainedModel:
-    from facetrain.data.synthetic.generate import generate_dataset
+    from facetrain.synthetic.generate import generate_dataset
     from facetrain.train.config import TrainConfig
     from facetrain.train.loop import train
 

@@ -23,7 +23,7 @@ from crash_tools import CommandServer
 
 LEFTOVER_MARKS = (".tmp-", ".old-")
 # imported once by the server, not by every forked run (MTCNN and torch's data modules: ~1 s)
-PRELOAD = {"align": ("facetrain.align.batch",), "convert_memfiles": ("facetrain.data.dcface",),
+PRELOAD = {"align": ("facetrain.alignment.batch",), "convert_memfiles": ("facetrain.data.dcface",),
            "convert_images": ("facetrain.data.dcface",)}
 
 
@@ -55,8 +55,8 @@ def _photo(size: int, angle: float) -> np.ndarray:
 
 def prepare(command: str, work: Path) -> tuple[list[str], Path]:
     """(argv, output root) for one command; inputs are written under `work/in`."""
-    from facetrain.data.synthetic.generate import generate_dataset
-    from facetrain.data.synthetic.profiles import BENCHMARK_NAMES
+    from facetrain.synthetic.generate import generate_dataset
+    from facetrain.synthetic.profiles import BENCHMARK_NAMES
 
     inputs, out = work / "in", work / "out"
     if command == "synth":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CRASH_ENV, EVENTS_FILE_ENV = "FACETRAIN_CRASH_AFTER_WRITES", "FACETRAIN_WRITE_EVENTS_FILE"
+CRASH_SIGNAL_ENV = "FACETRAIN_CRASH_SIGNAL"
 
 _SERVER = textwrap.dedent("""
     import atexit, json, os, sys, traceback
@@ -32,25 +33,25 @@ _SERVER = textwrap.dedent("""
         importlib.import_module(name)
 
     def child(job):
-        preloaded = "facetrain.io_utils" in sys.modules  # its hook read the server's environment
+        preloaded = "facetrain.fault_injection" in sys.modules  # its hook read the server's environment
         os.environ.update(job["env"])
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        from facetrain import io_utils
+        from facetrain import fault_injection, io_utils
         from facetrain.cli import main
         if preloaded:
-            io_utils._events = io_utils._WriteEvents()  # this command's kill point and count file
+            fault_injection._events = fault_injection._WriteEvents()  # this command's kill point and count file
         if job["trace"]:
             count, commits = [0], []
-            counted, replaced = io_utils.write_event, io_utils.replace
+            counted, replaced = fault_injection.write_event, io_utils.replace
             def write_event():
                 count[0] += 1
                 counted()
             def replace(src, dst):
                 replaced(src, dst)
                 commits.append([count[0], str(dst)])
-            io_utils.write_event, io_utils.replace = write_event, replace
+            fault_injection.write_event, io_utils.replace = write_event, replace
         code = main(job["argv"])
         if job["trace"]:
             with open(job["trace"], "w") as f:
@@ -100,7 +101,7 @@ class CommandServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "CommandServer":
-        env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, EVENTS_FILE_ENV)}
+        env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, EVENTS_FILE_ENV, CRASH_SIGNAL_ENV)}
         self.proc = subprocess.Popen([sys.executable, "-c", _SERVER, *self.preload], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env={**env, "OMP_NUM_THREADS": "1"}, text=True)
         return self
@@ -110,10 +111,12 @@ class CommandServer:
         self.proc.wait(timeout=60)
 
     def run(self, argv: list[str], kill_at: int | None = None, events_file: Path | None = None,
-            trace: Path | None = None) -> Outcome:
+            trace: Path | None = None, signal_name: str = "KILL") -> Outcome:
+        """`signal_name` "INT": interrupted at `kill_at` as by Ctrl-C, instead of killed."""
         self.jobs += 1
         log = self.scratch / f"command-{self.jobs}.log"
-        env = {CRASH_ENV: str(kill_at) if kill_at else "", EVENTS_FILE_ENV: str(events_file or "")}
+        env = {CRASH_ENV: str(kill_at) if kill_at else "", EVENTS_FILE_ENV: str(events_file or ""),
+               CRASH_SIGNAL_ENV: signal_name}
         job = {"argv": [str(a) for a in argv], "env": env, "log": str(log), "trace": str(trace or "")}
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from facetrain.align.aligner import FaceAligner, read_rgb
-from facetrain.align.cp2tform import cp2tform_similarity
-from facetrain.align.mtcnn import MTCNN
-from facetrain.align.transform import align_face, warp_and_crop_face
+from facetrain.alignment.aligner import FaceAligner, read_rgb
+from facetrain.alignment.mtcnn import MTCNN
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
+from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.geometry.similarity import align_face, warp_and_crop_face
 from facetrain.infer import to_input
 from facetrain.models import build_model
 
@@ -278,7 +278,7 @@ def test_cascade_conventions_on_scripted_networks():
     cell (0,0) maps to round(1/0.3)=3 .. round(13/0.3)=43, cell (2,2) to 17..57. O-Net shrinks the
     second box to 20..40, inside the first: IoU 0.26 keeps it, but the last NMS is "min"
     (overlap / smaller area = 1), so one face remains. Landmarks = x1 + (x2 - x1 + 1) * fraction."""
-    from facetrain.align.adaface_detect import detect_faces_adaface
+    from facetrain.alignment.adaface_detect import detect_faces_adaface
 
     def rnet(x):
         return torch.zeros(len(x), 4), torch.tensor([[0.01, 0.99], [0.02, 0.98]])[: len(x)]
@@ -305,7 +305,7 @@ def test_a_box_that_leaves_the_image_goes_on_clipped():
     round(7/0.3)=23 .. round(19/0.3)=63, past the last pixel 59. R-Net sees that 41 px square, then the
     box is 23..59 (37 px): with zero offsets it stays so, O-Net sees it whole, and the landmarks are
     23 + 37 * fraction (not 23 + 41 * fraction, the square the first crop was cut from)."""
-    from facetrain.align.adaface_detect import detect_faces_adaface
+    from facetrain.alignment.adaface_detect import detect_faces_adaface
 
     def rnet(x):
         return torch.zeros(len(x), 4), torch.tensor([[0.01, 0.99]]).repeat(len(x), 1)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from facetrain.align.aligner import read_rgb
+from facetrain.alignment.aligner import read_rgb
 from facetrain.cli import main
 from facetrain.errors import DataError
 
@@ -44,7 +44,7 @@ def test_every_sample_image_has_a_face():
 def test_no_face_returns_none_and_warns_with_the_image_name(tmp_path, caplog):
     path = tmp_path / "coffee.jpg"
     Image.fromarray(cv2.resize(data.coffee(), (160, 120))).save(path)
-    with caplog.at_level(logging.WARNING, logger="facetrain.align"):
+    with caplog.at_level(logging.WARNING, logger="facetrain.alignment"):
         assert align.get_aligned_face(str(path)) is None
     assert "coffee.jpg" in caplog.text and "no face" in caplog.text
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import facetrain
-from facetrain.align.aligner import read_rgb
-from facetrain.align.landmarks import as_points, read_landmarks
-from facetrain.align.mtcnn import MTCNN
+from facetrain.alignment.aligner import read_rgb
+from facetrain.alignment.landmarks import as_points, read_landmarks
+from facetrain.alignment.mtcnn import MTCNN
 from facetrain.cli import main
 from facetrain.errors import DataError
 

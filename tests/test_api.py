@@ -9,8 +9,9 @@ from PIL import Image
 from skimage import data
 
 import facetrain
-from facetrain.align.aligner import get_aligned_face
+from facetrain.alignment.aligner import get_aligned_face
 from facetrain.cli import main
+from facetrain.errors import ConfigError, DataError
 from facetrain.infer import to_input
 from train_fixtures import make_dataset, train_args
 
@@ -38,6 +39,18 @@ def test_api_is_reachable_from_the_package():
     assert callable(facetrain.verify)
     with pytest.raises(AttributeError):
         facetrain.not_a_function
+
+
+def test_align_and_load_model_are_plain_functions_whatever_is_imported():
+    """`facetrain.align` is the API function, not a package (alignment lives in facetrain.alignment),
+    and there is one model loader: the seed's `load_pretrained_model` goes through it."""
+    import inspect
+
+    import facetrain.alignment.aligner  # noqa: F401 (binds `facetrain.alignment`, never `facetrain.align`)
+    from facetrain import api, infer
+
+    assert inspect.isfunction(facetrain.align) and facetrain.align is api.align
+    assert facetrain.load_model is api.load_model is infer.load_model
 
 
 def test_checkpoint_threshold_reaches_verify(run_dir, photo):
@@ -72,3 +85,50 @@ def test_evaluate_returns_the_protocol_with_both_threshold_units(run_dir):
     results = facetrain.evaluate(run_dir / "best.ckpt", f"{config['data_root']}/val", progress=False)
     lfw = results["lfw"]
     assert lfw["best_threshold_cosine"] == pytest.approx(1 - lfw["best_threshold"] / 2)
+
+
+def test_embed_takes_one_face_as_well_as_a_list(run_dir, photo):
+    model = facetrain.load_model(run_dir / "last.ckpt", device="cpu")
+    face = facetrain.align(photo)
+    face_path = photo.parent / "face.png"
+    face.save(face_path)
+    listed, norms = facetrain.embed(model, [face_path])
+    for one in (face_path, str(face_path), face, np.asarray(face), np.asarray(face)[None]):
+        features, one_norm = facetrain.embed(model, one)
+        assert features.shape == (1, listed.shape[1]) and np.allclose(features, listed, atol=1e-6)
+        assert np.allclose(one_norm, norms, rtol=1e-5)
+
+
+@pytest.mark.parametrize("call, exception, fragment", [
+    (lambda m, p: facetrain.embed(m, None), ConfigError, "got NoneType"),
+    (lambda m, p: facetrain.embed(m, (x for x in [p])), ConfigError, "pass a list (list(faces))"),
+    (lambda m, p: facetrain.embed(m, 3), ConfigError, "got int"),
+    (lambda m, p: facetrain.embed(m, [p, None]), DataError, "face 1 is None"),
+    (lambda m, p: facetrain.embed(m, [p, 7]), ConfigError, "face 1 is of type int"),
+    (lambda m, p: facetrain.embed(m, []), DataError, "at least one face"),
+    (lambda m, p: facetrain.embed(m, p, batch_size=0), ConfigError, "batch_size must be"),
+    (lambda m, p: facetrain.embed(None, p), ConfigError, "model must be a backbone"),
+    (lambda m, p: facetrain.verify(m, p, p, threshold="0.5"), ConfigError, "got str '0.5'"),
+    (lambda m, p: facetrain.verify(m, p, p, threshold=float("nan")), ConfigError, "got float nan"),
+    (lambda m, p: facetrain.verify(m, p, p, threshold=True), ConfigError, "got bool"),
+    (lambda m, p: facetrain.evaluate(p, p, foo=1), TypeError, "evaluate() got unexpected keyword argument(s) 'foo'; "
+                                                              "it takes: sets, arch, batch_size"),
+])
+def test_api_misuse_is_one_clear_message(run_dir, photo, call, exception, fragment):
+    model = facetrain.load_model(run_dir / "last.ckpt", device="cpu")
+    with pytest.raises(exception) as refused:
+        call(model, photo)
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_compare_images_takes_one_path_and_refuses_no_list(run_dir, photo):
+    from facetrain.alignment.aligner import FaceAligner
+    from facetrain.compare import compare_images
+
+    model, aligner = facetrain.load_model(run_dir / "last.ckpt", device="cpu"), FaceAligner()
+    for one in (photo, str(photo)):
+        faces, similarity = compare_images(model, one, aligner)
+        assert len(faces) == 1 and similarity.shape == (1, 1) and similarity[0, 0] == pytest.approx(1.0, abs=1e-5)
+    for bad in ([], None):
+        with pytest.raises(DataError, match="compare needs a list of at least one image path"):
+            compare_images(model, bad, aligner)

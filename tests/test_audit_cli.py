@@ -15,8 +15,8 @@ from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
 from facetrain.data.image_folder import ImageFolder
 from facetrain.data.memfile import write_training_memfile
-from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.models import build_model
+from facetrain.synthetic.generate import generate_dataset
 
 
 def _strict(path):

@@ -22,8 +22,8 @@ import pytest
 
 from facetrain.cli import main
 from facetrain.data.bin import read_bin
-from facetrain.data.synthetic.generate import generate_dataset
-from facetrain.data.synthetic.splits import render_pairs
+from facetrain.synthetic.generate import generate_dataset
+from facetrain.synthetic.splits import render_pairs
 
 SEED, IDENTITIES, IMAGES, TRAIN_IMAGES, PAIRS = 5, 30, 20, 12, 60
 SPLIT_TWO, SPLIT_THREE = 10, 11

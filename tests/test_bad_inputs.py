@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+import facetrain
 from data_format_fixtures import faces, make_image_folder
 from facetrain.cli import main
 from facetrain.data.bin import write_bin
@@ -55,7 +56,7 @@ def _raw_bin(root: Path, name: str, data: bytes) -> None:
 
 def _huge_png_bin(root: Path) -> None:
     huge = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))[1].tobytes()
-    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0]), huge], [True]), protocol=4))
+    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0]), huge] * 2, [True, False]), protocol=4))
 
 
 def _dcface(root: Path, bad_name: str) -> None:
@@ -70,6 +71,38 @@ def _photos(root: Path) -> None:
     for identity in ("alice", "bob"):
         (root / identity).mkdir(parents=True)
         cv2.imwrite(str(root / identity / "0.jpg"), faces(1)[0][0])
+
+
+def _ckpt(root: Path, nan: bool = False) -> None:
+    import torch
+
+    from facetrain.checkpoint import save_checkpoint
+    from facetrain.models import build_model
+
+    model = build_model("tinynet").eval()
+    if nan:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    save_checkpoint(root / ("nan.ckpt" if nan else "tiny.ckpt"), model)
+
+
+def _labels_bin(root: Path, issame, images: int = 20) -> None:
+    _ckpt(root)
+    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(f) for f in faces(images)[0]], issame), protocol=4))
+
+
+def _labels_memfile(root: Path, labels: np.ndarray) -> None:
+    from facetrain.data.memfile import write_validation_set
+    from facetrain.data.verification_set import VerificationSet
+
+    _ckpt(root)
+    write_validation_set(root, VerificationSet("lfw", faces(20)[0], [True, False] * 5))
+    np.save(root / "lfw_list.npy", labels)
+
+
+def _eval(*extra: str) -> list[str]:
+    return ["eval", "--ckpt", "{D}/tiny.ckpt", "--val_data_path", "{D}", "--device", "cpu", "--no_progress", *extra]
 
 
 # name -> (setup(D), argv with {D} for the data folder, a fragment the error line must contain)
@@ -111,11 +144,45 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
     "compound_into_its_input": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
                                 ["compound", "--list_datasets", "{D}/a", "--final_path", "{D}/a/imgs/merged/imgs"],
                                 "inside input"),
+    "compound_same_dataset_twice": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
+                                    ["compound", "--list_datasets", "{D}/a", "{D}/a", "--final_path", "{D}/out"],
+                                    "are the same dataset"),
+    "compound_same_dataset_by_two_names": (lambda d: make_image_folder(d / "a", {"x": 2, "y": 2}),
+                                           ["compound", "--list_datasets", "{D}/a/imgs", "{D}/a/../a", "--final_path",
+                                            "{D}/out"], "are the same dataset"),
     "align_into_its_input": (_photos, ["align", "{D}", "{D}", "--no_progress"], "inside the input"),
     # torch's own refusal spans lines and advises weights_only=False: one line, without that advice
     "ckpt_corrupt": (lambda d: (d / "bad.ckpt").write_bytes(bytes(range(250, 256)) * 20),
                      ["eval", "--ckpt", "{D}/bad.ckpt", "--val_data_path", "{D}"],
                      "bad.ckpt: cannot be loaded safely ("),
+    # verification labels: info and eval refuse the same sets, before any number is computed
+    "issame_0d_info": (lambda d: _labels_bin(d, np.array(True)), ["info", "{D}/lfw.bin"],
+                       "issame must be a list of one label per pair, got an array of shape ()"),
+    "issame_2d_info": (lambda d: _labels_bin(d, np.zeros((40, 2), bool)), ["info", "{D}/lfw.bin"], "shape (40, 2)"),
+    "issame_2d_eval": (lambda d: _labels_bin(d, np.zeros((40, 2), bool)), _eval(), "shape (40, 2)"),
+    "issame_all_genuine": (lambda d: _labels_bin(d, [True] * 10), _eval(), "10 pairs, 10 genuine and 0 impostor"),
+    "issame_all_impostor": (lambda d: _labels_bin(d, [0] * 10), _eval(), "10 pairs, 0 genuine and 10 impostor"),
+    "issame_label_2": (lambda d: _labels_bin(d, [1, 0] * 4 + [2, 0]), ["info", "{D}"], "issame label 8 is 2"),
+    "issame_7_pairs": (lambda d: _labels_bin(d, [True, False] * 3 + [True], 14), _eval(),
+                       "lfw: 7 pairs; the 10-fold protocol needs at least 10"),
+    "memfile_issame_halves_info": (lambda d: _labels_memfile(d, np.full(10, 0.5)), ["info", "{D}/lfw.dat"],
+                                   "lfw_list.npy: issame label 0 is 0.5"),
+    "memfile_issame_halves_eval": (lambda d: _labels_memfile(d, np.full(10, 0.5)), _eval(),
+                                   "lfw_list.npy: issame label 0 is 0.5"),
+    # a NaN model: no features written with "failed: 0"
+    "embed_nan_model": (lambda d: (_ckpt(d, nan=True), make_image_folder(d / "faces", {"a": 2, "b": 1})),
+                        ["embed", "{D}/faces", "--ckpt", "{D}/nan.ckpt", "--out", "{D}/e.npz", "--device", "cpu",
+                         "--no_progress"], "nan.ckpt: the model gives non-finite (NaN/inf) embeddings for 3 of 3"),
+    "hub_reference_with_newline": (lambda d: None, ["embed", "{D}", "--ckpt", "hf://owner/faces/ir50\n.ckpt", "--out",
+                                                    "{D}/e.npz"], "not a file inside a Hub repository"),
+    "hub_reference_traversal": (lambda d: None, ["export", "--ckpt", "hf://a/b/../../x", "--onnx", "{D}/m.onnx"],
+                                "'hf://a/b/../../x': not a file inside a Hub repository"),
+    # an identity folder per image plus an empty one: more classes than images, and the empty folder is why
+    "train_empty_identity_folder": (lambda d: (make_image_folder(d, {"a": 1, "b": 1}), (d / "imgs" / "zz").mkdir()),
+                                    ["train", "--data_root", "{D}", "--train_data_path", "imgs", "--arch", "tinynet",
+                                     "--gpus", "0", "--output_dir", "{D}/run", "--no_progress"],
+                                    "2 images, 3 classes (1 without images); more classes than images because "
+                                    "identity folders without images keep a class index: zz:"),
     "train_label_of_a_billion": (lambda d: _rec(d, [0.0, 1e9]),
                                  ["train", "--data_root", "{D}", "--train_data_path", ".", "--use_mxrecord",
                                   "--arch", "tinynet", "--gpus", "0", "--output_dir", "{D}/run", "--no_progress"],
@@ -191,3 +258,69 @@ def test_huge_photo_given_to_compare_is_one_line(tmp_path, capsys):
             assert code == 1 and err.startswith("error:") and err.count("\n") == 1 and "1000000" in err, err
         else:  # a batch command lists the photo as failed and goes on
             assert code == 0 and "failed: 1" in out and "huge.png: image of 1200x1000 pixels is over the limit" in out
+
+
+def test_the_python_api_refuses_a_nan_model_naming_it(tmp_path):
+    import facetrain
+    from facetrain.compare import compare_images
+    from facetrain.errors import ConfigError
+
+    _ckpt(tmp_path, nan=True)
+    write_bin(tmp_path / "lfw.bin", faces(20)[0], [True, False] * 5)
+    model = facetrain.load_model(tmp_path / "nan.ckpt")
+    face = np.ascontiguousarray(faces(1)[0][0][:, :, ::-1])  # an aligned RGB face
+    cv2.imwrite(str(tmp_path / "face.png"), faces(1)[0][0])
+    message = rf"^{tmp_path / 'nan.ckpt'}: the model gives non-finite \(NaN/inf\) embeddings"
+
+    class Aligned:  # compare's aligner, for faces that are already aligned
+        def align(self, rgb, name):
+            return rgb
+
+    for call in (lambda: facetrain.embed(model, [face]), lambda: facetrain.verify(model, face, face, threshold=0.3),
+                 lambda: facetrain.evaluate(tmp_path / "nan.ckpt", tmp_path, progress=False),
+                 lambda: compare_images(model, [tmp_path / "face.png"] * 2, Aligned())):
+        with pytest.raises(ConfigError, match=message):
+            call()
+
+
+_FAKE_KEY = "0123456789abcdef" * 3  # well-formed (40+ characters), known to no server
+# name -> (environment, setup(D) -> extra train flags, a fragment the error line must contain). Each runs
+# in its own process: W&B reads its environment once per process.
+WANDB_CASES: dict[str, tuple[dict[str, str], Callable[[Path], list[str]], str]] = {
+    "online_without_api_key": ({"WANDB_MODE": "online"}, lambda d: [], "no W&B API key"),
+    "malformed_api_key": ({"WANDB_MODE": "online", "WANDB_API_KEY": "x"}, lambda d: [], "API key must have"),
+    "server_unreachable": ({"WANDB_MODE": "online", "WANDB_API_KEY": _FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9",
+                            "WANDB_INIT_TIMEOUT": "3"}, lambda d: [], "W&B did not start"),
+    "empty_run_id": ({"WANDB_MODE": "offline"}, lambda d: _resume_with_run_id(d, b""), "holds no W&B run id (empty)"),
+    "odd_run_id": ({"WANDB_MODE": "offline"}, lambda d: _resume_with_run_id(d, b"\xff/../x:y\n"), "holds no W&B run id"),
+}
+
+
+def _resume_with_run_id(root: Path, content: bytes) -> list[str]:
+    run = root / "run"
+    (run / "wandb").mkdir(parents=True)
+    (run / "wandb" / "facetrain-run-id").write_bytes(content)
+    (run / "last.ckpt").write_bytes(b"a checkpoint")  # never read: the W&B check comes first
+    return ["--resume_from_checkpoint", str(run / "last.ckpt")]
+
+
+@pytest.mark.parametrize("case", sorted(WANDB_CASES))
+def test_wandb_that_cannot_start_is_one_line_before_anything_is_written(tmp_path, case):
+    pytest.importorskip("wandb")
+    from train_fixtures import make_dataset, train_args
+
+    environment, setup, fragment = WANDB_CASES[case]
+    work = tmp_path / "work"  # W&B keeps its own logs in HOME, outside
+    data = make_dataset(work / "data", classes=2, per_class=4, val_pairs=10)
+    extra = setup(work)
+    before = _snapshot(work)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "no_netrc"), WANDB_SILENT="true", **environment,
+               PYTHONPATH=str(Path(facetrain.__file__).parents[1]))  # this code, from any working folder
+    proc = subprocess.run([sys.executable, "-m", "facetrain", "train",
+                           *train_args(data, work / "run", "--use_wandb", "--epochs", "1", *extra)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=work)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert fragment in lines[0] and "Traceback" not in proc.stderr
+    assert _snapshot(work) == before and (work / "run").exists() == bool(extra)

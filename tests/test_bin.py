@@ -52,9 +52,9 @@ def _py2_pickle(strings: list[bytes], flags: list[bool]) -> bytes:
 
 
 def test_python2_pickle(tmp_path):
-    images, _ = faces(2)
+    images, _ = faces(4)
     encoded = [cv2.imencode(".png", im)[1].tobytes() for im in images]
-    (tmp_path / "agedb_30.bin").write_bytes(_py2_pickle(encoded, [True]))
+    (tmp_path / "agedb_30.bin").write_bytes(_py2_pickle(encoded, [True, False]))
     vset = read_bin(tmp_path / "agedb_30.bin")
     np.testing.assert_array_equal(vset.images, images)
 
@@ -102,8 +102,8 @@ def test_truncated_bin_names_the_file(tmp_path):
 
 def test_wrong_pair_count_and_corrupt_image(tmp_path):
     images, _ = faces(4)
-    (tmp_path / "a.bin").write_bytes(pickle.dumps(([b"x"] * 3, [True])))
-    with pytest.raises(DataError, match="a.bin: 3 images for 1 pairs"):
+    (tmp_path / "a.bin").write_bytes(pickle.dumps(([b"x"] * 3, [True, False])))
+    with pytest.raises(DataError, match="a.bin: 3 images for 2 pairs"):
         load_encoded(tmp_path / "a.bin")
     encoded = [cv2.imencode(".jpg", im)[1].tobytes() for im in images]
     encoded[2] = encoded[2][:40]
@@ -134,7 +134,7 @@ def test_unique_set_names_refuse_names_equal_but_for_case(tmp_path):
     (([b"x", b"y"], "1"), "expected lists \\(bins, issame_list\\), got \\(list, str\\)"),
     (([b"x", 7], [True]), "image 1 is a int, expected encoded bytes"),
     (([b"x", np.zeros(3, np.float32)], [True]), "image 1 is a ndarray, expected encoded bytes"),
-    (([b"x", b"y", b"z", b"w"], [2, 0]), "issame_list holds non-boolean values \\(int64\\)"),
+    (([b"x", b"y", b"z", b"w"], [2, 0]), "issame label 0 is 2; labels are 1 \\(genuine\\) or 0 \\(impostor\\)"),
 ])
 def test_malformed_sets_name_the_file_and_the_problem(tmp_path, payload, message):
     path = tmp_path / "cfp_fp.bin"

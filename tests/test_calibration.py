@@ -122,6 +122,11 @@ def test_calibrate_cli_stores_the_threshold_in_the_checkpoint_and_verify_uses_it
     printed = capsys.readouterr().out
     assert f"threshold {record['threshold']:.4f}, calibrated at FAR 0.05" in printed
     assert "same person (similarity >= threshold): [0]-[1]" in printed
+    # an export carries it: a sidecar bound to the exported file, found when that file is loaded
+    exported = root / "model.safetensors"
+    assert main(["export", "--ckpt", str(ckpt), "--safetensors", str(exported)]) == 0
+    assert f"threshold: {exported}{SIDECAR_SUFFIX}" in capsys.readouterr().out
+    assert facetrain.load_model(exported).threshold_cosine == record["threshold"]
 
 
 def test_other_model_files_get_a_sidecar_that_only_applies_to_them(model_and_pairs, tmp_path, capsys):

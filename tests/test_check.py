@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from facetrain.align.aligner import FaceAligner, read_rgb
-from facetrain.align.cp2tform import cp2tform_similarity
-from facetrain.align.mtcnn import MTCNN
-from facetrain.align.transform import ADAFACE_TEMPLATE_112
+from facetrain.alignment.aligner import FaceAligner, read_rgb
+from facetrain.alignment.mtcnn import MTCNN
 from facetrain.cli import main
 from facetrain.data.bin import read_bin, write_bin
-from facetrain.hygiene.alignment import check_alignment
+from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.geometry.similarity import ADAFACE_TEMPLATE_112
+from facetrain.hygiene.alignment_check import check_alignment
 from facetrain.hygiene.published import count_verdict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "adaface_alignment"

@@ -43,7 +43,7 @@ def test_interrupted_conversion_leaves_no_complete_memfile(tmp_path, capsys):
     images, _ = faces(8)
     encoded = [cv2.imencode(".jpg", im)[1].tobytes() for im in images]
     encoded[5] = encoded[5][:50]  # corrupt image in the middle
-    (tmp_path / "agedb_30.bin").write_bytes(pickle.dumps((encoded, [True] * 4)))
+    (tmp_path / "agedb_30.bin").write_bytes(pickle.dumps((encoded, [True, False] * 2)))
     assert main(["convert", "--rec_path", str(tmp_path), "--make_validation_memfiles", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "agedb_30.bin image 5" in err and err.count("\n") == 1

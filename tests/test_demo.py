@@ -34,6 +34,10 @@ def test_tiny_demo_writes_results_and_report_and_fails_below_its_floor(tmp_path,
     assert set(results["audit"]["leakage"]) == {"lfw", "cfp_fp", "cfp_ff", "cplfw", "calfw", "agedb_30"}
     assert (tmp_path / "audit" / "audit.html").is_file() and "Dataset audit" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "data" / "validation" / "lfw.dat.conf").is_file()  # the convert.py memfile path was used
+    fairness = results["fairness"]
+    assert list(fairness["groups"]) == ["group_a", "group_b", "group_c", "group_d"]
+    assert all(g["pairs"] == 20 for g in fairness["groups"].values()) and fairness["global_threshold"]["fmr_target"] == 0.1
+    assert "Demographic fairness" in (tmp_path / "report.html").read_text() and (tmp_path / "fairness.png").is_file()
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4  # curves, ROC, heatmap, sample grid
     assert "raw pixels" in captured.out and "report:" in captured.out  # the table comes before the error

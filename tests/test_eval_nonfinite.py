@@ -20,5 +20,5 @@ def test_nan_checkpoint_is_an_error_not_fifty_percent(tmp_path, capsys):
     rc = main(["eval", "--ckpt", str(tmp_path / "nan.ckpt"), "--val_data_path", str(tmp_path), "--device", "cpu",
                "--json", str(out_json), "--no_progress"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: lfw: the model gives non-finite (NaN/inf) embeddings for 20 of 20")
+    assert rc == 1 and err.startswith(f"error: {tmp_path / 'nan.ckpt'}: the model gives non-finite (NaN/inf) embeddings for 20 of 20 images (lfw)")
     assert len(err.strip().splitlines()) == 1 and not out_json.exists()

@@ -60,3 +60,53 @@ def test_export_onnx_of_an_ir_backbone(tmp_path):
     model = build_model("ir_18").eval()
     export_onnx(model, tmp_path / "ir18.onnx")
     assert verify_onnx(model, tmp_path / "ir18.onnx", batch_size=2) < 1e-4
+
+
+def test_safetensors_are_byte_reproducible_and_written_with_the_default_mode(exported, tmp_path):
+    import json
+    import os
+    import struct
+
+    from facetrain.export import safetensors_bytes
+
+    model, folder = exported
+    data = (folder / "model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8 : 8 + length])["__metadata__"]
+    assert list(metadata) == sorted(metadata)  # safetensors itself orders them differently from run to run
+    state = {"b": torch.ones(3), "a": torch.zeros(2, dtype=torch.float16)}
+    assert safetensors_bytes(state, {"x": "1", "arch": "y"}) == safetensors_bytes(state, {"arch": "y", "x": "1"})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask == (folder / "model.onnx").stat().st_mode & 0o777
+
+
+def _nan_checkpoint(path, where):
+    torch.manual_seed(0)
+    model = build_model("tinynet").eval()
+    with torch.no_grad():
+        if where == "weights":
+            next(model.parameters()).fill_(float("nan"))
+        else:  # finite weights whose outputs are NaN: a negative variance under the square root
+            next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(-1.0)
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.mark.parametrize("where, fragment", [("weights", "holds NaN/inf values"),
+                                             ("outputs", "onnxruntime differs from torch by nan")])
+def test_export_refuses_a_nan_model_and_writes_nothing(tmp_path, capsys, where, fragment):
+    ckpt = _nan_checkpoint(tmp_path / "nan.ckpt", where)
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.ckpt"]
+
+
+def test_integer_weights_are_warned_about_not_cast_silently(tmp_path):
+    model = build_model("tinynet").eval()
+    state = {k: (v.round().to(torch.int8) if v.dim() == 4 else v) for k, v in model.state_dict().items()}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp_path / "q.ckpt")
+    with pytest.warns(UserWarning, match=r"q.ckpt: \d+ weight tensor\(s\) are stored as torch.int8"):
+        load_backbone(tmp_path / "q.ckpt")

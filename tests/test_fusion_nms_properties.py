@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from facetrain.align.nms import batched_nms, nms
+from facetrain.alignment.nms import batched_nms, nms
 from facetrain.eval.fusion import fuse_flip, l2_normalize
 
 VALUES = st.integers(-400, 400).map(lambda v: v / 8.0)  # -50..50 in steps of 1/8, zero included

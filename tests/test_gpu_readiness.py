@@ -12,19 +12,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import facetrain.eval.embed as embed
 from facetrain.errors import ConfigError
+import facetrain.eval.embed as embed
 from facetrain.eval.embed import eval_batch_size, extract_features
 from facetrain.heads import build_head
 from facetrain.models import build_model
-from facetrain.train import distributed as D
+from facetrain.train import distributed
+from facetrain.train.batches import build_train_loader, default_num_workers
 from facetrain.train.buffer_snapshot import BufferSnapshot
+from facetrain.train.build import build_run, load_scaler_state
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import build_train_loader, default_num_workers
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run, load_scaler_state
 from facetrain.train.state import capture_rng, restore_rng
 from facetrain.train.step_window import StepWindow
 from train_fixtures import make_dataset
@@ -87,6 +87,16 @@ def test_window_means_over_ranks_and_counts_skips(monkeypatch):
     assert window.take_times() == (0.5, 1.5)
 
 
+def test_overflow_skips_neither_extend_nor_break_a_run_of_nonfinite_losses():
+    window = StepWindow(torch.device("cpu"))
+    one, zero = torch.ones(1), torch.zeros(1)
+    # non-finite, overflow, non-finite, non-finite, taken, overflow x 3
+    for skipped, nonfinite in [(one, one), (one, zero), (one, one), (one, one), (zero, zero)] + [(one, zero)] * 3:
+        window.add_step(torch.tensor(2.0), skipped, nonfinite)
+    summary = window.collect(DistContext())
+    assert (summary.steps, summary.skipped, summary.longest_skip_run, summary.loss) == (1, 7, 3, 2.0)
+
+
 def test_skip_counters_continue_across_a_resume():
     """The streak, the longest run and the run's total of skipped steps travel in the checkpoint:
     two skips before the save and one after make a streak of 3 and a total of 4, as uninterrupted."""
@@ -113,7 +123,7 @@ def test_head_buffers_are_averaged_in_one_collective(monkeypatch):
     head = build_head("adaface", embedding_size=8, class_num=4)
     before = [b.clone() for b in head.buffers() if b.is_floating_point()]
     assert len(before) >= 2
-    D.sync_float_buffers(head, DistContext(rank=0, world_size=2))
+    distributed.sync_float_buffers(head, DistContext(rank=0, world_size=2))
     assert len(calls) == 1
     for b, old in zip([b for b in head.buffers() if b.is_floating_point()], before):
         assert torch.allclose(b, old * 1.5)  # (own + other rank's 2x own) / 2
@@ -173,36 +183,65 @@ def test_process_group_gets_a_timeout(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: seen.update(kw, backend=backend))
-    ctx = D.init_distributed(gpus=0)
+    ctx = distributed.init_distributed(gpus=0)
     assert seen["backend"] == "gloo" and seen["timeout"] == datetime.timedelta(minutes=60)
     assert (ctx.rank, ctx.world_size, ctx.local_world_size) == (1, 2, 2)
     monkeypatch.setenv("FACETRAIN_DIST_TIMEOUT_MIN", "7.5")
-    D.init_distributed(gpus=0)
+    distributed.init_distributed(gpus=0)
     assert seen["timeout"] == datetime.timedelta(minutes=7.5)
     monkeypatch.setenv("FACETRAIN_DIST_TIMEOUT_MIN", "soon")
     with pytest.raises(ConfigError, match="FACETRAIN_DIST_TIMEOUT_MIN"):
-        D.init_distributed(gpus=0)
+        distributed.init_distributed(gpus=0)
 
 
 # 7. more processes than GPUs; 10. cuDNN autotuning and TF32 matmuls on GPUs
 def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert D.pick_device(1, 1, local_world_size=2) == torch.device("cuda", 1)
+    assert distributed.pick_device(1, 1, local_world_size=2) == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="3 processes on this node but 2 CUDA device"):
-        D.pick_device(1, 2, local_world_size=3)
+        distributed.pick_device(1, 2, local_world_size=3)
 
 
-def test_gpu_settings():
+BACKENDS = ("torch.backends.cudnn.benchmark", "torch.backends.cuda.matmul.allow_tf32",
+            "torch.backends.cudnn.deterministic", "torch.are_deterministic_algorithms_enabled()")
+
+
+def _backends() -> dict:
+    return {name: eval(name) for name in BACKENDS}
+
+
+def test_gpu_settings_hold_inside_training_only():
     saved = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.benchmark = torch.backends.cuda.matmul.allow_tf32 = False
-        D.configure_device(torch.device("cpu"))
-        assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
-        D.configure_device(torch.device("cuda", 0))
-        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+        before = _backends()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no CUDA device: training on the CPU
+            distributed.init_distributed(gpus=1)
+        assert _backends() == before
+        with distributed.training_backends(torch.device("cpu")):
+            assert _backends() == before
+        with distributed.training_backends(torch.device("cuda", 0)):
+            assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32
+        assert _backends() == before
+        with distributed.training_backends(torch.device("cuda", 0), deterministic=True):
+            assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+            assert torch.are_deterministic_algorithms_enabled()
+        assert _backends() == before
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_training_restores_the_backends_and_can_be_deterministic(data, tmp_path, monkeypatch):
+    from facetrain.train.loop import train
+
+    seen = []
+    real_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: seen.append(_backends()) or real_fit(self))
+    before = _backends()
+    train(_config(data, tmp_path / "run", limit_train_batches=1, deterministic=True))
+    assert seen[0]["torch.are_deterministic_algorithms_enabled()"] and _backends() == before
 
 
 # 8. loader processes per node; 13. persistent workers that still see the epoch
@@ -224,6 +263,38 @@ def test_persistent_workers_follow_the_epoch(data, tmp_path):
         assert np.array_equal(images[0].numpy(), run.dataset[first][0])
     auto = build_run(_config(data, tmp_path / "auto", num_workers=-1), DistContext())
     assert TrainConfig().num_workers == -1 and auto.loader.num_workers == default_num_workers(1)
+
+
+# shared memory, where loader workers hand over their batches (containers often have 64 MB)
+MB = 2**20
+
+
+@pytest.mark.parametrize("workers, batch, processes, free, expected", [
+    (16, 256, 1, 64 * 2**30, 4), (16, 256, 8, 64 * 2**30, 4),  # 8 ranks x 0.6 GB on a large /dev/shm
+    (16, 256, 1, 400 * MB, 2), (4, 64, 2, 64 * MB, 2),  # 16 x 9.6 MB fits twice in 80% of 400 MB
+    (2, 32, 1, 64 * MB, 4), (0, 256, 8, 64 * MB, 4), (16, 256, 8, None, 4),  # no workers / no /dev/shm
+    (16, 256, 8, 64 * MB, "lower --num_workers to 0"), (16, 64, 2, 64 * MB, "lower --num_workers to 11"),
+])
+def test_loader_prefetch_fits_shared_memory(workers, batch, processes, free, expected):
+    from facetrain.train.batches import loader_prefetch
+
+    if isinstance(expected, int):
+        assert loader_prefetch(workers, batch, processes, free) == expected
+    else:
+        with pytest.raises(ConfigError, match=f"/dev/shm: 64 MB free.*--shm-size.*{expected}"):
+            loader_prefetch(workers, batch, processes, free)
+
+
+def test_a_run_stops_at_start_when_shared_memory_cannot_hold_a_batch(data, tmp_path, monkeypatch):
+    import facetrain.train.build as run_module
+
+    monkeypatch.setattr(run_module, "shared_memory_free", lambda: 300_000)  # 0.3 MB: not one batch of 8
+    with pytest.raises(ConfigError, match="/dev/shm: 0 MB free"):
+        build_run(_config(data, tmp_path / "run", num_workers=2), DistContext())
+    monkeypatch.setattr(run_module, "shared_memory_free", lambda: 2 * 8 * 37_648 * 2)  # two batches per worker
+    with pytest.warns(UserWarning, match="prepare 1 batch"):
+        run = build_run(_config(data, tmp_path / "run2", num_workers=2), DistContext())
+    assert run.loader.prefetch_factor == 1
 
 
 # 9. no host synchronisation inside a step; 11. the rollback copies into preallocated buffers
@@ -322,40 +393,51 @@ def test_evaluation_batches(monkeypatch):
     assert not np.allclose(features, flipped, atol=1e-3)
 
 
-# 6. resuming needs the checkpoint on rank 0's filesystem only
+# 6. resuming (and starting from a model) needs the checkpoint on rank 0's filesystem only
 def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     torch.set_num_threads(1)
-    ctx = D.init_distributed(gpus=0)
+    ctx = distributed.init_distributed(gpus=0)
+    pickled_tensors = []
+    real_broadcast = distributed.broadcast_object
+    distributed.broadcast_object = lambda obj, c: pickled_tensors.extend(_tensors(obj)) or real_broadcast(obj, c)
     try:
-        if ctx.rank == 1:  # as on a second node without the file
-            import facetrain.train.run as run_module
+        if ctx.rank == 1:  # as on a second node, which does not have the checkpoints
+            import facetrain.train.build as run_module
 
             def no_file(*_a, **_k):
                 raise AssertionError("rank 1 opened the checkpoint")
-            run_module.load_training_state = no_file
+            run_module.load_training_state = run_module.load_backbone = no_file
+            real_is_file = Path.is_file
+            Path.is_file = lambda self: self.suffix != ".ckpt" and real_is_file(self)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # saved by 1 process, resumed by 2: random streams restart
             run = build_run(_config(data, out / "resumed", resume_from_checkpoint=str(checkpoint)), ctx)
+            started = build_run(_config(data, out / "started", start_from_model_statedict=str(checkpoint)), ctx)
         try:
             build_run(_config(data, out / "bad", resume_from_checkpoint=str(out / "missing.ckpt")), ctx)
             error = ""
         except ConfigError as exc:
             error = str(exc)
-        torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error},
+        torch.save({"step": run.position.global_step, "kernel": run.head.kernel.detach().clone(), "error": error,
+                    "started": {k: v.clone() for k, v in started.model.state_dict().items()},
+                    "pickled_tensors": len(pickled_tensors)},
                    out / f"rank{ctx.rank}.pt")
     finally:
-        D.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
 @pytest.mark.slow
 def test_resume_reads_the_checkpoint_on_rank0_only(data, tmp_path):
     result = Trainer(build_run(_config(data, tmp_path / "first", limit_train_batches=2), DistContext())).fit()
-    D.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
+    distributed.spawn(_resume_worker, 2, (data, tmp_path, result.last_checkpoint))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]["head.kernel"]
+    saved = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
     for r in ranks:
-        assert r["step"] == 2 and torch.equal(r["kernel"], saved)
+        assert r["step"] == 2 and torch.equal(r["kernel"], saved["head.kernel"])
         assert "missing.ckpt: checkpoint not found" in r["error"]
+        assert r["pickled_tensors"] == 0  # the state's tensors travel with the backend, not pickled
+        for key, value in r["started"].items():  # rank 1 got the weights from rank 0
+            assert torch.equal(value, saved[f"model.{key}"]), key
 
 
 def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
@@ -379,6 +461,57 @@ def test_loss_scaled_steps_skip_on_the_device(data, tmp_path, monkeypatch):
     assert taken.item() == 0.0 and not all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
 
 
+def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, tmp_path, monkeypatch):
+    """fp16's gradient overflow, played by a scale so large that the scaled loss is infinite in float32
+    while the loss itself is finite: the step is skipped, counted as skipped and left out of the loss."""
+    trainer = Trainer(build_run(_config(data, tmp_path / "run", precision="fp32"), DistContext()))
+    trainer.run.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, enabled=True)
+    params = [p.detach().clone() for p in trainer.run.net.parameters()]
+    images, labels = next(iter(trainer.run.loader))
+    calls = _count_syncs(monkeypatch)
+    trainer.snapshot.take()
+    loss = trainer.train_step(images, labels, group_size=1, last_in_group=True)
+    trainer.window.add_step(loss, trainer.optimizer_step(loss), trainer.nonfinite)
+    assert calls == []
+    monkeypatch.undo()
+    summary = trainer.window.collect(trainer.run.ctx)
+    assert torch.isfinite(loss) and (summary.steps, summary.skipped, summary.skipped_total) == (0, 1, 1)
+    assert summary.longest_skip_run == 0  # the scaler calibrating: not a non-finite loss
+    assert all(torch.equal(p, q) for p, q in zip(trainer.run.net.parameters(), params))
+    assert trainer.run.scaler.get_scale() < 3e38
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_backbone_gets_the_layout_asked_for(channels_last):
+    """--no_channels_last must really mean NCHW (the benchmark grid's "off" rows, evaluation)."""
+    from facetrain.train.module import RecognitionNet
+    from facetrain.train.amp import Precision
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model, seen = build_model("tinynet"), []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    net = RecognitionNet(model, build_head("adaface", model.embedding_size, 4),
+                         Precision("fp32", torch.device("cpu"), channels_last))
+    images = torch.randint(0, 256, (2, 112, 112, 3), dtype=torch.uint8)
+    net(images, torch.tensor([0, 3]))
+    extract_features(model, images.numpy(), batch_size=2, channels_last=channels_last, progress=False)
+    assert len(seen) == 2
+    for x in seen:
+        assert x.is_contiguous(memory_format=layout) and x.is_contiguous() != channels_last
+
+
+def test_a_compiled_backbone_builds_the_training_module():
+    """--compile: torch.compile's wrapper refuses truth tests (len()) in recent torch builds."""
+    from facetrain.train.module import RecognitionNet
+    from facetrain.train.amp import Precision, maybe_compile
+
+    model = build_model("tinynet")
+    compiled = maybe_compile(model, True)  # lazy: nothing compiles before the first call
+    net = RecognitionNet(model, build_head("adaface", model.embedding_size, 4), Precision("fp32", torch.device("cpu")),
+                         compiled)
+    assert net._backbone[0] is compiled
+
+
 # §1: precision auto on CPUs
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, "bf16"), (False, True, "bf16"),
                                                         (False, False, "fp32")])
@@ -388,3 +521,35 @@ def test_auto_precision_follows_the_cpus_bf16_support(monkeypatch, amx, avx512_b
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+# checkpoints load on a machine without the training device
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif hasattr(obj, "__dataclass_fields__"):
+        yield from _tensors(vars(obj))
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def test_checkpoints_hold_cpu_tensors_only(tmp_path, monkeypatch):
+    from facetrain.checkpoint import save_checkpoint
+
+    with torch.device(META):  # the meta device plays the GPU
+        model, head = build_model("tinynet"), build_head("adaface", 512, 10)
+    extra = {"optimizer_states": [{"state": {0: {"momentum_buffer": torch.zeros(3, device=META)}}}],
+             "rng_per_rank": [{"cuda_device": torch.zeros(2, dtype=torch.uint8, device=META), "python": (3, [1], None)}]}
+    real_cpu, saved = torch.Tensor.cpu, {}
+    # the device-to-host copy of a meta tensor: zeros of its shape
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self: torch.zeros(self.shape, dtype=self.dtype) if self.is_meta
+                        else real_cpu(self))
+    monkeypatch.setattr(torch, "save", lambda obj, f: saved.update(obj=obj))
+    save_checkpoint(tmp_path / "x.ckpt", model, head, extra=extra)
+    tensors = list(_tensors(saved["obj"]))
+    assert len(tensors) > 10 and {t.device.type for t in tensors} == {"cpu"}
+    assert saved["obj"]["facetrain"]["extra"]["rng_per_rank"][0]["python"] == (3, [1], None)

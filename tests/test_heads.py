@@ -154,3 +154,32 @@ def test_logits_stay_float32_under_bf16_autocast(name):
     # only the bf16 rounding of the inputs remains, far below what bf16 logits would lose (~0.25 at 64)
     torch.testing.assert_close(out, reference, atol=0.2, rtol=0)
     assert (out - reference).abs().mean() < 0.1
+
+
+@pytest.mark.parametrize("name", ["adaface", "arcface", "cosface"])
+def test_full_head_and_partial_fc_answer_the_same_training_calls(name, tmp_path):
+    """One interface: at sample rate 1 in one process, Partial FC's loss is the full head's, and both
+    save to and load from a checkpoint's head state through the same calls."""
+    from facetrain.heads import build_margin
+    from facetrain.heads.partial_fc import PartialFC
+
+    full = build_head(name, embedding_size=E, class_num=C)
+    pfc = PartialFC(build_margin(name), E, C, sample_rate=1.0, seed=3)
+    with torch.no_grad():
+        pfc.kernel.copy_(full.kernel)
+    emb, norms, labels = _inputs(4)
+    assert torch.allclose(pfc.loss(emb, norms, labels), full.loss(emb, norms, labels), rtol=0, atol=1e-5)
+    assert full.ddp_ignored_names("head.") == [] and "head.kernel" in pfc.ddp_ignored_names("head.")
+
+    optimizer = torch.optim.SGD(full.parameters(), lr=0.1, momentum=0.9)
+    saved, extra = full.checkpoint_state(optimizer, step=0)
+    assert saved is full and extra == {}
+    head_state = {k: v.clone() for k, v in full.state_dict().items()}
+    fresh = PartialFC(build_margin(name), E, C, sample_rate=1.0, seed=4)
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    # a full head's checkpoint loads into Partial FC (its columns) through the same call
+    fresh.load_checkpoint_state(tmp_path / "x.ckpt", head_state, {"optimizer_states": [optimizer.state_dict()]},
+                                fresh_optimizer)
+    assert torch.equal(fresh.kernel, full.kernel)
+    with pytest.raises(ConfigError, match="holds a Partial FC head"):
+        full.load_checkpoint_state(tmp_path / "x.ckpt", head_state, {"partial_fc": {}}, optimizer)

@@ -17,7 +17,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from facetrain.align.transform import TEMPLATE_112
 from facetrain.errors import DataError
 from facetrain.eval.ijb import IJBMode, run_ijb
 from facetrain.eval.ijb_data import load_protocol
@@ -25,6 +24,7 @@ from facetrain.eval.ijb_identify import identification_metrics
 from facetrain.eval.ijb_verify import (mode_features, mode_name, score_pairs, template_features, template_rows,
                                        verification_metrics)
 from facetrain.eval.roc import FAR_TARGETS, auc, roc_curve, tar_at_far
+from facetrain.geometry.similarity import TEMPLATE_112
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
 
@@ -330,3 +330,80 @@ def test_bad_protocol_files(tmp_path):
         load_protocol(tmp_path, "IJBC")
     with pytest.raises(DataError, match="no IJBB protocol"):
         load_protocol(tmp_path, "IJBB")
+
+
+def _edit_line(path: Path, index: int, edit) -> None:
+    lines = path.read_text().splitlines()
+    lines[index] = edit(lines[index])
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("label_3", "pair 2 has label 3: labels are 1 (genuine) or 0 (impostor)"),
+    ("all_genuine", "genuine and 0 impostor: TAR at FAR needs both kinds of pair"),
+    ("empty_pairs", "ijbc_template_pair_label.txt: no pairs"),
+    ("nan_landmark", "ijbc_name_5pts_score.txt: 1 line(s) hold a non-finite landmark or score, the first is image '3.jpg'"),
+])
+def test_degenerate_protocols_are_one_line_errors(tmp_path, capsys, damage, fragment):
+    from facetrain.checkpoint import save_checkpoint
+    from facetrain.cli import main
+    from facetrain.models import build_model
+
+    info = write_protocol(tmp_path / "data", n_ids=2, templates_per_id=2)
+    pairs, lmk = info["meta"] / "ijbc_template_pair_label.txt", info["meta"] / "ijbc_name_5pts_score.txt"
+    if damage == "label_3":
+        _edit_line(pairs, 1, lambda line: line[:-1] + "3")
+    elif damage == "all_genuine":
+        pairs.write_text("".join(f"{line[:-1]}1\n" for line in pairs.read_text().splitlines()))
+    elif damage == "empty_pairs":
+        pairs.write_text("")
+    else:
+        _edit_line(lmk, 2, lambda line: line.replace(line.split()[3], "nan", 1))
+    save_checkpoint(tmp_path / "m.ckpt", build_model("tinynet"))
+    capsys.readouterr()
+    assert main(["ijb", "--data_root", str(tmp_path / "data"), "--ckpt", str(tmp_path / "m.ckpt"), "--output_dir",
+                 str(tmp_path / "out"), "--device", "cpu", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_protocol_in_the_same_output_dir_is_embedded_again(tmp_path):
+    write_protocol(tmp_path / "a", n_ids=3, templates_per_id=2)
+    info = write_protocol(tmp_path / "b", n_ids=3, templates_per_id=2)
+    for crop in (tmp_path / "b" / "IJBC" / "loose_crop").iterdir():  # every face the same colour: one identity
+        cv2.imwrite(str(crop), np.full((160, 150, 3), PALETTE[0], np.uint8))
+    first = run_ijb(ColourIdentityNet(), tmp_path / "a", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    second = run_ijb(ColourIdentityNet(), tmp_path / "b", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    fresh = run_ijb(ColourIdentityNet(), tmp_path / "b", "IJBC", tmp_path / "fresh", "colour-net", progress=False)
+    assert first["tar_at_far"]["1e-01"] == 1.0 and second["feature_cache"] != first["feature_cache"]
+    assert second["tar_at_far"] == fresh["tar_at_far"] != first["tar_at_far"]
+    assert len(info["tids"]) == 6
+
+
+class _NanNet(ColourIdentityNet):
+    def forward(self, x):
+        emb, norm = super().forward(x)
+        return emb * float("nan"), norm
+
+
+def test_a_nan_model_is_refused_before_any_number(tmp_path):
+    from facetrain.errors import ConfigError
+
+    write_protocol(tmp_path, n_ids=2, templates_per_id=2)
+    with pytest.raises(ConfigError, match=r"^_NanNet: the model gives non-finite \(NaN/inf\) embeddings for 8 of 8"):
+        run_ijb(_NanNet(), tmp_path, "IJBC", tmp_path / "out", "nan-net", progress=False)
+    assert not list((tmp_path / "out").glob("*"))
+
+
+def test_a_truncated_feature_cache_is_rebuilt_with_a_notice(tmp_path, capsys):
+    write_protocol(tmp_path / "data", n_ids=2, templates_per_id=2)
+    first = run_ijb(ColourIdentityNet(), tmp_path / "data", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    cache = Path(first["feature_cache"])
+    good = cache.read_bytes()
+    cache.write_bytes(good[:100])
+    capsys.readouterr()
+    again = run_ijb(ColourIdentityNet(), tmp_path / "data", "IJBC", tmp_path / "out", "colour-net", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"note: {cache}: feature cache unreadable ("), err
+    assert again["tar_at_far"] == first["tar_at_far"] and cache.read_bytes() == good

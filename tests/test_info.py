@@ -21,10 +21,10 @@ def test_info_every_format(tmp_path, capsys):
     write_bin(tmp_path / "val" / "lfw.bin", images, [True, False, True, True])
     info = _info(tmp_path / "val" / "lfw.bin", capsys)
     assert (info["format"], info["images"], info["pairs"], info["genuine"], info["unreadable"]) == ("bin", 8, 4, 3, [])
-    write_validation_set(tmp_path / "val", VerificationSet("cfp_fp", images, [False] * 4))
+    write_validation_set(tmp_path / "val", VerificationSet("cfp_fp", images, [False, False, False, True]))
     for path in (tmp_path / "val" / "cfp_fp.dat", tmp_path / "val" / "cfp_fp.dat.conf"):
         info = _info(path, capsys)
-        assert (info["format"], info["pairs"], info["genuine"]) == ("memfile", 4, 0)
+        assert (info["format"], info["pairs"], info["genuine"]) == ("memfile", 4, 1)
     folder = _info(tmp_path / "val", capsys)
     assert folder["format"] == "validation_folder" and set(folder["sets"]) == {"lfw", "cfp_fp"}
     assert folder["images"] == 16

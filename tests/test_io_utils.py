@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from facetrain import io_utils
+from facetrain import fault_injection, io_utils
 
 WRITER = textwrap.dedent("""
     import sys
@@ -30,7 +30,7 @@ def _run_writer(tmp_path, env_extra: dict) -> subprocess.CompletedProcess:
 
 def test_events_file_counts_an_uninterrupted_run(tmp_path):
     count_file = tmp_path / "events"
-    proc = _run_writer(tmp_path, {io_utils.EVENTS_FILE_ENV: str(count_file)})
+    proc = _run_writer(tmp_path, {fault_injection.EVENTS_FILE_ENV: str(count_file)})
     assert proc.returncode == 0, proc.stderr
     assert count_file.read_text().strip() == "4"
     assert (tmp_path / "a.bin").read_bytes() == b"A" * 1000
@@ -43,7 +43,7 @@ def test_events_file_counts_an_uninterrupted_run(tmp_path):
     (4, {"a.bin": 1000, "b.part": 1000, "b.bin": None}),
 ])
 def test_crash_after_n_writes_kills_at_that_event(tmp_path, n, expect):
-    proc = _run_writer(tmp_path, {io_utils.CRASH_ENV: str(n)})
+    proc = _run_writer(tmp_path, {fault_injection.CRASH_ENV: str(n)})
     assert proc.returncode == -signal.SIGKILL
     names = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
     for name, size in expect.items():

@@ -7,14 +7,14 @@ import pytest
 import torch
 from skimage import data
 
-from facetrain.align.aligner import FaceAligner, NoFaceError, choose_face
-from facetrain.align.adaface_detect import adaface_scales
-from facetrain.align.cp2tform import cp2tform_similarity
-from facetrain.align.detect import pyramid_scales
-from facetrain.align.mtcnn import MTCNN, WEIGHTS_ENV, ONet, PNet, RNet, find_weights_dir
-from facetrain.align.nms import batched_nms, nms
-from facetrain.align.transform import estimate_similarity
+from facetrain.alignment.adaface_detect import adaface_scales
+from facetrain.alignment.aligner import FaceAligner, NoFaceError, choose_face
+from facetrain.alignment.facenet_cascade import pyramid_scales
+from facetrain.alignment.mtcnn import MTCNN, WEIGHTS_ENV, ONet, PNet, RNet, find_weights_dir
+from facetrain.alignment.nms import batched_nms, nms
 from facetrain.errors import ConfigError
+from facetrain.geometry.cp2tform import cp2tform_similarity
+from facetrain.geometry.similarity import estimate_similarity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,7 +63,7 @@ def test_weights_ship_inside_the_package_with_facenet_pytorchs_bytes():
                 "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
                 "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d"}
     folder = find_weights_dir()
-    assert folder.parent.name == "align" and (folder / "LICENSE.md").is_file()
+    assert folder.parent.name == "alignment" and (folder / "LICENSE.md").is_file()
     for name, digest in expected.items():
         assert hashlib.sha256((folder / f"{name}.pt").read_bytes()).hexdigest() == digest
 

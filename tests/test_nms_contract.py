@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facetrain.align.nms import batched_nms, nms
+from facetrain.alignment.nms import batched_nms, nms
 
 # boxes 0 and 2 overlap by IoU 50 / 150 = 1/3 (10x10 each, 5x10 shared); box 1 is apart
 THREE = [[0, 0, 9, 9], [20, 0, 29, 9], [5, 0, 14, 9]]

@@ -2,6 +2,8 @@
 processes: the same SGD steps as one process with the full head (sample_rate 1.0; AdaFace, ArcFace,
 CosFace; an odd class count), and with sampling the loss of the full softmax restricted to the
 sampled classes."""
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +15,11 @@ from torch import nn
 
 from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import INIT_BLOCK, PartialFC, Shard, all_shards, init_centres, sample_columns
+from facetrain.train.amp import Precision
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer
-from facetrain.train.precision import Precision
 
 CLASSES = 11  # odd: shards of 6 and 5
 GLOBAL_BATCH = 8
@@ -162,11 +164,18 @@ def _sampled_loss(ctx: DistContext) -> dict:
             "labels": labels}
 
 
+NEWER_COLLECTIVES = ("all_gather_single", "reduce_scatter_single")  # not in torch 2.11, for one
+
+
 def _worker(out: Path) -> None:
     torch.set_num_threads(1)
     ctx = init_distributed(gpus=0)
     try:
         for head in HEADS:
+            if head == HEADS[-1]:  # from here on as with a torch build that has only the older names
+                for name in NEWER_COLLECTIVES:
+                    if hasattr(dist, name):
+                        delattr(dist, name)
             torch.save(_train(head, ctx), out / f"{head}-{ctx.rank}.pt")
         torch.save(_sampled_loss(ctx), out / f"sampled-{ctx.rank}.pt")
         dist.barrier()
@@ -217,3 +226,93 @@ def test_sampled_loss_is_the_softmax_over_the_sampled_classes(two_processes):
     full = F.cross_entropy(margin(data["embeddings"] @ init_centres(16, 0, SAMPLED_CLASSES, seed=2),
                                   data["labels"], data["norms"]), data["labels"])
     assert not torch.allclose(full, expected, atol=1e-3)  # sampling really changed the loss
+
+
+# ---- consolidate: every shard is checked against the layout the main file gives -------------------
+
+def _sharded_checkpoint(root: Path, classes: int = 20, world_size: int = 2, embedding: int = 8) -> Path:
+    """A main file and its shards as `facetrain train --partial_fc` lays them out (pfc_state.save_shard)."""
+    from facetrain.checkpoint import save_checkpoint
+    from facetrain.heads.partial_fc import Shard
+    from facetrain.models import build_model
+    from facetrain.heads.partial_fc_checkpoint import shard_dir
+
+    main_file = root / "last.ckpt"
+    names = [f"rank{r}of{world_size}-step3.pt" for r in range(world_size)]
+    shard_dir(main_file).mkdir(parents=True)
+    for r, name in enumerate(names):
+        s = Shard(classes, world_size, r)
+        kernel = torch.full((embedding, s.stop - s.start), float(r))
+        torch.save({"kernel": kernel, "momentum": kernel * 0.5, "start": s.start, "stop": s.stop,
+                    "num_classes": classes, "rank": r, "world_size": world_size}, shard_dir(main_file) / name)
+    save_checkpoint(main_file, build_model("tinynet"), extra={"partial_fc": {"num_classes": classes,
+                                                                             "world_size": world_size, "shards": names}})
+    return main_file
+
+
+def _consolidate_error(capsys, main_file: Path, out: Path) -> str:
+    from facetrain.cli import main
+
+    capsys.readouterr()
+    assert main(["consolidate", str(main_file), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "weights_only" not in err, err
+    assert not out.exists() and not list(out.parent.glob(out.name + ".tmp-*"))
+    return err
+
+
+def test_consolidate_gathers_the_shards(tmp_path, capsys):
+    from facetrain.checkpoint import load_checkpoint
+    from facetrain.cli import main
+
+    main_file = _sharded_checkpoint(tmp_path)
+    assert main(["consolidate", str(main_file), "--out", str(tmp_path / "full.ckpt")]) == 0
+    kernel = load_checkpoint(tmp_path / "full.ckpt")["state_dict"]["head.kernel"]
+    assert kernel.shape == (8, 20) and kernel[:, :10].eq(0).all() and kernel[:, 10:].eq(1).all()
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("5_of_20_columns", "rank1of2-step3.pt: holds 5 class centres, but rank 1 of 2 holds classes [10, 20) of 20"),
+    ("truncated", "rank1of2-step3.pt: unreadable Partial FC shard, truncated or corrupt"),
+    ("pickle_payload", "rank1of2-step3.pt: Partial FC shard cannot be loaded safely"),
+    ("momentum_shape", "rank1of2-step3.pt: momentum of shape torch.Size([8, 3])"),
+    ("other_embedding_size", "shards of different embedding sizes ([8, 9])"),
+])
+def test_consolidate_refuses_a_shard_that_does_not_fit(tmp_path, capsys, damage, fragment):
+    main_file = _sharded_checkpoint(tmp_path)
+    shard = main_file.with_name("last.ckpt.pfc") / "rank1of2-step3.pt"
+    record = torch.load(shard)
+    if damage == "5_of_20_columns":
+        record["kernel"] = record["kernel"][:, :5]
+        record["momentum"] = record["momentum"][:, :5]
+        torch.save(record, shard)
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:300])
+    elif damage == "pickle_payload":
+        torch.save({"kernel": record["kernel"], "payload": _Payload()}, shard)
+    elif damage == "momentum_shape":
+        record["momentum"] = record["momentum"][:, :3]
+        torch.save(record, shard)
+    else:
+        record["kernel"] = torch.zeros(9, 10)
+        record["momentum"] = None
+        torch.save(record, shard)
+    assert fragment in _consolidate_error(capsys, main_file, tmp_path / "full.ckpt")
+
+
+class _Payload:
+    """Any class: its pickle would run code on load, so weights_only refuses it."""
+
+
+def test_consolidate_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    main_file = _sharded_checkpoint(tmp_path, classes=4000, embedding=64)
+    out = tmp_path / "out" / "full.ckpt"
+    out.parent.mkdir()
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200000, 200000));"  # the disk fills up after 200 kB
+            f"from facetrain.cli import main; sys.exit(main(['consolidate', {str(main_file)!r}, '--out', {str(out)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {out}: cannot write the consolidated checkpoint (") and \
+        proc.stderr.rstrip().endswith("); nothing was written")
+    assert list(out.parent.iterdir()) == []

@@ -1,6 +1,7 @@
 """Released weights are found where a user puts them, checked against a sha256, and read from a local
 Hugging Face cache without any network access."""
 import hashlib
+import re
 
 import pytest
 
@@ -48,3 +49,43 @@ def test_hub_references_read_the_local_cache_offline(tmp_path, monkeypatch):
         resolve_checkpoint("hf://owner/faces/other.ckpt")
     with pytest.raises(ConfigError, match="expected hf://owner/repo/path/to/file"):
         resolve_checkpoint("hf://owner/faces")
+
+
+def _hub_cache(tmp_path, monkeypatch, files: dict[str, bytes]):
+    constants = pytest.importorskip("huggingface_hub.constants")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--owner--faces" / "snapshots" / ("a" * 40)
+    for name, data in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_bytes(data)
+    (cache / "models--owner--faces" / "refs").mkdir()
+    (cache / "models--owner--faces" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_hub_file_names_may_hold_spaces_and_unicode(tmp_path, monkeypatch):
+    _hub_cache(tmp_path, monkeypatch, {"ünï cödé/ir 50.ckpt": b"cached"})
+    assert resolve_checkpoint("hf://owner/faces/ünï cödé/ir 50.ckpt")[0].read_bytes() == b"cached"
+
+
+@pytest.mark.parametrize("reference, fragment", [
+    ("hf://owner/fa ces/ir50.ckpt", "'fa ces' is not a Hub owner or repository name"),
+    ("hf://ownér/faces/ir50.ckpt", "'ownér' is not a Hub owner or repository name"),
+    ("hf://owner/faces--x/ir50.ckpt", "is not a Hub owner or repository name"),
+    ("hf://owner/faces/ir50\n.ckpt", "not a file inside a Hub repository"),
+    ("hf://owner/faces/../../outside.ckpt", "not a file inside a Hub repository"),
+    ("hf://owner/faces/ckpt/../../../outside.ckpt", "not a file inside a Hub repository"),
+    ("hf://owner/faces/./ir50.ckpt", "not a file inside a Hub repository"),
+    ("hf://owner/faces/..\\outside.ckpt", "not a file inside a Hub repository"),
+    ("hf://owner//ir50.ckpt", "expected hf://owner/repo/path/to/file"),
+])
+def test_hub_references_outside_the_hub_rules_are_refused_without_traversal(tmp_path, monkeypatch, reference,
+                                                                             fragment):
+    cache = _hub_cache(tmp_path, monkeypatch, {"ckpt/ir50.ckpt": b"cached"})
+    (cache / "outside.ckpt").write_bytes(b"not in the repository")  # where a traversal would land
+    (cache / "models--owner--faces" / "outside.ckpt").write_bytes(b"not in the repository")
+    with pytest.raises(ConfigError, match=re.escape(fragment)) as refused:
+        resolve_checkpoint(reference)
+    assert repr(reference) in str(refused.value) and "\n" not in str(refused.value)

@@ -3,6 +3,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from facetrain.cli import main
 from facetrain.report.html import HtmlReport
@@ -50,3 +51,22 @@ def test_report_cli_on_a_run_folder(tmp_path, capsys):
 def test_report_cli_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "not a training run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content, fragment", [
+    ("results.json", "[1, 2]", "results.json: holds a JSON array, not the object"),
+    ("results.json", '"done"', "results.json: holds a JSON string"),
+    ("results.json", "null", "results.json: holds a JSON null"),
+    ("results.json", '{"test": [0.9]}', "results.json: 'test' is not a table of verification sets"),
+    ("results.json", '{"test": {"lfw": 0.9}}', "results.json: 'test' is not a table of verification sets"),
+    ("config.json", "[]", "config.json: holds a JSON array"),
+    ("metrics.csv", "a,b\n1,2\n", "metrics.csv: not the step,epoch,name,value table"),
+    ("metrics.csv", "step,epoch,name,value\nx,0,lr,0.1\n", "metrics.csv: not the step,epoch,name,value table"),
+])
+def test_report_of_odd_run_files_is_one_line_naming_the_file(tmp_path, capsys, name, content, fragment):
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "ir_18"}))
+    (tmp_path / name).write_text(content)
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "curves.png").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.synthetic.generate import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny, fast settings appended after each recipe's flags (argparse: the last value wins).

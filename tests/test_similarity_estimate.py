@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facetrain.align.transform import align_face, estimate_similarity
+from facetrain.geometry.similarity import align_face, estimate_similarity
 
 POINTS = np.array([[30.0, 50.0], [80.0, 48.0], [55.0, 72.0], [35.0, 95.0], [78.0, 93.0]])
 

@@ -5,17 +5,17 @@ import cv2
 import numpy as np
 import pytest
 
-from facetrain.align.transform import TEMPLATE_112, estimate_similarity
 from facetrain.cli import main
 from facetrain.data.bin import read_bin
 from facetrain.data.image_codec import read_file_bgr
 from facetrain.data.recordio import RecordReader
-from facetrain.data.synthetic import Nuisance, generate_dataset, render_face, sample_identity
-from facetrain.data.synthetic.baseline import raw_pixel_accuracy
-from facetrain.data.synthetic.ijb_protocol import loose_crop_matrix
-from facetrain.data.synthetic.splits import STREAMS, make_identity, pair_plan
 from facetrain.errors import ConfigError
 from facetrain.eval.ijb_data import load_identification_lists, load_protocol
+from facetrain.geometry.similarity import TEMPLATE_112, estimate_similarity
+from facetrain.synthetic import Nuisance, generate_dataset, render_face, sample_identity
+from facetrain.synthetic.baseline import raw_pixel_accuracy
+from facetrain.synthetic.ijb_protocol import loose_crop_matrix
+from facetrain.synthetic.splits import STREAMS, make_identity, pair_plan
 
 TINY = dict(num_identities=4, images_per_identity=3, bins=True, rec=True, ijb=True, bin_names=("lfw", "cfp_fp"),
             pairs_per_set=20, ijb_subjects=3, progress=False)

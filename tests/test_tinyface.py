@@ -1,5 +1,6 @@
 """TinyFace rank-k identification: the scoring against a plain loop, the CLI on a synthetic release, bad releases."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,11 @@ import torch
 from scipy.io import loadmat
 
 from facetrain.checkpoint import save_checkpoint
-from facetrain.data.synthetic.generate import generate_dataset
 from facetrain.errors import ConfigError, DataError
 from facetrain.eval.tinyface import identification_accuracy
 from facetrain.eval.tinyface_data import load_tinyface
 from facetrain.models import build_model
+from facetrain.synthetic.generate import generate_dataset
 
 
 def reference_ranks(probe, probe_labels, gallery, gallery_labels, ranks=(1, 5, 20)):
@@ -183,3 +184,71 @@ def test_without_scipy_the_release_still_loads_unchecked_and_synth_says_what_to_
     monkeypatch.setitem(sys.modules, "scipy", None)
     with pytest.raises(ConfigError, match=r"pip install 'facetrain\[tinyface\]'"):
         generate_dataset(tmp_path, folder=False, tinyface=True, progress=False)
+
+
+def _tinyface(release, ckpt, cache, out_json, capsys):
+    from facetrain.cli import main
+
+    capsys.readouterr()
+    rc = main(["tinyface", "--data_root", str(release), "--ckpt", str(ckpt), "--cache_dir", str(cache), "--json",
+               str(out_json), "--device", "cpu", "--no_progress"])
+    captured = capsys.readouterr()
+    return rc, captured.err, (_strict_json(out_json) if rc == 0 else None)
+
+
+def test_replaced_images_and_checkpoints_are_embedded_again(release, checkpoint, tmp_path, capsys):
+    root = _copy(release, tmp_path)
+    rc, _, first = _tinyface(root, checkpoint, tmp_path / "cache", tmp_path / "a.json", capsys)
+    assert rc == 0
+    probes = sorted((root / "aligned_pad_0.1_pad_high" / "Probe").iterdir())
+    gallery = sorted((root / "aligned_pad_0.1_pad_high" / "Gallery_Match").iterdir())
+    for probe, other in zip(probes, gallery[1:] + gallery[:1]):  # same names, other faces
+        shutil.copyfile(other, probe)
+    rc, _, second = _tinyface(root, checkpoint, tmp_path / "cache", tmp_path / "b.json", capsys)
+    rc_fresh, _, fresh = _tinyface(root, checkpoint, tmp_path / "fresh", tmp_path / "c.json", capsys)
+    assert rc == rc_fresh == 0 and second["feature_cache"] != first["feature_cache"]
+    assert {k: v for k, v in second.items() if k.startswith("rank_")} == \
+        {k: v for k, v in fresh.items() if k.startswith("rank_")} != {k: v for k, v in first.items() if k.startswith("rank_")}
+    # a checkpoint rewritten in place with other weights, same size and time stamp: another model
+    from facetrain.eval.feature_cache import checkpoint_key
+
+    other = tmp_path / "other.ckpt"
+    shutil.copyfile(checkpoint, other)
+    key = checkpoint_key(other, "tinynet")
+    stat = other.stat()
+    data = bytearray(other.read_bytes())
+    data[-100] ^= 1
+    other.write_bytes(bytes(data))
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert checkpoint_key(other, "tinynet") != key
+
+
+def test_a_corrupt_or_misfit_cache_is_rebuilt_with_a_notice(release, checkpoint, tmp_path, capsys):
+    rc, _, first = _tinyface(release, checkpoint, tmp_path / "cache", tmp_path / "a.json", capsys)
+    cache = Path(first["feature_cache"])
+    good = cache.read_bytes()
+    with np.load(cache) as arrays:
+        rows = len(arrays["features"])
+    for damage in (good[: len(good) // 2], None, b""):
+        if damage is None:  # a cache of the wrong width
+            with open(cache, "wb") as f:
+                np.savez(f, features=np.ones((rows, 7), np.float32), flip_features=np.ones((rows, 7), np.float32))
+        else:
+            cache.write_bytes(damage)
+        rc, err, again = _tinyface(release, checkpoint, tmp_path / "cache", tmp_path / "b.json", capsys)
+        assert rc == 0 and err.count("\n") == 1 and err.startswith(f"note: {cache}: feature cache "), err
+        assert {k: v for k, v in again.items() if k.startswith("rank_")} == \
+            {k: v for k, v in first.items() if k.startswith("rank_")}
+        assert cache.read_bytes() == good
+
+
+def test_a_nan_model_is_refused_and_nothing_is_cached(release, tmp_path, capsys):
+    model = build_model("tinynet")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.ckpt", model)
+    rc, err, _ = _tinyface(release, tmp_path / "nan.ckpt", tmp_path / "cache", tmp_path / "a.json", capsys)
+    assert rc == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'nan.ckpt'}: the model gives non-finite (NaN/inf) embeddings")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "a.json").exists()

@@ -13,12 +13,12 @@ from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
+from facetrain.train.amp import Precision
+from facetrain.train.batches import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
-from facetrain.train.data import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
 from facetrain.train.logger import MetricLogger, read_metrics
 from facetrain.train.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
                                    step_unless)
-from facetrain.train.precision import Precision
 from facetrain.train.state import capture_rng, restore_rng
 
 
@@ -48,8 +48,7 @@ def test_adaface_flags_parse_with_their_meanings(tmp_path):
     (["--use_16bit", "--precision", "fp32"], "contradicts"),
     (["--lr_milestones", "20,12"], "increasing"),
     (["--crop_augmentation_prob", "1.5"], "crop_augmentation_prob"),
-    (["--resume_from_checkpoint", "missing.ckpt"], "not found"),
-])
+])  # a missing --resume_from_checkpoint is found by rank 0 when the run is built (test_gpu_readiness)
 def test_bad_flag_combinations_are_config_errors(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse(*argv)
@@ -112,8 +111,8 @@ def test_precision_choice_per_device():
         resolve_precision("fp16", cpu)
     policy = Precision("bf16", cpu, channels_last=True)
     assert policy.autocast_dtype == torch.bfloat16 and not policy.make_scaler().is_enabled()
-    x = policy.prepare_input(torch.zeros(2, 3, 8, 8))
-    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert policy.memory_format == torch.channels_last
+    assert Precision("bf16", cpu, channels_last=False).memory_format == torch.contiguous_format
     with policy.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 

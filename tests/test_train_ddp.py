@@ -1,9 +1,11 @@
 """DistributedDataParallel on CPU (gloo): two processes with half a batch each take the same step as
 one process with the whole batch, and keep identical AdaFace statistics; torchrun runs the CLI."""
 import json
+import re
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,10 @@ import torch
 from torch import nn
 
 from facetrain.data.transforms import normalize_batch
+from facetrain.train.build import build_run
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, free_port, init_distributed, spawn
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
 from train_fixtures import make_dataset, train_args
 
 GLOBAL_BATCH = 8
@@ -109,3 +111,48 @@ def test_torchrun_cpu_training_end_to_end(data, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["global_step"] == 2 and "accuracy" in results["test"]["lfw"]
     assert "4 x 2 process(es)" in proc.stdout
+
+
+def _as_nodes(cmd: list[str], world: int) -> list[subprocess.Popen]:
+    """Each rank a process of its own, as on separate nodes: no launcher ends the others when one fails."""
+    port, procs = str(free_port()), []
+    for rank in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+               "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+               "FACETRAIN_DIST_TIMEOUT_MIN": "5"}
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def test_an_error_on_one_rank_ends_every_rank_with_its_line(tmp_path):
+    # only rank 0 reads the validation sets: the others go on to the next collective (DDP's set-up) and
+    # would wait there for the process group's timeout
+    data = make_dataset(tmp_path / "faces")
+    (data / "val" / "lfw.bin").write_bytes((data / "val" / "lfw.bin").read_bytes()[:1000])
+    cmd = [sys.executable, "-m", "facetrain", "train", *train_args(data, tmp_path / "run", "--epochs", "1")]
+    tic = time.monotonic()
+    procs = _as_nodes(cmd, 2)
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert time.monotonic() - tic < 90
+    lines = [[line for line in err.splitlines() if line.startswith("error: ")] for _, err in outputs]
+    assert [p.returncode for p in procs] == [1, 1], [err[-2000:] for _, err in outputs]
+    assert len(lines[0]) == 1 and "lfw.bin" in lines[0][0], outputs[0][1][-2000:]
+    assert lines[1] == [f"{lines[0][0]} (rank 0)"], outputs[1][1][-2000:]
+
+
+@pytest.mark.slow
+def test_a_local_spawn_ends_with_the_failing_ranks_line(tmp_path, monkeypatch, capfd):
+    from facetrain.cli import main
+
+    data = make_dataset(tmp_path / "faces")
+    (data / "val" / "lfw.bin").write_bytes((data / "val" / "lfw.bin").read_bytes()[:1000])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the launcher's check; the processes use the CPU
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["train", *train_args(data, tmp_path / "run", "--epochs", "1", "--gpus", "2")]) == 1
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert any("lfw.bin: truncated" in line for line in errors), errors
+    assert re.fullmatch(r"error: training process [01] of 2 stopped with exit code 1: its error is above", errors[-1])

@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
+from facetrain.train.build import build_run
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
 from train_fixtures import make_dataset
 
 GLOBAL_BATCH, SEED = 8, 0

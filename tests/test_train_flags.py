@@ -8,8 +8,8 @@ import pytest
 
 from facetrain.cli import main
 from facetrain.errors import ConfigError
+from facetrain.train.build import validation_interval_batches
 from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
-from facetrain.train.run import validation_interval_batches
 
 
 def parse(*argv: str) -> TrainConfig:

@@ -12,11 +12,11 @@ from facetrain.cli import main
 from facetrain.eval.verification_report import evaluate_checkpoint
 from facetrain.models import build_model
 from facetrain.precision import cpu_has_fast_bf16
+from facetrain.train.build import build_run
 from facetrain.train.config import TrainConfig
 from facetrain.train.distributed import DistContext
 from facetrain.train.logger import read_metrics
 from facetrain.train.loop import Trainer
-from facetrain.train.run import build_run
 from crash_tools import CommandServer
 from train_checks import assert_same_outputs, check_after_kill, strict_json
 from train_fixtures import make_dataset, train_args

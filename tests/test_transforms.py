@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from facetrain.align.transform import TEMPLATE_112, align_face, estimate_similarity, warp_and_crop_face
 from facetrain.data.transforms import normalize_batch, to_tensor
+from facetrain.geometry.similarity import TEMPLATE_112, align_face, estimate_similarity, warp_and_crop_face
 
 
 def test_to_tensor_is_bgr_chw_in_minus_one_one():

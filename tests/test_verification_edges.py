@@ -13,7 +13,8 @@ import torch
 
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError
-from facetrain.eval.verification import (average_over_standard_sets, check_finite, evaluate_pairs,
+from facetrain.eval.finite import refuse_non_finite
+from facetrain.eval.verification import (average_over_standard_sets, evaluate_pairs,
                                          evaluate_verification_sets, kfold_accuracy, kfold_tar_at_far)
 from pair_embeddings import embeddings_at
 
@@ -84,19 +85,23 @@ def test_average_with_no_standard_set_is_empty_and_nan():
 
 
 def test_non_finite_embeddings_are_an_error():
+    class Named:
+        source = "lfw.ckpt"
+
+    model = Named()
     features = np.ones((4, 3), np.float32)
-    check_finite(features, None, "lfw")
-    check_finite(features, features.copy(), "lfw")
+    refuse_non_finite([features], model, "images")
+    refuse_non_finite([features, features.copy()], model, "images")
     bad = features.copy()
     bad[1, 2] = np.nan
-    with pytest.raises(ConfigError, match=r"^lfw: the model gives non-finite \(NaN/inf\) embeddings for 1 of 4 images"):
-        check_finite(bad, None, "lfw")
+    with pytest.raises(ConfigError, match=r"^lfw.ckpt: the model gives non-finite \(NaN/inf\) embeddings for 1 of 4 images"):
+        refuse_non_finite([bad, None], model, "images")
     flip = features.copy()
     flip[[0, 3], 0] = np.inf
-    with pytest.raises(ConfigError, match=r"^agedb_30: .* for 2 of 4 images"):
-        check_finite(features, flip, "agedb_30")
+    with pytest.raises(ConfigError, match=r"^lfw.ckpt: .* for 2 of 4 images"):
+        refuse_non_finite([features, torch.from_numpy(flip)], model, "images")
     with pytest.raises(ConfigError, match="for 3 of 4 images"):  # rows bad in either array count once each
-        check_finite(bad, flip, "cplfw")
+        refuse_non_finite([bad, flip], model, "images")
 
 
 def _rates_loop(dist, issame, thresholds, folds=10):
@@ -198,7 +203,7 @@ def test_verification_sets_refuse_non_finite_flip_embeddings():
     images = _images(rng, 20)
     images[3, :, 56:] = 255  # its flip's left half is white: NaN
     sets = {"cplfw": VerificationSet("cplfw", images, rng.random(10) < 0.5)}
-    with pytest.raises(ConfigError, match=r"^cplfw: the model gives non-finite \(NaN/inf\) embeddings for 1 of 20 images"):
+    with pytest.raises(ConfigError, match=r"^_LeftHalf: the model gives non-finite \(NaN/inf\) embeddings for 1 of 20 images \(cplfw\)"):
         evaluate_verification_sets(_LeftHalf(), sets, progress=False)
 
 

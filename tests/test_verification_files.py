@@ -20,10 +20,10 @@ from facetrain.errors import DataError
 def test_set_names_come_from_the_whole_stem(tmp_path):
     images, _ = faces(8)
     write_bin(tmp_path / "lfw.bin", images[:4], [True, False])
-    write_bin(tmp_path / "lfw.old.bin", images[4:], [False, False])
+    write_bin(tmp_path / "lfw.old.bin", images[4:], [False, True])
     sets = load_validation_sets(tmp_path)
     assert sorted(sets) == ["lfw", "lfw.old"]
-    assert sets["lfw"].issame.tolist() == [True, False] and sets["lfw.old"].issame.tolist() == [False, False]
+    assert sets["lfw"].issame.tolist() == [True, False] and sets["lfw.old"].issame.tolist() == [False, True]
     assert main(["convert", "-r", str(tmp_path), "--make_validation_memfiles", "--quiet"]) == 0
     np.testing.assert_array_equal(open_memfile(tmp_path / "lfw.dat"), read_bin(tmp_path / "lfw.bin").images)
     np.testing.assert_array_equal(open_memfile(tmp_path / "lfw.old.dat"), read_bin(tmp_path / "lfw.old.bin").images)
@@ -76,7 +76,7 @@ def test_python2_builtin_names_load_in_any_protocol():
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     huge = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))[1].tobytes()  # 400 Mpx in ~0.4 MB
     small = cv2.imencode(".jpg", faces(1)[0][0])[1].tobytes()
-    (tmp_path / "lfw.bin").write_bytes(pickle.dumps(([small, huge], [True]), protocol=4))
+    (tmp_path / "lfw.bin").write_bytes(pickle.dumps(([small, huge, small, small], [True, False]), protocol=4))
     code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
             "from facetrain.cli import main; import sys;"
             f"sys.exit(main(['info', {str(tmp_path / 'lfw.bin')!r}]))")
@@ -92,7 +92,7 @@ def test_a_failed_reconversion_keeps_the_old_memfile_valid(tmp_path, monkeypatch
     write_bin(tmp_path / "lfw.bin", images, [True, False, True, False])
     bin_to_memfile(tmp_path / "lfw.bin", tmp_path)
     old = np.array(open_memfile(tmp_path / "lfw.dat"))
-    write_bin(tmp_path / "lfw.bin", images[::-1], [False, False, False, False])
+    write_bin(tmp_path / "lfw.bin", images[::-1], [False, True, True, True])
 
     import facetrain.data.convert as convert
 
@@ -114,7 +114,7 @@ def test_a_killed_reconversion_keeps_the_old_memfile_and_its_leftovers_go_next_t
     write_bin(tmp_path / "lfw.bin", images, [True, False, True, False])
     bin_to_memfile(tmp_path / "lfw.bin", tmp_path)
     old = np.array(open_memfile(tmp_path / "lfw.dat"))
-    write_bin(tmp_path / "lfw.bin", images[::-1], [False, False, False, False])
+    write_bin(tmp_path / "lfw.bin", images[::-1], [False, True, True, True])
     env = {**__import__("os").environ, "FACETRAIN_CRASH_AFTER_WRITES": "1"}  # mid-way through the data file
     proc = subprocess.run([sys.executable, "-m", "facetrain", "convert", "-r", str(tmp_path),
                            "--make_validation_memfiles", "--quiet"], env=env, capture_output=True, timeout=120)

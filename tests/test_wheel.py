@@ -36,7 +36,7 @@ def installed(tmp_path_factory):
           str(REPO)], root, env)
     wheel = next((root / "dist").glob("facetrain-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {f"facetrain/align/weights/{n}.pt" for n in ("pnet", "rnet", "onet")} <= set(names)
+    assert {f"facetrain/alignment/weights/{n}.pt" for n in ("pnet", "rnet", "onet")} <= set(names)
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
     venv.EnvBuilder(with_pip=False).create(root / "venv")
     target = next((root / "venv" / "lib").glob("python*/site-packages"))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from facetrain.version import __version__  # noqa: F401 (the package version, as usual)
+
 __all__ = ["align", "align_all", "embed", "evaluate", "load_model", "train", "verify"]
 
 

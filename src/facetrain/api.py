@@ -12,6 +12,8 @@ similarities (the evaluation protocol's squared-L2 threshold d is the cosine 1 -
 """
 from __future__ import annotations
 
+import inspect
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence, Union
@@ -21,34 +23,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.devices import resolve_device
 from facetrain.errors import ConfigError, DataError
+from facetrain.infer import load_model  # the public loader, re-exported as facetrain.load_model
 
 FaceLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None,
-               download: bool = False) -> nn.Module:
-    """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
-    path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
-    is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
-    its training run measured on validation, else None; `model.threshold_source` says which."""
-    from facetrain.calibration_store import describe, stored_calibration
-    from facetrain.checkpoint import load_backbone
-    from facetrain.models.released import resolve_checkpoint
-
-    path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
-    model, info = load_backbone(path, arch=arch)
-    calibrated = stored_calibration(path, info["facetrain"])
-    best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
-    if calibrated is not None:
-        model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)
-    elif best.get("threshold_cosine") is not None:
-        model.threshold_cosine = best["threshold_cosine"]
-        model.threshold_source = "the training run's best validation accuracy (10-fold mean threshold)"
-    else:
-        model.threshold_cosine, model.threshold_source = None, None
-    return model.to(resolve_device(device)).eval()
 
 
 def align(image: FaceLike, select: str = "score", device: str | torch.device = "cpu",
@@ -58,11 +36,11 @@ def align(image: FaceLike, select: str = "score", device: str | torch.device = "
     `detector`: "adaface" (AdaFace's own crop) or "facenet" (finds more faces in group photos).
     `landmarks`: the face's 5 points, (5, 2) or x1, y1, ..., x5, y5 (image-left eye, image-right eye,
     nose, image-left and image-right mouth corners): warped with `detector`'s template and fit, no detection."""
-    from facetrain.align.aligner import get_aligned_face, read_rgb
+    from facetrain.alignment.aligner import get_aligned_face, read_rgb
 
     if landmarks is not None:
-        from facetrain.align.landmarks import as_points
-        from facetrain.align.transform import WARPS
+        from facetrain.alignment.landmarks import as_points
+        from facetrain.geometry.similarity import WARPS
 
         if detector not in WARPS:
             raise ConfigError(f"detector must be one of {tuple(WARPS)}, got {detector!r}")
@@ -80,16 +58,21 @@ def align_all(images: Iterable[FaceLike], select: str = "score", device: str | t
     return [align(image, select=select, device=device, detector=detector) for image in images]
 
 
-def embed(model: nn.Module, faces: Sequence[FaceLike], batch_size: int = 256, device: str | torch.device | None = None,
-          flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(unit-length features (N, D) float32, feature norms (N,)) of faces, in fp32 on `device` (default:
-    where the model is). `flip=True` fuses each face with its mirror image as the evaluation does."""
+def embed(model: nn.Module, faces: FaceLike | Sequence[FaceLike], batch_size: int = 256,
+          device: str | torch.device | None = None, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(unit-length features (N, D) float32, feature norms (N,)) of faces (a list, or one face: N = 1),
+    in fp32 on `device` (default: where the model is). `flip=True` fuses each face with its mirror
+    image as the evaluation does."""
     from facetrain.eval.embed import extract_features
     from facetrain.eval.fusion import fuse_flip
 
-    bgr = np.stack([_aligned_bgr(face, k) for k, face in enumerate(faces)]) if len(faces) else None
-    if bgr is None:
+    _check_model(model, "embed")
+    if not _finite_number(batch_size) or isinstance(batch_size, (float, np.floating)) or batch_size < 1:
+        raise ConfigError(f"embed: batch_size must be a positive whole number, got {batch_size!r}")
+    faces = _face_list(faces)
+    if not faces:
         raise DataError("embed needs at least one face")
+    bgr = np.stack([_aligned_bgr(face, k) for k, face in enumerate(faces)])
     features, flipped = extract_features(model, bgr, batch_size=batch_size, device=device, flip=flip, progress=False)
     unit, norms = fuse_flip(features, flipped, "pre_norm_vector_add" if flip else "none")
     return unit.astype(np.float32), norms.reshape(-1).astype(np.float32)
@@ -108,10 +91,13 @@ def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None =
     """Are `a` and `b` the same person? `threshold` (cosine) defaults to the model's own
     (`model.threshold_cosine`: calibrated at a FAR by `facetrain calibrate --save`, else measured by its
     training run); with neither, `same` is None."""
+    if threshold is not None and not _finite_number(threshold):  # NaN would answer "different" to every pair
+        raise ConfigError(f"verify: threshold must be a finite number (a cosine similarity), got "
+                          f"{type(threshold).__name__} {threshold!r}")
     features, _ = embed(model, [a, b], device=device)
     similarity = float(features[0] @ features[1])
     if threshold is not None:
-        source = "given"
+        threshold, source = float(threshold), "given"
     else:
         threshold, source = getattr(model, "threshold_cosine", None), getattr(model, "threshold_source", None)
     return Verification(similarity, threshold, None if threshold is None else similarity >= threshold,
@@ -121,21 +107,57 @@ def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None =
 def train(config: Any) -> Any:
     """Train from a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML; see `--config`)."""
     from facetrain.train.config import TrainConfig, load_config_file
-    from facetrain.train.launch import run
+    from facetrain.train.launch import launch_training
 
     if isinstance(config, (str, os.PathLike)):
         config = TrainConfig.from_dict(load_config_file(config), strict=True)
     elif isinstance(config, dict):
         config = TrainConfig.from_dict(config, strict=True)
     config.validate()
-    return run(config)
+    return launch_training(config)
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:
     """Five-set verification (docs/evaluation.md) of a checkpoint: {set: metrics} plus "average"."""
     from facetrain.eval.verification_report import evaluate_checkpoint
 
+    accepted = [name for name in inspect.signature(evaluate_checkpoint).parameters][2:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:  # named for this function, with what it takes (not the library function it calls)
+        raise TypeError(f"evaluate() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                        f"it takes: {', '.join(accepted)}")
     return evaluate_checkpoint(checkpoint, val_data_path, **options)
+
+
+def _finite_number(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_model(model: Any, caller: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{caller}: model must be a backbone (facetrain.load_model(...)), got "
+                          f"{type(model).__name__}")
+
+
+def _face_list(faces: Any) -> list:
+    """`faces` as a list: one face (a path, a PIL image, an HxWx3 array) or a list/tuple of them, or an
+    (N, H, W, 3) array. Anything else is refused, a string above all (its characters are no faces) and
+    an iterator (read once, it could not be told from an empty list afterwards)."""
+    if isinstance(faces, (str, os.PathLike, Image.Image)):
+        return [faces]
+    if isinstance(faces, np.ndarray):
+        return [faces] if faces.ndim == 3 else list(faces) if faces.ndim == 4 else _refuse_faces(faces)
+    if isinstance(faces, (list, tuple)):
+        return list(faces)
+    return _refuse_faces(faces)
+
+
+def _refuse_faces(faces: Any) -> list:
+    what = f"array of shape {faces.shape}" if isinstance(faces, np.ndarray) else type(faces).__name__
+    hint = "; pass a list (list(faces))" if hasattr(faces, "__next__") else ""
+    raise ConfigError(f"embed: faces must be a face (a path, a PIL image, an HxWx3 RGB array) or a list of them, "
+                      f"got {what}{hint}")
 
 
 def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
@@ -149,8 +171,12 @@ def _as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 def _aligned_bgr(face: FaceLike, index: int) -> np.ndarray:
     """112x112 BGR uint8 (the models' input order) of an aligned face, aligning photos first."""
-    from facetrain.align.aligner import read_rgb, shared_aligner
+    from facetrain.alignment.aligner import read_rgb, shared_aligner
 
+    if face is None:
+        raise DataError(f"face {index} is None (where `align` found no face, it returns None)")
+    if not isinstance(face, (str, os.PathLike, Image.Image, np.ndarray)):
+        raise ConfigError(f"face {index} is of type {type(face).__name__}, not a path, a PIL image or an RGB array")
     name = str(face) if isinstance(face, (str, os.PathLike)) else f"<face {index}>"
     rgb = read_rgb(face) if isinstance(face, (str, os.PathLike)) else np.asarray(_as_pil(face))
     if rgb.shape[:2] != (112, 112):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-import facetrain
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_path, open_write
 from facetrain.models import build_model, canonical_name, infer_arch
+from facetrain.version import __version__
 
 PathLike = str | os.PathLike
 _PLAIN_SCALARS = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
@@ -60,6 +61,18 @@ def _check_plain(obj: Any, where: str) -> None:
                         "(use tensors, numbers, strings, lists, tuples and dicts)")
 
 
+def _on_cpu(obj: Any) -> Any:
+    """Every tensor copied to the CPU: a file of CUDA tensors cannot be loaded without a GPU (by a
+    plain `torch.load` or AdaFace's tools)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return {key: _on_cpu(value) for key, value in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_on_cpu(value) for value in obj)
+    return obj
+
+
 def save_checkpoint(
     path: PathLike,
     model: nn.Module,
@@ -68,7 +81,8 @@ def save_checkpoint(
     hyper_parameters: dict | None = None,
 ) -> None:
     """Write model (+ head) weights, hyper-parameters and `extra` (optimizer, scheduler, scaler, rng,
-    epoch, step...) atomically. `hyper_parameters` is merged over the ones read from model and head."""
+    epoch, step...) atomically, every tensor on the CPU. `hyper_parameters` is merged over the ones read
+    from model and head."""
     model, head = _unwrap(model), None if head is None else _unwrap(head)
     state_dict = {f"model.{k}": v for k, v in model.state_dict().items()}
     hparams: dict[str, Any] = {"arch": getattr(model, "arch", None), "embedding_size": model.embedding_size}
@@ -79,9 +93,10 @@ def save_checkpoint(
     checkpoint = {
         "state_dict": state_dict,
         "hyper_parameters": hparams,
-        "facetrain": {"version": facetrain.__version__, "extra": extra or {}},
+        "facetrain": {"version": __version__, "extra": extra or {}},
     }
     _check_plain(checkpoint, "checkpoint")
+    checkpoint = _on_cpu(checkpoint)
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
         torch.save(checkpoint, f)
         f.flush()
@@ -117,7 +132,7 @@ def _stand_in(name: str) -> type:
     return type(name.rsplit(".", 1)[-1], (InertObject,), {"qualified_name": name})
 
 
-def _torch_reason(exc: Exception) -> str:
+def torch_reason(exc: Exception) -> str:
     """torch's refusal without its advice to retry with weights_only=False (which would run the file's code)."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
@@ -129,7 +144,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (ValueError, RuntimeError, pickle.UnpicklingError) as exc:
-        reasons = f"{_torch_reason(first_error)}; {_torch_reason(exc)}"
+        reasons = f"{torch_reason(first_error)}; {torch_reason(exc)}"
         raise ConfigError(f"{path}: cannot be loaded safely ({reasons})") from None
     refused = sorted(n for n in names if n != "argparse.Namespace" and not n.startswith(_INERT_MODULE_PREFIXES))
     if refused:
@@ -141,7 +156,7 @@ def _load_lightning(path: Path, map_location: Any, first_error: Exception) -> An
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: cannot be loaded safely ({_torch_reason(exc)})") from None
+            raise ConfigError(f"{path}: cannot be loaded safely ({torch_reason(exc)})") from None
 
 
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
@@ -195,6 +210,17 @@ def _as_dict(hyper_parameters: Any) -> dict:
     return dict(hyper_parameters) if isinstance(hyper_parameters, Mapping) else {}
 
 
+def _warn_non_float(state: Mapping, expected: Mapping, source: str) -> None:
+    """load_state_dict casts integer tensors into float parameters silently, without any quantisation
+    scale: a quantised checkpoint would load as a model whose every output is wrong, so say so."""
+    cast = [k for k, v in state.items() if isinstance(v, torch.Tensor) and not v.is_floating_point()
+            and k in expected and expected[k].is_floating_point()]
+    if cast:
+        warnings.warn(f"{source}: {len(cast)} weight tensor(s) are stored as {state[cast[0]].dtype} (e.g. {cast[0]}), "
+                      "not floating point; they are cast to float32 without any dequantisation scale, so the "
+                      "model's outputs are probably wrong", stacklevel=3)
+
+
 def load_backbone(
     path_or_state: PathLike | Mapping, arch: str | None = None, map_location: Any = "cpu"
 ) -> tuple[nn.Module, dict]:
@@ -218,6 +244,7 @@ def load_backbone(
             raise ConfigError(f"{source}: holds a {inferred} backbone, but the architecture asked for is {arch}")
     embedding_size = backbone_state["output_layer.3.weight"].shape[0] if "output_layer.3.weight" in backbone_state else 512
     model = build_model(arch, embedding_size=embedding_size)
+    _warn_non_float(backbone_state, model.state_dict(), source)
     try:
         model.load_state_dict(backbone_state, strict=True)
     except RuntimeError as exc:
@@ -230,4 +257,5 @@ def load_backbone(
         "head_state_dict": head_state,
         "facetrain": checkpoint.get("facetrain", {}),
     }
+    model.source = source  # errors about its outputs name the file (facetrain.eval.finite)
     return model.eval(), info

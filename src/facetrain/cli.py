@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
+import warnings
 
-from facetrain.errors import FacetrainError
+from facetrain.errors import FacetrainError, one_line
 
 # verb -> one-line description; the module `facetrain.commands.<verb>` provides
 # `add_arguments(parser)` and `run(args) -> int`.
@@ -49,11 +51,13 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _print_file_names_as_they_are()
+    warnings.formatwarning = _one_line_warning
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from facetrain import __version__
+        from facetrain.version import __version__
 
         print(__version__)
         return 0
@@ -61,20 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"facetrain: unknown verb {verb!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    parser, module = build_parser(verb)
-    args = parser.parse_args(rest)
     try:
+        parser, module = build_parser(verb)
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
-    except FacetrainError as exc:
-        # one line whatever the message quotes (torch's own errors span several)
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (FacetrainError, OSError) as exc:  # OSError: the file system refused (permissions, disk full, ...)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except OSError as exc:  # the file system refused (permissions, a file where a folder is needed, disk full)
-        print(f"error: {_describe_os_error(exc)}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are committed atomically, so the interrupted one was removed on the way out
+        # (and a re-run continues where commands resume); worker processes leave the signal to us
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
-def _describe_os_error(exc: OSError) -> str:
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    what = exc.strerror or str(exc)
-    return f"{where}: {what}" if where else what
+def _print_file_names_as_they_are() -> None:
+    """A file name that is not UTF-8 reaches the terminal as its own bytes (surrogateescape, as
+    `io_utils.encode_text` writes it to files), not as a UnicodeEncodeError. Python does this by itself
+    only in the C locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A warning is one line for the user, like an error (not Python's file, line and source text)."""
+    return f"warning: {' '.join(str(message).split())}\n"

@@ -9,21 +9,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetrain.align.aligner import FaceAligner, read_rgb
+from facetrain.alignment.aligner import FaceAligner, read_rgb
+from facetrain.errors import DataError
+from facetrain.eval.finite import refuse_non_finite
 from facetrain.infer import to_input
 from facetrain.io_utils import atomic_path
 
 
 def compare_images(
-    model: nn.Module, paths: list[str | os.PathLike], aligner: FaceAligner, device: str | torch.device = "cpu"
+    model: nn.Module, paths: str | os.PathLike | list[str | os.PathLike], aligner: FaceAligner,
+    device: str | torch.device = "cpu"
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """(aligned RGB faces, (N,N) cosine similarity). NoFaceError/DataError name the failing image."""
-    if not paths:
-        raise ValueError("compare needs at least one image")
+    """(aligned RGB faces, (N,N) cosine similarity) of a list of photos (or one: 1x1). NoFaceError/DataError
+    name the failing image."""
+    if isinstance(paths, (str, os.PathLike)):  # one photo, not the characters of its name
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)) or not paths:
+        raise DataError(f"compare needs a list of at least one image path, got {type(paths).__name__} {paths!r}")
     faces = [aligner.align(read_rgb(p), str(p)) for p in paths]
     model = model.to(device).eval()
     with torch.inference_mode():
         embeddings = torch.cat([model(to_input(face).to(device))[0] for face in faces]).float().cpu()
+    refuse_non_finite([embeddings], model, "images")
     return faces, (embeddings @ embeddings.T).numpy()
 
 

@@ -1,8 +1,9 @@
 """`facetrain demo`: the whole pipeline on synthetic faces, on a machine with no data.
 
 generate identities -> .bin verification sets -> memfiles (the seed's convert.py path) -> train with
-AdaFace -> five-set test (fp32) and the IJB-like protocol -> audit of the training set against the six
-benchmark sets -> a similarity heatmap -> report.html and results.json. Every step is the library code that the CLI verbs run on real data.
+AdaFace -> five-set test (fp32) and the IJB-like protocol -> demographic fairness on four synthetic groups
+-> audit of the training set against the six benchmark sets -> a similarity heatmap -> report.html and
+results.json. Every step is the library code that the CLI verbs run on real data.
 """
 from __future__ import annotations
 
@@ -11,20 +12,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
 from facetrain.data.convert import bins_to_memfiles
-from facetrain.data.synthetic.generate import generate_dataset
+from facetrain.data.image_codec import imread_bgr
 from facetrain.errors import FacetrainError
-from facetrain.eval.ijb import run_ijb
+from facetrain.eval.fairness_report import evaluate_fairness
 from facetrain.eval.feature_cache import checkpoint_key
+from facetrain.eval.ijb import run_ijb
 from facetrain.eval.verification import STANDARD_SETS
+from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
-from facetrain.report.image_grid import write_image_grid
+from facetrain.synthetic.generate import generate_dataset
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import train
 
@@ -40,6 +42,10 @@ class DemoSettings:
     images_per_identity: int = 24
     pairs_per_set: int = 600
     ijb_subjects: int = 40
+    # four synthetic groups for the fairness section; the global threshold's FMR is what 1,200 pooled
+    # impostor pairs resolve (12 false matches expected at 1e-2)
+    rfw_pairs: int = 600
+    fairness_fmr: float = 1e-2
     arch: str = "tinynet"
     epochs: int = 10
     batch_size: int = 128
@@ -61,8 +67,8 @@ class DemoSettings:
     @classmethod
     def tiny(cls) -> "DemoSettings":
         """Minutes -> seconds: the same pipeline for tests (accuracy is not the point there)."""
-        return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, epochs=1,
-                   batch_size=24, lr_milestones=(1,), workers=1, val_every=1, min_average_accuracy=None)
+        return cls(identities=12, images_per_identity=6, pairs_per_set=40, ijb_subjects=6, rfw_pairs=20,
+                   fairness_fmr=0.1, epochs=1, batch_size=24, lr_milestones=(1,), workers=1, val_every=1, min_average_accuracy=None)
 
 
 def check_accuracy_floor(results: dict, floor: float | None) -> None:
@@ -101,7 +107,7 @@ def _compare_faces(model: torch.nn.Module, lfw_bin: Path, out_png: Path, pairs: 
 
 def _audit(data: Path, checkpoint: Path, out: Path, s: DemoSettings, bins: list[str], progress: bool) -> dict:
     """`facetrain audit` of the training set against the benchmark .bin sets; the figures the report shows."""
-    from facetrain.audit.run import AuditOptions, run_audit
+    from facetrain.audit.pipeline import AuditOptions, run_audit
 
     # FAR 1e-6: ~8.6 M (benchmark, training) image pairs per set, so FAR 1e-4 would pass ~860 by chance
     report = run_audit(AuditOptions(data=data / "imgs", checkpoint=checkpoint, out_dir=out, far=AUDIT_FAR,
@@ -129,21 +135,21 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     timings: dict[str, float] = {}
 
     tic = time.perf_counter()
-    print(f"[1/6] synthetic faces: {s.identities} identities x {s.images_per_identity} images, "
-          f"6 verification sets of {s.pairs_per_set} pairs, IJB-like protocol -> {data}")
+    print(f"[1/7] synthetic faces: {s.identities} identities x {s.images_per_identity} images, "
+          f"6 verification sets of {s.pairs_per_set} pairs, IJB-like protocol, 4 groups of {s.rfw_pairs} pairs -> {data}")
     summary = generate_dataset(data, s.identities, s.images_per_identity, s.seed, folder=True, bins=True, ijb=True,
-                               pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, workers=s.workers,
-                               progress=progress)
-    write_image_grid([cv2.imread(str(p)) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
+                               pairs_per_set=s.pairs_per_set, ijb_subjects=s.ijb_subjects, rfw=True,
+                               rfw_pairs=s.rfw_pairs, workers=s.workers, progress=progress)
+    write_image_grid([imread_bgr(p) for p in sorted((data / "imgs").glob("*/0.jpg"))[:32]], out / "samples.png")
     timings["generate_s"] = time.perf_counter() - tic
 
-    print("[2/6] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")
+    print("[2/7] .bin -> memfiles (what `python convert.py --make_validation_memfiles` does)")
     tic = time.perf_counter()
     validation = data / "validation"
     bins_to_memfiles(data, validation, progress=progress)
     timings["convert_s"] = time.perf_counter() - tic
 
-    print(f"[3/6] training {s.arch} + AdaFace for {s.epochs} epochs")
+    print(f"[3/7] training {s.arch} + AdaFace for {s.epochs} epochs")
     config = TrainConfig(
         data_root=str(data), train_data_path="imgs", val_data_path="validation", arch=s.arch, head="adaface",
         epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, lr_milestones=list(s.lr_milestones),
@@ -160,7 +166,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     timings["train_s"] = time.perf_counter() - tic
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
-    print("[4/6] IJB-like protocol (1:1 TAR@FAR, 1:N)")
+    print("[4/7] IJB-like protocol (1:1 TAR@FAR, 1:N)")
     tic = time.perf_counter()
     model, _ = load_backbone(checkpoint)
     ijb_info = summary["ijb"]
@@ -168,7 +174,13 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
                   batch_size=s.batch_size, workers=s.workers, progress=progress)
     timings["ijb_s"] = time.perf_counter() - tic
 
-    print("[5/6] audit of the training set against the six benchmark sets (collisions, consistency, leakage)")
+    print("[5/7] demographic fairness on four synthetic groups (accuracy per group, STD, SER, FMR/FNMR at one threshold)")
+    tic = time.perf_counter()
+    fairness = evaluate_fairness(checkpoint, rfw=data / "rfw", fmr=s.fairness_fmr, batch_size=s.batch_size,
+                                 plot_path=out / "fairness.png", progress=progress)
+    timings["fairness_s"] = time.perf_counter() - tic
+
+    print("[6/7] audit of the training set against the six benchmark sets (collisions, consistency, leakage)")
     tic = time.perf_counter()
     audit = _audit(data, checkpoint, out / "audit", s, list(summary["verification_sets"]), progress)
     timings["audit_s"] = time.perf_counter() - tic
@@ -178,7 +190,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
           "by chance per benchmark: " + ", ".join(f"{name} {v['pair_count']}/{v['expected_by_chance']:.3g}"
                                                   for name, v in audit["leakage"].items()))
 
-    print("[6/6] similarity of a few faces, report")
+    print("[7/7] similarity of a few faces, report")
     compare = _compare_faces(model, data / "lfw.bin", out / "compare.png")
     baseline = {k: v["raw_pixel_accuracy"] for k, v in summary["verification_sets"].items()}
     baseline["average"] = float(np.mean([baseline[k] for k in STANDARD_SETS if k in baseline]))
@@ -197,6 +209,7 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
                      "checkpoint": str(checkpoint)},
         "compare": compare,
         "audit": audit,
+        "fairness": fairness,
         "timings": timings,
     }
     atomic_write_json(out / "results.json", results)

@@ -1,5 +1,5 @@
-"""Use a trained backbone: load it (AdaFace's released files or ours), turn an aligned face into its
-input (`to_input`), and embed a whole folder of faces.
+"""Use a trained backbone: load it (`load_model`: AdaFace's released files or ours), turn an aligned face
+into its input (`to_input`), and embed a whole folder of faces.
 
 Nothing is downloaded unless asked: released checkpoints are looked up in `./pretrained/`, then
 `$FACETRAIN_HOME/pretrained/` (see `facetrain.models.released` and pretrained/README.md).
@@ -17,21 +17,44 @@ import torch
 from PIL import Image
 from torch import nn
 
-from facetrain.align.aligner import FaceAligner, read_rgb
+from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.checkpoint import load_backbone
 from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
 from facetrain.data.transforms import to_tensor
+from facetrain.devices import resolve_device
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_path
 from facetrain.models.released import resolve_checkpoint
 
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, sha256: str | None = None,
+               download: bool = False) -> nn.Module:
+    """A backbone in eval mode: a released AdaFace name (`ir_50`, `ir101_webface12m`), a checkpoint
+    path, or `hf://owner/repo/file` (from the local cache unless `download`). `model.threshold_cosine`
+    is its decision threshold: the one `facetrain calibrate --save` stored at a chosen FAR, else the one
+    its training run measured on validation, else None; `model.threshold_source` says which, and
+    `model.calibration` holds the stored calibration record (None without one)."""
+    from facetrain.calibration_store import describe, stored_calibration
+
+    path, arch = resolve_checkpoint(name_or_path, sha256=sha256, download=download)
+    model, info = load_backbone(path, arch=arch)
+    calibrated = stored_calibration(path, info["facetrain"])
+    model.calibration = calibrated
+    best = info["facetrain"].get("extra", {}).get("best", {}) if info["facetrain"] else {}
+    if calibrated is not None:
+        model.threshold_cosine, model.threshold_source = float(calibrated["threshold"]), describe(calibrated)
+    elif best.get("threshold_cosine") is not None:
+        model.threshold_cosine = best["threshold_cosine"]
+        model.threshold_source = "the training run's best validation accuracy (10-fold mean threshold)"
+    else:
+        model.threshold_cosine, model.threshold_source = None, None
+    return model.to(resolve_device(device)).eval()
+
+
 def load_pretrained_model(arch_or_path: str | os.PathLike = "ir_50", device: str | torch.device = "cpu",
                           sha256: str | None = None, download: bool = False) -> nn.Module:
-    """The backbone of a released AdaFace model (by name), of `hf://owner/repo/file`, or of any checkpoint
-    file, in eval mode on `device` (see `facetrain.models.released.resolve_checkpoint`)."""
-    path, arch = resolve_checkpoint(arch_or_path, sha256=sha256, download=download)
-    model, _ = load_backbone(path, arch=arch, map_location="cpu")
-    return model.to(device).eval()
+    """The seed's name for `load_model`, with its defaults (`ir_50`, on the CPU)."""
+    return load_model(arch_or_path, device=device, sha256=sha256, download=download)
 
 
 def to_input(rgb_face: Image.Image | np.ndarray) -> torch.Tensor:

@@ -4,98 +4,26 @@ Files are built under `<path>.tmp-<pid>` next to their final path and renamed on
 the same output again first removes the leftovers (`*.tmp-<pid>`, `*.old-<pid>`) of processes
 that no longer run, so killed runs do not pile up temporaries.
 
-Fault injection for the crash-consistency tests: with `FACETRAIN_CRASH_AFTER_WRITES=N` the
-process SIGKILLs itself at its N-th write event. Events are each rename onto a final path
-(`replace`, `atomic_path`) and each `write` through `open_write` (the kill then falls between
-two halves of the data, i.e. inside the file). With `FACETRAIN_WRITE_EVENTS_FILE=F` the number
-of events of a run is written to F at exit, so a test can pick N within an uninterrupted run.
-Counters are per process; without either variable the hooks cost nothing.
+Each rename onto a final path (`replace`, `atomic_path`) and each `write` through `open_write` is a
+write event of `facetrain.fault_injection`, where the crash-consistency tests kill the process.
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import math
 import os
 import re
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-CRASH_ENV = "FACETRAIN_CRASH_AFTER_WRITES"
-EVENTS_FILE_ENV = "FACETRAIN_WRITE_EVENTS_FILE"
-
-
-class _WriteEvents:
-    """Counts write events of this process; kills it at the configured one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.crash_at = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
-        self.events_file = os.environ.get(EVENTS_FILE_ENV) or None
-        self.owner = os.getpid()
-        self.lock = threading.Lock()
-        if self.events_file:
-            atexit.register(self._save_count)
-
-    @property
-    def active(self) -> bool:
-        return self.crash_at is not None or self.events_file is not None
-
-    def event(self) -> None:
-        with self.lock:  # writer threads (convert) share the count
-            self.count += 1
-            crash = self.count == self.crash_at
-        if crash:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def _save_count(self) -> None:
-        if os.getpid() == self.owner:  # forked workers inherit the handler but not the job
-            Path(self.events_file).write_text(f"{self.count}\n")
-
-
-_events = _WriteEvents()
-
-
-def write_event() -> None:
-    """One fault-injection point (see the module doc); a no-op unless the test variables are set."""
-    if _events.active:
-        _events.event()
-
-
-class _EventFile:
-    """A file whose every `write` is a write event placed halfway through the data."""
-
-    def __init__(self, f: IO) -> None:
-        self._f = f
-
-    def write(self, data: Any) -> int:
-        if not isinstance(data, str):
-            data = memoryview(data).cast("B")
-        half = len(data) // 2
-        self._f.write(data[:half])
-        self._f.flush()  # what a killed process leaves: the first half on disk
-        write_event()
-        self._f.write(data[half:])
-        return len(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-    def __enter__(self) -> "_EventFile":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._f.close()
+from facetrain import fault_injection
 
 
 def open_write(path: str | os.PathLike, mode: str = "wb") -> IO:
     """`open(path, mode)` for writing; under fault injection every write is a kill point."""
-    f = open(path, mode)
-    return _EventFile(f) if _events.active else f
+    return fault_injection.watch_writes(open(path, mode))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -106,11 +34,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """`os.replace` as a write event (the commit point of an atomic output)."""
-    write_event()
+    fault_injection.write_event()
     os.replace(src, dst)
 
 
 _LEFTOVER = re.compile(r"\.(?:tmp|old)-(\d+)$")
+
+
+def ignore_interrupts() -> None:
+    """Initializer of worker processes: Ctrl-C reaches every process of the terminal's group, and only
+    the parent reports it (the CLI's one line) and stops the workers; a worker left to the default
+    would print its own KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def process_alive(pid: int) -> bool:
@@ -177,6 +112,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def encode_text(text: str) -> bytes:
+    """UTF-8 bytes of text that may quote file names. A name that is not UTF-8 is held by Python with
+    its undecodable bytes as surrogates; they are written back as those bytes (surrogateescape, as
+    `os.fsencode` does), so such a name never fails a write and reads back as the same path."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -24,7 +24,6 @@ import torch
 from facetrain.audit.sources import AuditSet
 from facetrain.eval.embed import extract_features
 from facetrain.eval.fusion import fuse_flip
-from facetrain.eval.verification import check_finite
 from facetrain.io_utils import atomic_path, atomic_write_json, remove_stale_temporaries
 
 CACHE_DIR = "embedding_cache"
@@ -48,7 +47,6 @@ class Embedder:
     batch_size: int = 256
     fusion: str = "pre_norm_vector_add"
     progress: bool = True
-    name: str = "model"  # how errors name the model (its checkpoint path)
 
     def cache_key(self, audit_set: AuditSet) -> str:
         text = json.dumps([self.model_id, audit_set.fingerprint, len(audit_set), self.fusion])
@@ -87,7 +85,6 @@ class Embedder:
         features, flipped = extract_features(self.model, audit_set.images, batch_size=self.batch_size, device=self.device,
                                              flip=self.fusion != "none", progress=self.progress,
                                              desc=f"embed {audit_set.name}")
-        check_finite(features, flipped, self.name)
         unit, norms = fuse_flip(features, flipped, self.fusion)
         embeddings = np.concatenate([unit, norms.reshape(-1, 1)], axis=1).astype(np.float32)
         if cached is not None:

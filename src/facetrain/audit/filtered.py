@@ -24,7 +24,8 @@ from facetrain.audit.sources import AuditSet
 from facetrain.data.compound import output_dirs
 from facetrain.errors import DataError
 from facetrain.data.output_marker import made_from, write_marker
-from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes, write_event
+from facetrain.fault_injection import write_event
+from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 
 DROPPED_NAME = "dropped.json"
 

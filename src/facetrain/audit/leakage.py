@@ -15,7 +15,7 @@ from facetrain.audit.calibrate import identity_leak_fit, image_leak_fit, notice,
 from facetrain.audit.chance import ChanceModel, ImpostorFit, excess_test, fit_tail
 from facetrain.audit.identities import IdentityStats, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import Neighbours, search
-from facetrain.audit.report import distribution, histogram
+from facetrain.audit.sections import distribution, histogram
 from facetrain.audit.sources import AuditSet
 from facetrain.audit.threshold import Threshold, cross_scores
 from facetrain.errors import ConfigError

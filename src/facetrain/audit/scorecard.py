@@ -10,7 +10,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from facetrain.audit.run import AuditOptions, run_audit
+from facetrain.audit.pipeline import AuditOptions, run_audit
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json
 from facetrain.report.html import HtmlReport

@@ -23,6 +23,7 @@ from facetrain.data.image_folder import IMGS, ImageFolder
 from facetrain.data.memfile import MEMFILE_SUFFIX, TRAIN_MEMFILE, find_validation_sets, load_validation_sets
 from facetrain.data.recordio import RecordReader
 from facetrain.data.training_source import MemfileSource, RecordSource, open_training_source
+from facetrain.io_utils import encode_text
 from facetrain.errors import DataError
 
 
@@ -43,7 +44,7 @@ def _files_fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for p in paths:
         st = p.stat()
-        digest.update(os.fsencode(p) + f"\t{st.st_size}\t{st.st_mtime_ns}\n".encode())  # any file name's bytes
+        digest.update(encode_text(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n"))
     return digest.hexdigest()
 
 

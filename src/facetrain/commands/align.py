@@ -5,8 +5,8 @@ import argparse
 
 from facetrain.commands.options import add_detector, add_device, add_max_pixels, add_quiet, add_workers
 
-from facetrain.align.aligner import SELECT_MODES
-from facetrain.align.landmarks import LAYOUTS
+from facetrain.alignment.aligner import SELECT_MODES
+from facetrain.alignment.landmarks import LAYOUTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from facetrain.devices import resolve_device
 
-    from facetrain.align.batch import REPORT_NAME, align_folder
-    from facetrain.align.landmarks import read_landmarks
+    from facetrain.alignment.batch import REPORT_NAME, align_folder
+    from facetrain.alignment.landmarks import read_landmarks
 
     landmarks = None if args.landmarks is None else read_landmarks(args.landmarks, args.landmark_layout)
     report = align_folder(args.in_dir, args.out_dir, workers=args.workers, select=args.select,

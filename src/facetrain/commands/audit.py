@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.audit.run import AuditOptions, format_summary, run_audit
+    from facetrain.audit.pipeline import AuditOptions, format_summary, run_audit
     from facetrain.audit.scorecard import run_scorecard
     from facetrain.devices import resolve_device
 

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.devices import resolve_device
-    from facetrain.hygiene.run import check_dataset, format_check
+    from facetrain.hygiene.dataset_check import check_dataset, format_check
     from facetrain.io_utils import atomic_write_json
 
     report = check_dataset(args.path, args.ckpt, sample=args.sample, batch_size=args.batch_size,

@@ -5,7 +5,7 @@ import argparse
 
 from facetrain.commands.options import add_ckpt, add_detector, add_device, add_max_pixels
 
-from facetrain.align.aligner import SELECT_MODES
+from facetrain.alignment.aligner import SELECT_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.data.pixel_limit import set_max_pixels
     from facetrain.devices import resolve_device
 
-    from facetrain.align.aligner import FaceAligner
+    from facetrain.alignment.aligner import FaceAligner
     from facetrain.compare import compare_images, format_matrix, plot_similarity
     from facetrain.api import load_model
 

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.train.pfc_state import consolidate
+    from facetrain.heads.partial_fc_checkpoint import consolidate
 
     if not Path(args.checkpoint).is_file():
         raise ConfigError(f"{args.checkpoint}: checkpoint not found")

@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.data.pixel_limit import set_max_pixels
     from facetrain.devices import resolve_device
 
-    from facetrain.infer import embed_folder, load_pretrained_model, save_embeddings
+    from facetrain.infer import embed_folder, load_model, save_embeddings
 
     set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
-    model = load_pretrained_model(args.ckpt, device=device)
+    model = load_model(args.ckpt, device=device)
     result = embed_folder(model, args.folder, batch_size=args.batch_size, device=device, precision=args.precision,
                           align=args.align, detector=args.detector, progress=not args.quiet)
     save_embeddings(args.out, result)

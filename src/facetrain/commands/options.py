@@ -20,8 +20,8 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def add_detector(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """--detector adaface|facenet: which MTCNN conventions align raw photos (facetrain.align.styles)."""
-    from facetrain.align.styles import DETECTOR_HELP, DETECTORS
+    """--detector adaface|facenet: which MTCNN conventions align raw photos (facetrain.alignment.styles)."""
+    from facetrain.alignment.styles import DETECTOR_HELP, DETECTORS
 
     parser.add_argument("--detector", choices=DETECTORS, default="adaface", help=prefix + DETECTOR_HELP)
 

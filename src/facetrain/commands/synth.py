@@ -6,7 +6,7 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from facetrain.data.synthetic.profiles import BENCHMARK_NAMES
+    from facetrain.synthetic.profiles import BENCHMARK_NAMES
 
     parser.add_argument("--out", required=True, help="output folder (existing outputs of the same kind are replaced)")
     parser.add_argument("--identities", type=int, default=300, help="training identities")
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data.synthetic.generate import generate_dataset
+    from facetrain.synthetic.generate import generate_dataset
 
     start = time.perf_counter()
     summary = generate_dataset(

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facetrain.train.config import config_from_args
-    from facetrain.train.launch import run as launch
+    from facetrain.train.launch import launch_training
 
-    launch(config_from_args(args))
+    launch_training(config_from_args(args))
     return 0

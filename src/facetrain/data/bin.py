@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from facetrain.data.image_codec import decode_bgr, encode_image, parallel_map
 from facetrain.data.safe_pickle import safe_loads
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.verification_set import VerificationSet, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 
@@ -63,14 +63,10 @@ def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:
     for i, b in enumerate(bins):
         if not isinstance(b, (bytes, bytearray)) and not (isinstance(b, np.ndarray) and b.dtype == np.uint8):
             raise DataError(f"{path}: image {i} is a {type(b).__name__}, expected encoded bytes")
-    issame = np.asarray(issame)
-    if issame.ndim != 1:
-        raise DataError(f"{path}: issame_list must be a list of pair labels, got an array of shape {issame.shape}")
-    if issame.dtype != bool and not np.isin(issame, (0, 1)).all():
-        raise DataError(f"{path}: issame_list holds non-boolean values ({issame.dtype})")
+    issame = check_issame(issame, str(path))
     if len(bins) != 2 * len(issame):
         raise DataError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 images per pair)")
-    return list(bins), issame.astype(bool)
+    return list(bins), issame
 
 
 def decode_into(out: np.ndarray, bins: Sequence, source: str, threads: int | None = None,

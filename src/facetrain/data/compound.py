@@ -24,7 +24,8 @@ from tqdm import tqdm
 from facetrain.data.image_folder import IMGS, ImageFolder
 from facetrain.errors import DataError
 from facetrain.data.output_marker import made_from, write_marker
-from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes, write_event
+from facetrain.fault_injection import write_event
+from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 
 REPORT_NAME = "compound_report.json"
 
@@ -66,6 +67,13 @@ def compound_datasets(inputs: Sequence[str | os.PathLike], final_path: str | os.
 
 
 def _check_separate(inputs: Sequence[str | os.PathLike], folders: Sequence[ImageFolder], imgs_dir: Path) -> None:
+    """DataError when an input is listed twice (or holds another input), which would add its images twice,
+    or when the output and an input overlap."""
+    roots = [folder.root.resolve() for folder in folders]
+    for i, j in ((i, j) for i in range(len(roots)) for j in range(len(roots)) if i < j):
+        if roots[i] == roots[j] or roots[i] in roots[j].parents or roots[j] in roots[i].parents:
+            raise DataError(f"compound: {inputs[i]} and {inputs[j]} are the same dataset ({roots[i]}) or one holds "
+                            "the other; merging would add their images twice: list each dataset once")
     out = imgs_dir.resolve()
     for given, folder in zip(inputs, folders):
         source = folder.root.resolve()

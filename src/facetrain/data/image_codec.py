@@ -49,6 +49,16 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+def imread_bgr(path: str | os.PathLike) -> np.ndarray | None:
+    """`cv2.imread(path, cv2.IMREAD_COLOR)` (any size; None when missing or not an image) for any file
+    name: the bytes are read by Python, since OpenCV crashes on a name that is not UTF-8."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+
+
 def read_file_bgr(path: str | os.PathLike) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)

@@ -9,6 +9,7 @@ bytes (no re-encoding), and every image is decoded once to check it is an aligne
 """
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from pathlib import Path
@@ -17,7 +18,9 @@ import cv2
 import numpy as np
 
 from facetrain.data.image_codec import parallel_map
+from facetrain.data.bin import set_name
 from facetrain.data.image_folder import list_identities, resolve_imgs_dir
+from facetrain.data.verification_set import MIN_PAIRS, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 
@@ -58,9 +61,27 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(issame, dtype=bool)
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """A text file in UTF-8, or in any Unicode encoding its byte-order mark names (editors on Windows
+    save UTF-16 with one); anything else is a DataError naming the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not {encoding.upper()} text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_pairs_file(path: str | os.PathLike) -> list[tuple[str, str, bool]]:
     pairs = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -75,12 +96,21 @@ def read_pairs_file(path: str | os.PathLike) -> list[tuple[str, str, bool]]:
 def make_bin(folder: str | os.PathLike, out: str | os.PathLike, num_pairs: int = 3000, seed: int = 0,
              exclude: set[str] | frozenset[str] = frozenset(), pairs_file: str | os.PathLike | None = None) -> dict:
     """Write `out` (.bin) from `folder` (`<folder>/imgs/<identity>/<image>` or `<folder>/<identity>/<image>`);
-    returns a summary (pairs, genuine, identities, images)."""
+    returns a summary (pairs, genuine, identities, images). Refuses what `eval` would refuse: a name
+    that cannot name a set, fewer than MIN_PAIRS pairs, one kind of pair only."""
+    set_name(out)
+    if Path(out).suffix.lower() != ".bin":
+        raise DataError(f"{out}: a verification set is written as a .bin file (eval looks for *.bin)")
+    if pairs_file is None and num_pairs < MIN_PAIRS:
+        raise DataError(f"{num_pairs} pairs: the 10-fold protocol needs at least {MIN_PAIRS}")
     root = resolve_imgs_dir(folder, require_imgs=False)
     if pairs_file is not None:
         listed = read_pairs_file(pairs_file)
         paths = [root / p for a, b, _ in listed for p in (a, b)]
         issame = np.array([same for _, _, same in listed], dtype=bool)
+        if len(issame) < MIN_PAIRS:
+            raise DataError(f"{pairs_file}: {len(issame)} pairs; the 10-fold protocol needs at least {MIN_PAIRS}")
+        check_issame(issame, str(pairs_file))
     else:
         identities = {name: files for name, files in list_identities(root).items() if name not in exclude}
         files = [(root / name / f, label) for label, (name, names) in enumerate(identities.items()) for f in names]

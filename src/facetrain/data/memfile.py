@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from facetrain.data.bin import unique_set_names
-from facetrain.data.verification_set import VAL_SET_NAMES, VerificationSet
+from facetrain.data.verification_set import VAL_SET_NAMES, VerificationSet, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_path, atomic_write_bytes, fresh_temporary, open_write, replace
 
@@ -180,9 +180,10 @@ def load_issame(root: str | os.PathLike, name: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: issame list of validation set {name!r} not found")
     try:
-        return np.load(path, allow_pickle=False).astype(bool)
+        labels = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: unreadable issame list ({exc})") from None
+    return check_issame(labels, str(path))
 
 
 def find_validation_sets(root: str | os.PathLike) -> dict[str, tuple[str, Path]]:

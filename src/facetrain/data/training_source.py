@@ -64,6 +64,10 @@ class ImageFolderSource:
     def num_classes(self) -> int:
         return self.folder.num_classes
 
+    @property
+    def empty_classes(self) -> list[str]:
+        return self.folder.empty_classes
+
     def read(self, i: int) -> np.ndarray:
         return self.folder.read(i)[0]
 
@@ -118,6 +122,11 @@ class MemfileSource:
 def check_class_count(source: TrainingSource) -> None:
     """DataError when the source declares more classes than it has images (a corrupt label or header count)."""
     if source.num_classes > len(source):
+        empty = getattr(source, "empty_classes", [])
+        if empty:  # an image folder's class count is its folder count: the empty ones are the excess
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            raise DataError(f"{source.describe()}; more classes than images because identity folders without "
+                            f"images keep a class index: {shown}: remove them or add their images")
         raise DataError(f"{source.describe()}: {source.num_classes} classes for {len(source)} images; a label or "
                         "class count in the data is wrong (refused before allocating a classifier that large)")
 

@@ -12,6 +12,9 @@ def to_tensor(bgr: np.ndarray) -> torch.Tensor:
     return normalize_batch(torch.from_numpy(np.ascontiguousarray(bgr))[None])[0]
 
 
-def normalize_batch(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> (B,3,H,W) `dtype` in [-1, 1]; done on the device so loaders ship uint8 (4x less)."""
-    return batch.permute(0, 3, 1, 2).to(dtype).div_(127.5).sub_(1.0)
+def normalize_batch(batch: torch.Tensor, dtype: torch.dtype = torch.float32,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """(B,H,W,3) uint8 -> (B,3,H,W) `dtype` in [-1, 1], laid out in `memory_format` (NCHW by default;
+    torch.channels_last is the NHWC order the uint8 batch already has); done on the device so loaders
+    ship uint8 (4x less)."""
+    return batch.permute(0, 3, 1, 2).to(dtype, memory_format=memory_format).div_(127.5).sub_(1.0)

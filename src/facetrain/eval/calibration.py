@@ -107,13 +107,11 @@ def format_calibration(result: Calibration, source: str) -> str:
 def pair_similarities(model, images: np.ndarray, batch_size: int = 256, device=None, precision: str = "fp32",
                       progress: bool = True, name: str = "pairs") -> np.ndarray:
     """(N,) cosine similarity of each pair (images 2i, 2i+1), flip-fused as the 10-fold protocol embeds
-    them; non-finite features are refused naming the set."""
+    them; non-finite features are refused naming the model (`extract_features`)."""
     from facetrain.eval.embed import extract_features
     from facetrain.eval.fusion import fuse_flip
-    from facetrain.eval.verification import check_finite
 
     features, flipped = extract_features(model, images, batch_size=batch_size, device=device, precision=precision,
                                          flip=True, progress=progress, desc=name)
-    check_finite(features, flipped, name)
     unit, _ = fuse_flip(features, flipped, "pre_norm_vector_add")
     return (unit[0::2].astype(np.float64) * unit[1::2]).sum(axis=1)

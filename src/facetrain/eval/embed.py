@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from facetrain.data.transforms import normalize_batch
+from facetrain.eval.finite import refuse_non_finite
 from facetrain.precision import autocast
 
 
@@ -104,6 +105,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
     `flip_features` is None when flip=False. The model runs in eval mode under inference_mode; its
     train/eval mode, device and memory format are restored afterwards. `device=None` keeps the
     model where it is. bf16/fp16 use autocast (opt-in; fp32 gives the reference numbers).
+    Non-finite features are refused (ConfigError naming the model, see `facetrain.eval.finite`).
     """
     param = next(model.parameters(), None)
     home = param.device if param is not None else torch.device("cpu")
@@ -113,6 +115,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
     model.eval().to(target)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     n = len(images)
     batch_size = eval_batch_size(batch_size, target)
     starts = range(0, n, batch_size)
@@ -123,7 +126,7 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
             batches = _prefetch(images, starts, batch_size, pin=target.type == "cuda")
             for start, batch in zip(starts, tqdm(batches, total=len(starts), desc=desc,
                                                  disable=None if progress else True, leave=False)):
-                x = normalize_batch(batch.to(target, non_blocking=True))
+                x = normalize_batch(batch.to(target, non_blocking=True), memory_format=layout)
                 if flip:
                     x = torch.cat([x, torch.flip(x, dims=[3])])
                 if channels_last:
@@ -137,4 +140,5 @@ def extract_features(model: torch.nn.Module, images: ImageSource, batch_size: in
     if gathered is None:
         raise ValueError("no images to embed")
     host = gathered.cpu().numpy()  # the one device-to-host copy
+    refuse_non_finite(list(host), model, f"images ({desc})")
     return host[0], (host[1] if flip else None)

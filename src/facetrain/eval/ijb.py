@@ -23,7 +23,7 @@ from facetrain.eval.ijb_verify import (mode_features, mode_name, score_pairs, te
                                        verification_metrics)
 from facetrain.eval.plots import plot_roc
 from facetrain.eval.roc import FAR_TARGETS
-from facetrain.io_utils import atomic_write_bytes, atomic_write_json
+from facetrain.io_utils import atomic_write_bytes, atomic_write_json, encode_text
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _csv_text(header: list[str], rows: list[list]) -> bytes:
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    return buf.getvalue().encode()
+    return encode_text(buf.getvalue())
 
 
 def format_table(dataset: str, mode: str, tar: dict[float, float]) -> str:

@@ -109,6 +109,10 @@ def read_landmarks(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
                 raise DataError(f"{path}:{lineno}: {exc}") from None
             names.append(parts[0])
     arr = np.asarray(values, dtype=np.float32).reshape(-1, 11)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():  # a NaN landmark would fail the alignment's least squares deep inside the embedding
+        raise DataError(f"{path}: {int(bad.sum())} line(s) hold a non-finite landmark or score, the first is "
+                        f"image {names[int(np.flatnonzero(bad)[0])]!r}")
     return names, arr[:, :10].reshape(-1, 5, 2), arr[:, 10]
 
 
@@ -149,7 +153,18 @@ def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rows.append([int(p) for p in parts])
         flat = np.asarray(rows, dtype=np.int64).reshape(-1)
     pairs = flat.reshape(-1, 3)
-    return pairs[:, 0].copy(), pairs[:, 1].copy(), pairs[:, 2].copy()
+    labels = pairs[:, 2]
+    odd = np.flatnonzero((labels != 0) & (labels != 1))
+    if len(odd):
+        raise DataError(f"{path}: pair {int(odd[0]) + 1} has label {int(labels[odd[0]])}: labels are 1 (genuine) or 0 "
+                        f"(impostor); {len(odd)} pair(s) have other labels")
+    if len(labels) == 0:
+        raise DataError(f"{path}: no pairs")
+    genuine = int(labels.sum())
+    if genuine == 0 or genuine == len(labels):
+        raise DataError(f"{path}: {len(labels)} pairs, {genuine} genuine and {len(labels) - genuine} impostor: "
+                        "TAR at FAR needs both kinds of pair")
+    return pairs[:, 0].copy(), pairs[:, 1].copy(), labels.copy()
 
 
 def load_protocol(data_root: str | Path, dataset_name: str) -> IJBProtocol:

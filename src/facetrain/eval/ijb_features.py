@@ -2,18 +2,19 @@
 (`facetrain.eval.feature_cache`), so every fusion / norm / detector-score mode is recomputed instantly."""
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from facetrain.align.transform import align_face
+from facetrain.data.image_codec import imread_bgr
 from facetrain.errors import DataError
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.ijb_data import IJBProtocol
+from facetrain.geometry.similarity import align_face
 
 
 class AlignedCrops:
@@ -29,7 +30,7 @@ class AlignedCrops:
         return len(self.paths)
 
     def _load(self, i: int) -> np.ndarray:
-        image = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        image = imread_bgr(self.paths[i])
         if image is None:
             raise DataError(f"{self.paths[i]}: unreadable or missing loose crop (image {i} of the landmark list)")
         return align_face(image, self.landmarks[i])
@@ -45,7 +46,10 @@ def image_features(model: torch.nn.Module, protocol: IJBProtocol, output_dir: st
     """(features, flip_features or None, cache file) of the protocol's aligned crops, through the feature cache."""
     crops = AlignedCrops(protocol.image_paths, protocol.landmarks, workers=workers)  # threads start on first use
     try:
-        return cached_features(model, crops, output_dir, protocol.prefix, protocol.name, model_key, use_flip_test,
-                               batch_size, device, precision, channels_last, progress)
+        # the crops are aligned by the landmarks: they shape every feature as much as the image files
+        dataset = f"{protocol.name}:landmarks {hashlib.sha256(np.ascontiguousarray(protocol.landmarks).tobytes()).hexdigest()}"
+        return cached_features(model, crops, output_dir, protocol.prefix, dataset, model_key, use_flip_test,
+                               batch_size, device, precision, channels_last, progress, desc=f"{protocol.name} images",
+                               files=protocol.image_paths)
     finally:
         crops.pool.shutdown()

@@ -89,7 +89,8 @@ def run_tinyface(model: torch.nn.Module, protocol: TinyFaceProtocol, cache_dir: 
     use_flip = fusion != "none"
     features, flips, cache = cached_features(model, ImageFiles(protocol.image_paths), cache_dir, "tinyface",
                                              f"TinyFace:{protocol.aligned_dir.resolve()}", model_key, use_flip,
-                                             batch_size, device, precision, channels_last, progress, "TinyFace images")
+                                             batch_size, device, precision, channels_last, progress, "TinyFace images",
+                                             files=protocol.image_paths)
     result = evaluate_tinyface_features(protocol, features, flips, fusion, RANKS, device or "cpu")
     return {"dataset": "TinyFace", "fusion": fusion, "use_flip_test": use_flip, "precision": precision} | result \
         | {"aligned_dir": str(protocol.aligned_dir), "mat_lists_checked": protocol.mat_lists_checked,

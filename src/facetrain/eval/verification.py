@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from facetrain.errors import ConfigError
+from facetrain.errors import DataError
 from facetrain.eval.fusion import fuse_flip
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
@@ -162,14 +162,12 @@ def average_over_standard_sets(results: Mapping[str, dict]) -> dict:
     return {"sets": names, **avg, "best_threshold_cosine": l2_to_cosine(avg["best_threshold"])}
 
 
-def check_finite(features: np.ndarray, flip_features: np.ndarray | None, name: str) -> None:
-    """NaN/inf embeddings would score ~50% (every distance compares false): refuse them instead."""
-    bad = ~np.isfinite(features).all(axis=1)
-    if flip_features is not None:
-        bad |= ~np.isfinite(flip_features).all(axis=1)
-    if bad.any():
-        raise ConfigError(f"{name}: the model gives non-finite (NaN/inf) embeddings for {int(bad.sum())} of "
-                          f"{len(bad)} images: its weights are corrupt or training diverged")
+def check_pair_counts(sets: Mapping[str, object], nrof_folds: int = 10) -> None:
+    """DataError naming the first set with fewer pairs than folds (each fold needs its own pairs)."""
+    for name, vset in sets.items():
+        if len(vset.issame) < nrof_folds:
+            raise DataError(f"{name}: {len(vset.issame)} pairs; the {nrof_folds}-fold protocol needs at least "
+                            f"{nrof_folds}")
 
 
 def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: int = 256, device: str | None = None,
@@ -181,13 +179,13 @@ def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: in
     """
     from facetrain.eval.embed import extract_features
 
+    check_pair_counts(sets, nrof_folds)  # before any embedding: a set too small fails fast
     results: dict[str, dict] = {}
     for name, vset in sets.items():
         features, flip_features = extract_features(
             model, vset.images, batch_size=batch_size, device=device, precision=precision,
             channels_last=channels_last, flip=fusion != "none", progress=progress, desc=name,
         )
-        check_finite(features, flip_features, name)
         results[name] = evaluate_pairs((features, flip_features), vset.issame, nrof_folds, fusion)
     results["average"] = average_over_standard_sets(results)
     return results

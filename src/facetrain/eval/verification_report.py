@@ -6,7 +6,7 @@ import io
 import os
 from typing import Sequence
 
-from facetrain.io_utils import atomic_write_bytes, atomic_write_json
+from facetrain.io_utils import atomic_write_bytes, atomic_write_json, encode_text
 
 COLUMNS = ("accuracy", "std", "best_threshold", "best_threshold_cosine", "tar_at_far_1e-3", "mean_norm", "pairs")
 
@@ -56,7 +56,7 @@ def write_csv(results: dict[str, dict], path: str | os.PathLike) -> None:
             writer.writerow(["average", *[r.get(c, "") if c not in ("std", "pairs") else "" for c in COLUMNS]])
         else:
             writer.writerow([name, *[r[c] for c in COLUMNS]])
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, encode_text(buf.getvalue()))
 
 
 def write_json(results: dict[str, dict], path: str | os.PathLike, meta: dict | None = None) -> None:

@@ -14,6 +14,18 @@ import torch
 import torch.distributed as dist
 
 
+def _gather_into(out: torch.Tensor, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> None:
+    # `all_gather_single` replaced `all_gather_into_tensor` (deprecated since) only in recent torch;
+    # the builds this project supports (>= 2.6) all have the older name
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, tensor.contiguous(), group=group)
+
+
+def _reduce_scatter_sum(out: torch.Tensor, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> None:
+    scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    scatter(out, tensor.contiguous(), op=dist.ReduceOp.SUM, group=group)
+
+
 def _world(group: dist.ProcessGroup | None) -> int:
     return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
 
@@ -24,14 +36,14 @@ class _AllGather(torch.autograd.Function):
         ctx.group = group
         world = _world(group)
         out = tensor.new_empty((world * tensor.shape[0], *tensor.shape[1:]))
-        dist.all_gather_single(out, tensor.contiguous(), group=group)
+        _gather_into(out, tensor, group)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         world = _world(ctx.group)
         out = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))
-        dist.reduce_scatter_single(out, grad.contiguous(), op=dist.ReduceOp.SUM, group=ctx.group)
+        _reduce_scatter_sum(out, grad, ctx.group)
         return out, None
 
 
@@ -48,7 +60,7 @@ def all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None = None) -> 
     if _world(group) == 1:
         return tensor
     out = tensor.new_empty((_world(group) * tensor.shape[0], *tensor.shape[1:]))
-    dist.all_gather_single(out, tensor.contiguous(), group=group)
+    _gather_into(out, tensor, group)
     return out
 
 

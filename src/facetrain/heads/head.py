@@ -3,16 +3,19 @@ bias) plus a margin. Its state-dict keys are AdaFace's (`kernel`, and for AdaFac
 `batch_std`, not `margin.*`), so official checkpoints load and AdaFace's tools read ours."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetrain.errors import ConfigError
 from facetrain.heads.adaface import AdaFaceMargin
 from facetrain.heads.arcface import ArcFaceMargin
 from facetrain.heads.cosface import CosFaceMargin
 from facetrain.heads.margin import Margin
+from facetrain.heads.partial_fc_checkpoint import shard_dir
 
 MARGIN_PREFIX = "margin."
 
@@ -52,6 +55,42 @@ class MarginHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.margin(self.cosine(embeddings), labels, norms)
+
+    # The training interface every head answers (Partial FC too), so that the trainer, checkpoints
+    # and resume never ask which head they hold.
+
+    def loss(self, embeddings: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The batch's mean cross-entropy, from float32 logits, outside autocast."""
+        logits = self(embeddings, norms, labels)
+        with torch.autocast(logits.device.type, enabled=False):
+            return F.cross_entropy(logits.float(), labels)
+
+    def ddp_ignored_names(self, prefix: str) -> list[str]:
+        """Nothing: DistributedDataParallel keeps every centre equal across the processes."""
+        return []
+
+    def save_rank_state(self, checkpoint: str | os.PathLike, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Files each process writes before the main checkpoint file: none, the main file holds everything."""
+
+    def checkpoint_state(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[nn.Module, dict[str, Any]]:
+        """(the module saved as `head.*`, extra entries of the main file): the whole head, nothing more."""
+        return self, {}
+
+    def remove_stale_rank_state(self, checkpoint: str | os.PathLike, step: int) -> None:
+        """Files older than `step` to remove once the main file is written: none."""
+
+    def link_rank_state(self, src: str | os.PathLike, dst: str | os.PathLike, step: int) -> None:
+        """Per-process files of `src` to give `dst` too before it is copied: none."""
+
+    def load_checkpoint_state(self, checkpoint: str | os.PathLike, head_state: dict, extra: dict,
+                              optimizer: torch.optim.Optimizer) -> None:
+        """Load the head and the optimizer from a saved full head; a Partial FC checkpoint is refused
+        (it resumes with --partial_fc, or after `facetrain consolidate`)."""
+        if "partial_fc" in extra:
+            raise ConfigError(f"{checkpoint}: holds a Partial FC head (shards in {shard_dir(checkpoint)}): resume "
+                              "with --partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
+        self.load_state_dict(head_state, strict=True)
+        optimizer.load_state_dict(extra["optimizer_states"][0])
 
 
 def _flatten_margin_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -23,7 +23,7 @@ still move by their momentum and weight decay (v1's per-step momentum bookkeepin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from typing import Any
 
 import torch
@@ -35,34 +35,11 @@ from facetrain.errors import ConfigError
 from facetrain.heads.collectives import all_gather, all_gather_with_grad, distributed_cross_entropy
 from facetrain.heads.head import _flatten_margin_keys, _nest_margin_keys
 from facetrain.heads.margin import Margin
+from facetrain.heads.partial_fc_checkpoint import (link_shard, main_file_entries, remove_stale_shards, resume_head,
+                                                  save_shard, shard_name)
+from facetrain.heads.shard import Shard, all_shards
 
 INIT_BLOCK = 8192  # classes per independently seeded block of the initial centres
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Rank `rank` of `world_size` holds classes [start, stop) of `num_classes`."""
-    num_classes: int
-    world_size: int
-    rank: int
-
-    @property
-    def start(self) -> int:
-        base, extra = divmod(self.num_classes, self.world_size)
-        return base * self.rank + min(self.rank, extra)
-
-    @property
-    def stop(self) -> int:
-        base, extra = divmod(self.num_classes, self.world_size)
-        return self.start + base + int(self.rank < extra)
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-
-def all_shards(num_classes: int, world_size: int) -> list[Shard]:
-    return [Shard(num_classes, world_size, r) for r in range(world_size)]
 
 
 def init_centres(embedding_size: int, start: int, stop: int, seed: int) -> torch.Tensor:
@@ -177,6 +154,43 @@ class PartialFC(nn.Module):
             cos = embeddings.float() @ F.normalize(kernel.float(), dim=0)
         logits = self.margin(cos, local, norms)
         return distributed_cross_entropy(logits, local, self.group)
+
+    # The training interface of every head (see MarginHead); the shard files are
+    # `facetrain.heads.partial_fc_checkpoint`'s.
+
+    def loss(self, embeddings: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The global batch's mean loss (forward already computes it across the processes)."""
+        return self(embeddings, norms, labels)
+
+    def save_rank_state(self, checkpoint: str | os.PathLike, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """This process's shard of the centres and their momentum, written before the main file names it."""
+
+        save_shard(checkpoint, self, optimizer, step)
+
+    def checkpoint_state(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[nn.Module, dict[str, Any]]:
+        """(the margin's state, saved as `head.*`; the optimizer state without the centres' momentum and
+        the entry naming every process's shard file)."""
+
+        names = [shard_name(s, step) for s in all_shards(self.class_num, self.shard.world_size)]
+        optimizer_state, entry = main_file_entries(self, optimizer, names)
+        return MarginState(self), {"optimizer_state": optimizer_state, "partial_fc": entry}
+
+    def remove_stale_rank_state(self, checkpoint: str | os.PathLike, step: int) -> None:
+        """This process's shard files of `checkpoint` older than `step` (after the main file names the new one)."""
+
+        remove_stale_shards(checkpoint, self.shard, keep=shard_name(self.shard, step))
+
+    def link_rank_state(self, src: str | os.PathLike, dst: str | os.PathLike, step: int) -> None:
+        """This process's shard of `src` made one of `dst` (before `dst`'s main file is copied)."""
+
+        link_shard(src, dst, shard_name(self.shard, step))
+
+    def load_checkpoint_state(self, checkpoint: str | os.PathLike, head_state: dict, extra: dict,
+                              optimizer: torch.optim.Optimizer) -> None:
+        """The margin, the optimizer and this process's columns of the centres, from a checkpoint of
+        any layout: shards of any number of processes, or a full head."""
+
+        resume_head(checkpoint, head_state, extra, self, MarginState(self), optimizer)
 
 
 class MarginState(nn.Module):

@@ -8,6 +8,7 @@ by the caller, or recorded here) is checked before the file is used.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,10 @@ PRETRAINED_DIR = "pretrained"
 HOME_ENV = "FACETRAIN_HOME"
 HUB_SCHEME = "hf://"
 _CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
+# the Hub's rule for an owner or repository name: ASCII letters, digits, '-', '_', '.', at most 96,
+# not starting or ending with '-' or '.', no '--' or '..'
+_HUB_NAME = re.compile(r"(?!.*(?:--|\.\.))[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters (a newline) and backslashes
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,8 @@ def _find_release_file(name: str, release: ReleasedModel) -> Path:
 
 
 def _from_hub(reference: str, download: bool) -> Path:
+    _check_hub_reference(reference)
     parts = reference[len(HUB_SCHEME):].split("/")
-    if len(parts) < 3 or not all(parts):
-        raise ConfigError(f"{reference}: expected hf://owner/repo/path/to/file")
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import LocalEntryNotFoundError
@@ -116,3 +120,22 @@ def _from_hub(reference: str, download: bool) -> Path:
     except LocalEntryNotFoundError:
         raise ConfigError(f"{reference}: not in the local Hugging Face cache; pass download=True "
                           "(--download) to fetch it") from None
+    except ValueError as exc:  # the Hub library's own validation (HFValidationError), should its rules grow
+        raise ConfigError(f"{reference!r}: {exc}") from None
+
+
+def _check_hub_reference(reference: str) -> None:
+    """ConfigError for a reference the Hub cannot hold, before the Hub library sees it: owner and
+    repository names by the Hub's rule; a file path of non-empty segments, none of them '.' or '..'
+    (the file stays inside its repository's snapshot), without control characters or backslashes.
+    Spaces and other Unicode characters are allowed in file names, as on the Hub."""
+    parts = reference[len(HUB_SCHEME):].split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ConfigError(f"{reference!r}: expected hf://owner/repo/path/to/file")
+    for name in parts[:2]:
+        if not _HUB_NAME.fullmatch(name):
+            raise ConfigError(f"{reference!r}: {name!r} is not a Hub owner or repository name (ASCII letters, "
+                              "digits, '-', '_', '.'; at most 96)")
+    if any(part in (".", "..") for part in parts[2:]) or _CONTROL.search(reference):
+        raise ConfigError(f"{reference!r}: not a file inside a Hub repository (its path may not hold '.' or '..' "
+                          "segments, control characters or backslashes)")

@@ -41,6 +41,23 @@ def add_audit_section(report: HtmlReport, out_dir: Path, audit: dict[str, Any] |
                  "each benchmark image's cosine to its nearest training image")
 
 
+def add_fairness_section(report: HtmlReport, out_dir: Path, fairness: dict[str, Any]) -> None:
+    """Per-group accuracy and FMR/FNMR at one threshold, the summary figures papers print, the plot."""
+    report.heading("Demographic fairness (four synthetic groups, harder by construction from a to d)")
+    rows = [[name, g["accuracy"], g["std"], g["tar_at_far_0.001"], g["fmr"], g["fnmr"]]
+            for name, g in fairness["groups"].items()]
+    report.table(["group", "accuracy", "std", "TAR@FAR 1e-3", "FMR", "FNMR"], rows)
+    summary, threshold = fairness["summary"], fairness["global_threshold"]
+
+    def shown(value: float | None) -> str:
+        return "n/a (a group at 0)" if value is None else f"{value:.2f}"
+
+    report.text(f"Mean accuracy {summary['mean_accuracy']:.4f}, STD {summary['std']:.4f}, SER {shown(summary['ser'])}. "
+                f"At one threshold ({threshold['threshold_cosine']:.3f}, pooled FMR {threshold['fmr_target']:g}): "
+                f"FMR max/min {shown(threshold['fmr_ratio'])}, FNMR max/min {shown(threshold['fnmr_ratio'])}.")
+    report.image(out_dir / "fairness.png", "ROC per group, and FMR/FNMR per group at the one threshold")
+
+
 def write_demo_report(out_dir: Path, results: dict[str, Any]) -> Path:
     report = HtmlReport("facetrain demo: AdaFace on synthetic faces")
     s, train = results["settings"], results["training"]
@@ -57,6 +74,9 @@ def write_demo_report(out_dir: Path, results: dict[str, Any]) -> Path:
         report.image(out_dir / "ijb" / "roc.png", "ROC of template pairs (log FAR)")
         if ijb.get("identification"):
             report.table(["1:N metric", "value"], [[k, v] for k, v in ijb["identification"].items()])
+    fairness = results.get("fairness")
+    if fairness:
+        add_fairness_section(report, out_dir, fairness)
     report.heading("Similarity of a few held-out faces")
     report.image(out_dir / "compare.png", "cosine similarity; a/b are two images of the same person")
     add_audit_section(report, out_dir, results.get("audit"))

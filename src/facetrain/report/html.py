@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from facetrain.io_utils import atomic_write_bytes
+from facetrain.io_utils import atomic_write_bytes, encode_text
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -62,6 +62,5 @@ class HtmlReport:
                 f"</head><body><h1>{title}</h1>{''.join(self._parts)}</body></html>\n")
 
     def write(self, path: str | os.PathLike) -> Path:
-        # file names that are not UTF-8 (undecodable bytes arrive as surrogates) are shown as \udcXX escapes
-        atomic_write_bytes(path, self.render().encode("utf-8", "backslashreplace"))
+        atomic_write_bytes(path, encode_text(self.render()))
         return Path(path)

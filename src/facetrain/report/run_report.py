@@ -16,11 +16,19 @@ CONFIG_KEYS = ("arch", "head", "m", "h", "s", "epochs", "batch_size", "lr", "lr_
                "precision", "data_root", "train_data_path", "val_data_path", "custom_num_class")
 
 
-def _read_json(path: Path) -> Any:
+def _read_object(path: Path) -> dict[str, Any]:
+    """The JSON object (the only kind a run folder holds) of `path`; DataError naming the file otherwise."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: holds a JSON {_json_kind(value)}, not the object `facetrain train` writes")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 def verification_rows(results: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -35,22 +43,29 @@ def add_run_sections(report: HtmlReport, run_dir: Path) -> None:
     """Config, training curves and the final test of a run folder written by `facetrain train`."""
     config_path, results_path = run_dir / "config.json", run_dir / "results.json"
     if config_path.is_file():
-        config = _read_json(config_path)
+        config = _read_object(config_path)
         report.heading("Training configuration")
         report.table(["option", "value"], [[k, json.dumps(config[k])] for k in CONFIG_KEYS if k in config])
     curves = run_dir / "curves.png"
     if not curves.is_file() and (run_dir / "metrics.csv").is_file():
         from facetrain.train.logger import plot_curves  # matplotlib only when a plot is missing
 
-        plot_curves(run_dir / "metrics.csv", curves)
+        try:
+            plot_curves(run_dir / "metrics.csv", curves)
+        except (KeyError, ValueError, TypeError) as exc:  # columns or values that are not the logger's
+            raise DataError(f"{run_dir / 'metrics.csv'}: not the step,epoch,name,value table `facetrain train` "
+                            f"writes ({type(exc).__name__}: {exc})") from None
     if curves.is_file():
         report.heading("Training curves")
         report.image(curves, "loss, learning rate and validation accuracy per step/epoch")
     if results_path.is_file():
-        results = _read_json(results_path)
-        if results.get("test"):
+        results = _read_object(results_path)
+        test = results.get("test")
+        if test is not None and not (isinstance(test, dict) and all(isinstance(m, dict) for m in test.values())):
+            raise DataError(f"{results_path}: 'test' is not a table of verification sets ({{set: {{metric: value}}}})")
+        if test:
             report.heading("Verification (final test, fp32, best checkpoint)")
-            report.table(*verification_rows(results["test"]))
+            report.table(*verification_rows(test))
         facts = {k: results.get(k) for k in ("best_epoch", "best_val_acc", "global_step", "skipped_steps")}
         report.table(["fact", "value"], [[k, v] for k, v in facts.items() if v is not None])
 

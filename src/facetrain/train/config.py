@@ -70,6 +70,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False
+    deterministic: bool = False
     # run control
     resume_from_checkpoint: str = ""
     start_from_model_statedict: str = ""
@@ -113,8 +114,6 @@ class TrainConfig:
             raise ConfigError("--evaluate needs --start_from_model_statedict CHECKPOINT")
         if self.resume_from_checkpoint and not self.resume_from_checkpoint.endswith(".ckpt"):
             raise ConfigError(f"--resume_from_checkpoint expects a .ckpt file, got {self.resume_from_checkpoint}")
-        if self.resume_from_checkpoint and not Path(self.resume_from_checkpoint).is_file():
-            raise ConfigError(f"{self.resume_from_checkpoint}: checkpoint not found")
         if self.overwrite and self.resume_from_checkpoint:
             raise ConfigError("--overwrite deletes the run that --resume_from_checkpoint continues: give one of them")
 
@@ -212,6 +211,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--channels_last", "NHWC memory layout (default on)", action="store_true")
     add(g, "--no_channels_last", dest="channels_last", action="store_false")
     add(g, "--compile", "torch.compile the backbone", action="store_true")
+    add(g, "--deterministic", "deterministic algorithms and no cuDNN autotuning: the same command on the same "
+                              "kind of machine, software build and number of processes gives the same weights "
+                              "(slower on GPUs)", action="store_true")
     g = parser.add_argument_group("optimisation")
     add(g, "--epochs", type=int)
     add(g, "--batch_size", "total batch over all processes", type=int)

@@ -4,16 +4,18 @@
 Collectives get tensors on the rank's own device (NCCL accepts only CUDA tensors). Rank-0-only work
 (per-epoch validation, plots, checkpoint copies, the final test) keeps the other ranks in a barrier
 for at most the process group's timeout: `FACETRAIN_DIST_TIMEOUT_MIN` minutes (default 60), after
-which the job fails instead of hanging.
+which the job fails instead of hanging. An error on any rank ends every rank within seconds
+(`facetrain.train.failure`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -22,6 +24,7 @@ from torch import nn
 from facetrain.errors import ConfigError
 
 TIMEOUT_ENV, DEFAULT_TIMEOUT_MIN = "FACETRAIN_DIST_TIMEOUT_MIN", 60.0
+CUBLAS_WORKSPACE_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -74,11 +77,11 @@ def process_group_timeout() -> datetime.timedelta:
 def init_distributed(gpus: int) -> DistContext:
     """Join the process group described by torchrun's environment, or run as a single process."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
-        return DistContext(device=configure_device(pick_device(gpus, 0)))
+        return DistContext(device=pick_device(gpus, 0))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    device = configure_device(pick_device(gpus, local_rank, local_world))
+    device = pick_device(gpus, local_rank, local_world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -88,16 +91,35 @@ def init_distributed(gpus: int) -> DistContext:
                        local_world_size=local_world)
 
 
-def configure_device(device: torch.device) -> torch.device:
-    """GPU settings for fixed-shape training: cuDNN picks the fastest convolution algorithms once
-    (`cudnn.benchmark`), and float32 matrix products may use TF32 (the head's cosine matrix in fp32
-    runs: its logit error is ~1e-3 at s=64, far below bf16's, see benchmarks/tf32_logits.py).
-    cuDNN convolutions use TF32 by default too, so GPU "fp32" evaluation is TF32 unless
-    `torch.backends.cudnn.allow_tf32 = False`."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-    return device
+@contextlib.contextmanager
+def training_backends(device: torch.device, deterministic: bool = False) -> Iterator[None]:
+    """The backend settings of a training run, restored when it ends (evaluation, the audit's exact
+    fp32 search or other work later in the same process must not inherit them).
+
+    On GPUs, cuDNN picks the fastest convolution algorithms once (`cudnn.benchmark`), and float32
+    matrix products may use TF32 (the head's cosine matrix in fp32 runs: its logit error is ~1e-3 at
+    s=64, far below bf16's, see benchmarks/tf32_logits.py). `deterministic`: no autotuning, torch's
+    deterministic algorithms (an op that has none on the device warns) and cuBLAS's deterministic
+    workspace, on every device."""
+    tf32, benchmark = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark
+    cudnn_deterministic = torch.backends.cudnn.deterministic
+    algorithms = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    workspace = os.environ.get(CUBLAS_WORKSPACE_ENV)
+    try:
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            os.environ[CUBLAS_WORKSPACE_ENV] = workspace or ":4096:8"  # read when cuBLAS starts on a device
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = tf32, benchmark
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
+        if workspace is None:
+            os.environ.pop(CUBLAS_WORKSPACE_ENV, None)
 
 
 def cleanup_distributed() -> None:
@@ -140,6 +162,53 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@dataclass(frozen=True)
+class _TensorSlot:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def broadcast_state(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's `obj` (dicts, lists and tuples of tensors and plain data, e.g. a training state) on
+    every rank, without pickling its tensors: the structure travels as one small object, each tensor
+    with the backend on the rank's device (where the other ranks keep it; rank 0's stay as loaded).
+    A checkpoint's gigabytes of class centres and momentum are then never copied through host memory
+    on every process."""
+    if not ctx.enabled:
+        return obj
+    sent: list[torch.Tensor] = []
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            sent.append(x)
+            return _TensorSlot(tuple(x.shape), x.dtype)
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        if type(x) in (list, tuple):
+            return type(x)(strip(v) for v in x)
+        return x
+
+    skeleton = broadcast_object(strip(obj) if ctx.is_main else None, ctx)
+    tensors = iter(sent)
+
+    def fill(x: Any) -> Any:
+        if isinstance(x, _TensorSlot):
+            if ctx.is_main:
+                mine = next(tensors)
+                dist.broadcast(mine.detach().to(ctx.device).contiguous(), src=0)
+                return mine
+            received = torch.empty(x.shape, dtype=x.dtype, device=ctx.device)
+            dist.broadcast(received, src=0)
+            return received
+        if isinstance(x, dict):
+            return {k: fill(v) for k, v in x.items()}
+        if type(x) in (list, tuple):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(skeleton)
 
 
 def sync_float_buffers(module: nn.Module, ctx: DistContext) -> None:

@@ -16,12 +16,9 @@ mathematical limits say where they come from:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from facetrain.errors import ConfigError
-
-if TYPE_CHECKING:
-    from facetrain.train.config import TrainConfig
 
 MAX_LR = 10.0
 SEED_LIMIT = 2**32
@@ -53,8 +50,9 @@ def _fail(flag: str, rule: str, why: str, value: object) -> None:
     raise ConfigError(f"--{flag} must be {rule} ({why}), got {value!r}")
 
 
-def check_flag_ranges(config: "TrainConfig") -> None:
-    """ConfigError for the first numeric flag outside its range (see the module doc)."""
+def check_flag_ranges(config: Any) -> None:
+    """ConfigError for the first numeric flag outside its range (see the module doc). `config` is a
+    TrainConfig, read by flag name: config.py calls this module, which stays below it."""
     for flag, minimum in INT_MINIMUMS.items():
         if getattr(config, flag) < minimum:
             _fail(flag, f">= {minimum}", "a count" + (", -1: automatic" if minimum < 0 else ""), getattr(config, flag))

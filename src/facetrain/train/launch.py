@@ -2,12 +2,14 @@
 rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace's ddp)."""
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from facetrain.data.paths import resolve_data_path
-from facetrain.errors import ConfigError
+from facetrain.errors import ConfigError, FacetrainError, one_line
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
-from facetrain.train import distributed as D
+from facetrain.train import distributed
 from facetrain.train.config import TrainConfig
 from facetrain.train.loop import TrainResult, train
 
@@ -30,22 +32,30 @@ def evaluate_only(config: TrainConfig) -> dict[str, dict]:
 
 
 def _spawned_rank(config: TrainConfig) -> None:
-    train(config)
+    try:
+        train(config)
+    except (FacetrainError, OSError) as exc:  # one line, as the CLI prints it, not a traceback
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
-def run(config: TrainConfig) -> TrainResult | None:
+def launch_training(config: TrainConfig) -> TrainResult | None:
     """Dispatch; returns the TrainResult in the process that trained (None after a local spawn,
     whose rank 0 wrote results.json)."""
     config.validate()
     if config.evaluate:
         evaluate_only(config)
         return None
-    if config.gpus > 1 and not D.launched_by_torchrun():
+    if config.gpus > 1 and not distributed.launched_by_torchrun():
         available = torch.cuda.device_count()
         if available < config.gpus:
             raise ConfigError(f"--gpus {config.gpus} but {available} CUDA device(s) visible; for CPU processes "
                               "use torchrun --nproc_per_node N ... --gpus 0")
         config.output_dir = str(config.resolve_output_dir())  # every rank must agree before they start
-        D.spawn(_spawned_rank, config.gpus, (config,))
+        try:
+            distributed.spawn(_spawned_rank, config.gpus, (config,))
+        except torch.multiprocessing.ProcessExitedException as exc:
+            raise FacetrainError(f"training process {exc.error_index} of {config.gpus} stopped with exit code "
+                                 f"{exc.exit_code}: its error is above") from None
         return None
     return train(config)

@@ -3,19 +3,20 @@ TensorBoard events when tensorboard is installed, Weights & Biases when asked (`
 curves.png (loss, learning rate, validation)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
-from facetrain.io_utils import atomic_path, atomic_write_bytes
+from facetrain.errors import ConfigError
+from facetrain.io_utils import atomic_path
+from facetrain.train.wandb_run import start_wandb
 
 CSV_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"
-WANDB_ID_NAME = "facetrain-run-id"  # in RUN/wandb/: the W&B run a resume continues
 
 
 def _tensorboard_writer(log_dir: Path):
@@ -24,28 +25,6 @@ def _tensorboard_writer(log_dir: Path):
     except ImportError:  # tensorboard is optional
         return None
     return SummaryWriter(log_dir=str(log_dir))
-
-
-def _wandb_run(output_dir: Path, project: str, config: dict[str, Any] | None):
-    """A W&B run named after the run folder, as AdaFace's WandbLogger; None when wandb is not installed
-    (config_from_args has warned). WANDB_MODE=offline keeps it on disk (`wandb sync` uploads later).
-
-    The run's id is kept in RUN/wandb/, so a run resumed in its folder continues the same W&B run
-    (W&B drops the re-logged steps up to its last one: the same values, an exact resume logs them
-    again); a new or --overwrite'n folder starts a new one."""
-    try:
-        import wandb
-    except ImportError:
-        return None
-    id_file = output_dir / "wandb" / WANDB_ID_NAME
-    if id_file.is_file():
-        run_id = id_file.read_text().strip()
-    else:
-        run_id = secrets.token_hex(6)  # W&B ids: letters and digits
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(id_file, f"{run_id}\n".encode())
-    return wandb.init(project=project, name=output_dir.name, dir=str(output_dir), config=config, id=run_id,
-                      resume="allow", reinit=True)
 
 
 class MetricLogger:
@@ -62,15 +41,22 @@ class MetricLogger:
         self._tb = None
         self._wandb = None
         if enabled:
+            created = not self.output_dir.exists()
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            if wandb_project:  # first: a W&B run that does not start leaves no metrics.csv behind
+                try:
+                    self._wandb = start_wandb(self.output_dir, wandb_project, config)
+                except ConfigError:
+                    if created:
+                        with contextlib.suppress(OSError):
+                            self.output_dir.rmdir()  # only when nothing else is in it
+                    raise
             new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
             self._file = open(self.csv_path, "a", newline="")
             self._writer = csv.writer(self._file)
             if new:
                 self._writer.writerow(["step", "epoch", "name", "value"])
             self._tb = _tensorboard_writer(self.output_dir / "tensorboard")
-            if wandb_project:
-                self._wandb = _wandb_run(self.output_dir, wandb_project, config)
 
     def log(self, values: dict[str, Any], step: int, epoch: int) -> None:
         if not self.enabled:

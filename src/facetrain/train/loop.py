@@ -2,7 +2,7 @@
 precision, DDP, non-finite-loss skipping, validation per epoch, checkpoints and exact resume.
 
 `train(config) -> TrainResult` runs a whole job in this process (one rank under torchrun): it builds
-the run (`facetrain.train.run.build_run`) and steps through it with a `Trainer`.
+the run (`facetrain.train.build.build_run`) and steps through it with a `Trainer`.
 """
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ from tqdm import tqdm
 from facetrain.checkpoint import load_backbone, load_checkpoint
 from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
+from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
-from facetrain.train import distributed as D
-from facetrain.report.image_grid import write_image_grid
+from facetrain.train import distributed
+from facetrain.train.batches import FaceTrainDataset
 from facetrain.train.buffer_snapshot import BufferSnapshot
+from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import FaceTrainDataset
+from facetrain.train.failure import FailureWatch
 from facetrain.train.optim import step_unless
-from facetrain.train.run import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
 from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
 from facetrain.train.run_log import RunLog, log, warn
 from facetrain.train.state import BestResult, Position, recorded_best
@@ -67,7 +68,8 @@ class Trainer:
         self.best_fp32_results: dict[str, dict] | None = None
         self.snapshot = BufferSnapshot(_float_buffers(run.net))
         self.window = StepWindow(run.ctx.device)
-        self.validating = D.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
+        self.nonfinite: torch.Tensor | None = None  # the last step's all-rank non-finite-loss flag
+        self.validating = distributed.broadcast_object(bool(run.val_sets), run.ctx)  # the sets live on rank 0
         self.window.load_state_dict(run.losses.window)  # a resumed run continues the logged sums exactly
 
     # ----------------------------------------------------------------- steps
@@ -84,22 +86,30 @@ class Trainer:
         return loss.detach()
 
     def optimizer_step(self, group_loss: torch.Tensor) -> torch.Tensor:
-        """Step unless the group's loss is non-finite on any rank; then the update is skipped and the
-        buffers the forward passes touched (batch norm, AdaFace statistics) are restored to what
-        `self.snapshot.take()` saw. Returns the all-rank skip flag (a float tensor on the device)."""
+        """Step unless the group's loss is non-finite on any rank, or (fp16) the loss scaler found
+        gradients that overflowed on any rank; then the update is skipped and the buffers the forward
+        passes touched (batch norm, AdaFace statistics) are restored to what `self.snapshot.take()`
+        saw. Returns the all-rank skip flag (a float tensor on the device); `self.nonfinite` is the
+        all-rank flag of a non-finite loss alone (what --max_nonfinite_steps counts)."""
         run = self.run
-        skipped = D.all_reduce_max((~torch.isfinite(group_loss)).float().reshape(1), run.ctx)
+        nonfinite = (~torch.isfinite(group_loss)).float().reshape(1)
         if run.scaler.is_enabled():
-            # a NaN gradient makes the scaler's own device-side check skip the step (and lower the scale)
-            grad = next(p.grad for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None)
-            grad.add_(torch.where(skipped > 0, float("nan"), 0.0).to(grad.dtype))
+            run.scaler.unscale_(run.optimizer)  # records the overflow flag on the device
+            found = _found_inf(run.scaler, run.optimizer)
+            flags = distributed.all_reduce_max(torch.cat([nonfinite, found.reshape(1)]), run.ctx)
+            nonfinite, skipped = flags[:1], flags.amax().reshape(1)
+            # every rank skips together (a Partial FC shard can overflow on one rank only); the scaler
+            # lowers its scale for a non-finite loss too
+            found.copy_(skipped.reshape(found.shape))
             run.scaler.step(run.optimizer)
             run.scaler.update()
         else:
+            skipped = nonfinite = distributed.all_reduce_max(nonfinite, run.ctx)
             step_unless(run.optimizer, skipped)
+        self.nonfinite = nonfinite
         run.optimizer.zero_grad(set_to_none=True)
         self.snapshot.restore_where(skipped)
-        D.sync_float_buffers(run.head, run.ctx)
+        distributed.sync_float_buffers(run.head, run.ctx)
         return skipped
 
     # ----------------------------------------------------------------- epochs
@@ -129,7 +139,8 @@ class Trainer:
             summary = None
             if last:
                 lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
-                self.window.add_step(group_loss, self.optimizer_step(group_loss))
+                skipped = self.optimizer_step(group_loss)
+                self.window.add_step(group_loss, skipped, self.nonfinite)
                 run.scheduler.step()
                 run.position.global_step += 1
                 group_loss = torch.zeros((), device=run.ctx.device)
@@ -204,8 +215,8 @@ class Trainer:
             run.logger.log(logs, step, epoch)
             log.info(f"epoch {epoch} step {step}: val_acc {100 * logs['val_acc']:.2f}% (best "
                      f"{100 * run.best.metric:.2f}% at epoch {run.best.epoch} step {_best_step(run.best)})")
-        improved = D.broadcast_object(improved, run.ctx)
-        run.best = D.broadcast_object(run.best, run.ctx)
+        improved = distributed.broadcast_object(improved, run.ctx)
+        run.best = distributed.broadcast_object(run.best, run.ctx)
         return improved
 
     def save_checkpoints(self, improved: bool, epoch_copy: str | None = None) -> None:
@@ -284,7 +295,7 @@ class Trainer:
             result.best_val_acc, result.best_epoch, result.best_step = record.metric, record.epoch, _best_step(record)
         if run.ctx.is_main:
             atomic_write_json(run.output_dir / RESULTS, _result_json(result))
-        D.barrier(run.ctx)
+        distributed.barrier(run.ctx)
         return result
 
 
@@ -307,6 +318,13 @@ def _best_step(best: BestResult) -> int:
     return next((h.get("step", -1) for h in best.history if h["val_acc"] == best.metric), -1)
 
 
+def _found_inf(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The device flag `scaler.unscale_(optimizer)` set when a gradient is not finite (what its `step`
+    skips on, without reading it on the host when the optimizer is fused). One device per process."""
+    (found,) = scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values()
+    return found
+
+
 def _float_buffers(module: nn.Module) -> list[torch.Tensor]:
     return [b for b in module.buffers() if b.is_floating_point()]
 
@@ -319,8 +337,14 @@ def write_training_samples(dataset: FaceTrainDataset, path: Path, count: int = 3
 
 def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
-    ctx = D.init_distributed(config.gpus)
+    ctx = distributed.init_distributed(config.gpus)
+    watch = FailureWatch(ctx).start()
     try:
-        return Trainer(build_run(config, ctx)).fit()
+        with distributed.training_backends(ctx.device, config.deterministic):
+            return Trainer(build_run(config, ctx)).fit()
+    except BaseException as exc:  # every rank stops with it, not after the process group's timeout
+        watch.fail(exc)
+        raise
     finally:
-        D.cleanup_distributed()
+        watch.stop()
+        distributed.cleanup_distributed()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facetrain.checkpoint import load_backbone
@@ -10,8 +9,8 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
+from facetrain.train.amp import Precision
 from facetrain.train.config import TrainConfig
-from facetrain.train.precision import Precision
 
 
 class RecognitionNet(nn.Module):
@@ -24,29 +23,27 @@ class RecognitionNet(nn.Module):
         self.head = head
         self.precision = precision
         # torch.compile'd view of `model` sharing its parameters (not registered: no duplicate state)
-        self._backbone = [backbone_forward or model]
-        if isinstance(head, PartialFC):  # DDP must leave each process's shard of the centres alone
-            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self, head.ddp_ignored_names("head."))
+        self._backbone = [model if backbone_forward is None else backbone_forward]  # a compiled module has no truth value
+        ignored = head.ddp_ignored_names("head.")  # e.g. Partial FC's per-process shard of the centres
+        if ignored:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ignored)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.precision.prepare_input(normalize_batch(images))
+        x = normalize_batch(images, memory_format=self.precision.memory_format)
         with self.precision.autocast():
             embeddings, norms = self._backbone[0](x)
-            if isinstance(self.head, PartialFC):  # its loss is a cross-entropy across the processes
-                return self.head(embeddings, norms, labels), norms.detach()
-            logits = self.head(embeddings, norms, labels)
-        loss = F.cross_entropy(logits.float(), labels)
+            loss = self.head.loss(embeddings, norms, labels)
         return loss, norms.detach()
 
 
-def build_model_and_head(config: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
-    """Fresh backbone and head; with --start_from_model_statedict the backbone weights come from that
-    checkpoint (ConfigError when its architecture is not --arch), the head starts fresh (as AdaFace)."""
-    if config.start_from_model_statedict:
+def build_model_and_head(config: TrainConfig, num_classes: int, model: nn.Module | None = None) -> tuple[nn.Module, nn.Module]:
+    """Fresh head, and fresh backbone unless `model` is given; with --start_from_model_statedict the
+    backbone weights come from that checkpoint (ConfigError when its architecture is not --arch), the
+    head starts fresh (as AdaFace)."""
+    if model is None and config.start_from_model_statedict:
         model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
         model.train()
-    else:
+    elif model is None:
         model = build_model(config.arch)
     if config.partial_fc:
         margin = build_margin(config.head, m=config.m, h=config.h, s=config.s, t_alpha=config.t_alpha)

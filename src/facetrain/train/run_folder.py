@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 
 from facetrain.errors import ConfigError
+from facetrain.heads.partial_fc_checkpoint import SHARD_DIR_SUFFIX
 from facetrain.io_utils import process_alive
 from facetrain.train.logger import CSV_NAME, CURVES_NAME
-from facetrain.train.pfc_state import SHARD_DIR_SUFFIX
 from facetrain.train.run_log import LOG_NAME
 
 LAST, BEST, RESULTS, CONFIG = "last.ckpt", "best.ckpt", "results.json", "config.json"

@@ -27,7 +27,8 @@ class RunLog:
         self.handlers: list[logging.Handler] = []
         if not enabled:
             return
-        file = logging.FileHandler(output_dir / LOG_NAME, encoding="utf-8")
+        # a file name that is not UTF-8 is logged as its own bytes (see io_utils.encode_text)
+        file = logging.FileHandler(output_dir / LOG_NAME, encoding="utf-8", errors="surrogateescape")
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.handlers = [_TqdmConsole(), file]
         for handler in self.handlers:

@@ -62,7 +62,7 @@ def restore_rng(state: dict[str, Any], device: torch.device | None = None) -> No
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    np.random.set_state((np_name, np_keys.cpu().numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda_device" in state and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_device"].cpu(), device)
@@ -75,7 +75,7 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
                         loss_totals: dict[str, float] | None = None) -> None:
     """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume.
     A Partial FC run passes its optimizer state without the centres' momentum and `partial_fc`, the
-    entry naming the per-rank shard files (`facetrain.train.pfc_state`). `loss_totals`: the logged
+    entry naming the per-rank shard files (`facetrain.heads.partial_fc_checkpoint`). `loss_totals`: the logged
     means' running sums, so a resumed run logs the same values."""
     extra = {
         "state_version": STATE_VERSION,

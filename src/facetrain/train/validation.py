@@ -12,7 +12,7 @@ from facetrain.data.memfile import find_validation_sets, load_validation_sets
 from facetrain.data.paths import resolve_data_path
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import DataError
-from facetrain.eval.verification import evaluate_verification_sets, l2_to_cosine
+from facetrain.eval.verification import check_pair_counts, evaluate_verification_sets, l2_to_cosine
 
 
 def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationSet]:
@@ -27,7 +27,9 @@ def load_val_sets(data_root: str, val_data_path: str) -> dict[str, VerificationS
         warnings.warn(f"{root}: no verification sets (.bin or memfiles) found: training without validation",
                       stacklevel=2)
         return {}
-    return load_validation_sets(root)
+    sets = load_validation_sets(root)
+    check_pair_counts(sets)  # now, not at the end of the first epoch
+    return sets
 
 
 def validate(model: nn.Module, sets: Mapping[str, VerificationSet], batch_size: int, precision: str,

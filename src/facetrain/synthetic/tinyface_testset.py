@@ -20,13 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetrain.align.transform import align_face
-from facetrain.data.synthetic.ijb_protocol import loose_crop_matrix
-from facetrain.data.synthetic.profiles import Profile, sample_nuisance
-from facetrain.data.synthetic.render import render_face
-from facetrain.data.synthetic.splits import make_identity, stream_rng
 from facetrain.eval.tinyface_data import ALIGNED_DIR, DISTRACTOR, MAT_FILES, MATCH, PROBE, RELEASE_DIR
+from facetrain.geometry.similarity import align_face
 from facetrain.io_utils import write_bytes
+from facetrain.synthetic.ijb_protocol import loose_crop_matrix
+from facetrain.synthetic.profiles import Profile, sample_nuisance
+from facetrain.synthetic.render import render_face
+from facetrain.synthetic.splits import make_identity, stream_rng
 
 # Surveillance-like quality on top of the low resolution: any pose, some blur, noise and compression.
 TINYFACE_PROFILE = Profile(yaw=(0.0, 45.0), age=(0.0, 0.8), blur=1.5, noise=6.0, jpeg=(60, 95))

@@ -1,7 +1,7 @@
 """The MTCNN cascade exactly as AdaFace's `face_alignment/mtcnn.py` runs it (its `mtcnn_pytorch`).
 
 AdaFace's released models were trained and evaluated on faces cut this way, so this is the
-default. What sets it apart from `detect.py` (facenet-pytorch's conventions), and is
+default. What sets it apart from `facenet_cascade.py` (facenet-pytorch's conventions), and is
 reproduced here on purpose:
 - P-Net's face score is a softmax along each row of the score map (see `_pnet_windows`);
 - pyramid scales `(12 / min_face) * factor**k` while the scaled short side stays > 12 px;
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facetrain.align.nms import nms
+from facetrain.alignment.nms import nms
 
 _CELL, _STRIDE = 12, 2
 _BATCH = 512  # R/O-Net crops per forward, bounds memory on many-face images

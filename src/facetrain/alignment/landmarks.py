@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facetrain.align.transform import TEMPLATE_112
 from facetrain.errors import DataError
+from facetrain.geometry.similarity import TEMPLATE_112
 
 LAYOUTS = ("xy", "xxyy")
 

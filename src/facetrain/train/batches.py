@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 
 from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import TrainingSource
-from facetrain.errors import DataError
+from facetrain.errors import ConfigError, DataError
 
 IMAGE_SHAPE = (112, 112, 3)
 
@@ -98,8 +99,37 @@ def collate_uint8(batch: Sequence[tuple[np.ndarray, int]]) -> tuple[torch.Tensor
     return images, labels
 
 
+SHM_PATH, PREFETCH = "/dev/shm", 4
+
+
+def loader_prefetch(num_workers: int, batch_size: int, local_processes: int, shm_free: int | None) -> int:
+    """Batches each loader worker prepares ahead: 4, or fewer when the node's shared memory (where
+    loader workers hand batches over; containers often get 64 MB) cannot hold them for all of this
+    node's training processes. ConfigError, saying what to change, when even one does not fit
+    (the loader would die of a bus error). `shm_free`: bytes free there (None: not limited/known)."""
+    if num_workers == 0 or shm_free is None:
+        return PREFETCH
+    batch_bytes = batch_size * (math.prod(IMAGE_SHAPE) + 8)
+    per_prefetch = local_processes * num_workers * batch_bytes
+    fits = int(0.8 * shm_free // per_prefetch)  # headroom for the pinned-memory thread's and torch's own
+    if fits < 1:
+        workers = max(0, int(0.8 * shm_free // (local_processes * batch_bytes)))
+        raise ConfigError(f"{SHM_PATH}: {shm_free / 2**20:.0f} MB free, but {local_processes} process(es) x "
+                          f"{num_workers} loader workers x a batch of {batch_size} ({batch_bytes / 2**20:.1f} MB) need "
+                          f"{per_prefetch / 2**20:.0f} MB there: give the machine more shared memory (docker run "
+                          f"--shm-size=8g) or lower --num_workers to {workers}")
+    return min(PREFETCH, fits)
+
+
+def shared_memory_free(path: str = SHM_PATH) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:  # no /dev/shm (not Linux): the platform's own mechanism, not limited here
+        return None
+
+
 def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: int, rank: int, world_size: int,
-                       seed: int, pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
+                       seed: int, pin_memory: bool = False, prefetch: int = PREFETCH) -> tuple[DataLoader, EpochSampler]:
     """`batch_size` is per process. The loader gets its own torch generator so that creating an
     iterator does not consume the global RNG (dropout masks stay reproducible across resumes)."""
     sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, seed=seed)
@@ -109,7 +139,7 @@ def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         collate_fn=collate_uint8, drop_last=True, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed),
-                        persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers else None)
+                        persistent_workers=num_workers > 0, prefetch_factor=prefetch if num_workers else None)
     return loader, sampler
 
 

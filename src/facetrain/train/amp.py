@@ -28,8 +28,10 @@ class Precision:
         """Loss scaling only for fp16 (bf16 has fp32's range); a disabled scaler is a no-op."""
         return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
 
-    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """Of the input batch and the backbone's weights."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model

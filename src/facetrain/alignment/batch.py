@@ -9,7 +9,7 @@ than their photo) are kept, so running the command again resumes an interrupted 
 folder inside the input (or the input inside the output's `imgs`) is refused: the next run
 would align the aligned faces again.
 
-With `landmarks` (see `facetrain.align.landmarks`) the listed points are warped with the detector
+With `landmarks` (see `facetrain.alignment.landmarks`) the listed points are warped with the detector
 style's template and fit, and nothing is detected: images without landmarks are skipped and listed
 in the report as `no_landmarks`.
 """
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from facetrain.align.aligner import FaceAligner, NoFaceError
-from facetrain.align.landmarks import landmarks_for
-from facetrain.align.transform import WARPS
+from facetrain.alignment.aligner import FaceAligner, NoFaceError
+from facetrain.alignment.landmarks import landmarks_for
 from facetrain.data.image_codec import encode_image
 from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
 from facetrain.data.photo import read_photo_rgb
 from facetrain.data.pixel_limit import set_max_pixels
 from facetrain.errors import DataError
-from facetrain.io_utils import atomic_path, atomic_write_json, open_write
+from facetrain.geometry.similarity import WARPS
+from facetrain.io_utils import atomic_path, atomic_write_json, ignore_interrupts, open_write
 
 REPORT_NAME = "align_report.json"
 
@@ -87,6 +87,11 @@ def _init_worker(device: str, select: str, detector: str, factor: float | None, 
         torch.set_num_threads(threads)
     _worker_style = detector
     _worker_aligner = FaceAligner(device=device, select=select, detector=detector, factor=factor) if detect else None
+
+
+def _init_pool_worker(device: str, select: str, detector: str, factor: float | None, detect: bool) -> None:
+    ignore_interrupts()
+    _init_worker(device, select, detector, factor, threads=1, detect=detect)
 
 
 def _align_one(job: tuple[str, str, np.ndarray | None]) -> tuple[str, str, str]:
@@ -177,8 +182,8 @@ def align_folder(
         _collect(map(_align_one, todo), report, bar)
     elif todo:
         context = multiprocessing.get_context(_start_method(device))
-        with context.Pool(workers, initializer=_init_worker,
-                          initargs=(device, select, detector, factor, 1, detect)) as pool:
+        with context.Pool(workers, initializer=_init_pool_worker,
+                          initargs=(device, select, detector, factor, detect)) as pool:
             _collect(pool.imap_unordered(_align_one, todo, chunksize=4), report, bar)
     bar.close()
     report.no_face.sort()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facetrain.align.transform import TEMPLATE_112, estimate_similarity
-from facetrain.data.synthetic.identity import Identity
-from facetrain.data.synthetic.profiles import Nuisance
+from facetrain.geometry.similarity import TEMPLATE_112, estimate_similarity
+from facetrain.synthetic.identity import Identity
+from facetrain.synthetic.profiles import Nuisance
 
 _SHIFT = 4  # cv2 fixed-point bits: coordinates are drawn with 1/16 pixel precision
 _ONE = 1 << _SHIFT

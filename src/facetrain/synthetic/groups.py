@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetrain.data.synthetic.profiles import GROUP_NAMES
-from facetrain.data.synthetic.splits import render_pairs
 from facetrain.errors import ConfigError
 from facetrain.io_utils import write_bytes
+from facetrain.synthetic.profiles import GROUP_NAMES
+from facetrain.synthetic.splits import render_pairs
 
 FOLDS = 10
 

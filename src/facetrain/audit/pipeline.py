@@ -13,12 +13,12 @@ from facetrain.audit.chance import MIN_PAIRS, ImpostorFit, excess_test, fit_impo
 from facetrain.audit.clusters import collision_clusters
 from facetrain.audit.embeddings import Embedder, file_hash
 from facetrain.audit.filtered import DROP_KINDS, write_filtered
-from facetrain.audit.html import write_figures, write_html
 from facetrain.audit.identities import identity_neighbours, identity_stats
 from facetrain.audit.leakage import audit_reference
 from facetrain.audit.mislabels import suspected_mislabels
-from facetrain.audit.report import (collisions_section, distribution, inter_section, intra_section, summary_section,
-                                    uniqueness)
+from facetrain.audit.page import write_figures, write_html
+from facetrain.audit.sections import (collisions_section, distribution, inter_section, intra_section, summary_section,
+                                      uniqueness)
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold
 from facetrain.checkpoint import load_backbone
@@ -73,8 +73,7 @@ def _load_model(options: AuditOptions) -> Embedder:
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found")
     model, _ = load_backbone(path, options.arch)
-    return Embedder(model, file_hash(path), options.device, options.batch_size, options.fusion, options.progress,
-                    str(path))
+    return Embedder(model, file_hash(path), options.device, options.batch_size, options.fusion, options.progress)
 
 
 def _self_calibrated(embeddings: np.ndarray, labels: np.ndarray, stats, options: AuditOptions):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facetrain.align.mtcnn import MTCNN
-from facetrain.align.transform import TEMPLATE_112, estimate_similarity
+from facetrain.alignment.mtcnn import MTCNN
+from facetrain.geometry.similarity import TEMPLATE_112, estimate_similarity
 
 PAD = 40
 OFFSET_PX, SCALE_TOLERANCE, CONSISTENT_PX = 2.0, 0.05, 6.0

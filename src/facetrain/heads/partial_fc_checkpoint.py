@@ -1,6 +1,6 @@
 """Checkpoints of a Partial FC head: one shard file per rank next to the main `.ckpt`.
 
-`run/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
+`<output_dir>/last.ckpt` (rank 0) holds the backbone, the margin's `head.*` buffers, the optimizer state
 without the centres' momentum, and `extra["partial_fc"]` naming the shard files. Rank r writes
 `run/last.ckpt.pfc/rank<r>of<W>-step<S>.pt` = {kernel: columns [start, stop) of AdaFace's (E, C)
 `head.kernel`, momentum: the same columns of its SGD momentum (None before the first step), ...}.
@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from facetrain.checkpoint import load_checkpoint
+from facetrain.checkpoint import load_checkpoint, torch_reason
 from facetrain.errors import ConfigError
-from facetrain.heads.partial_fc import MarginState, PartialFC, Shard
+from facetrain.heads.shard import Shard
 from facetrain.io_utils import atomic_path
 
 SHARD_DIR_SUFFIX = ".pfc"
@@ -55,7 +57,7 @@ def _save(obj: Any, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_shard(checkpoint: str | os.PathLike, head: PartialFC, optimizer: torch.optim.Optimizer, step: int) -> str:
+def save_shard(checkpoint: str | os.PathLike, head: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> str:
     """Write this rank's shard (centres and their momentum) for the main file `checkpoint`; returns its name."""
     momentum = optimizer.state.get(head.kernel, {}).get("momentum_buffer")
     s = head.shard
@@ -67,7 +69,7 @@ def save_shard(checkpoint: str | os.PathLike, head: PartialFC, optimizer: torch.
     return name
 
 
-def main_file_entries(head: PartialFC, optimizer: torch.optim.Optimizer, shard_names: list[str]) -> tuple[dict, dict]:
+def main_file_entries(head: nn.Module, optimizer: torch.optim.Optimizer, shard_names: list[str]) -> tuple[dict, dict]:
     """(optimizer state without the centres' momentum, `extra["partial_fc"]`) for rank 0's main file."""
     state = optimizer.state_dict()
     state["state"] = {k: v for k, v in state["state"].items() if k != param_index(optimizer, head.kernel)}
@@ -96,10 +98,29 @@ def link_shard(src_checkpoint: str | os.PathLike, dst_checkpoint: str | os.PathL
             tmp.write_bytes(src.read_bytes())
 
 
-def _read_shard(path: Path) -> dict:
+def _read_shard(path: Path, shard: Shard) -> dict:
+    """The record of `shard`, checked against the layout that the main file gives: its columns are
+    classes [shard.start, shard.stop), and its momentum (if any) has the same shape."""
     if not path.is_file():
         raise ConfigError(f"{path}: Partial FC shard missing (the .pfc folder must stay next to its .ckpt)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{path}: Partial FC shard cannot be loaded safely ({torch_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable Partial FC shard, truncated or corrupt ({torch_reason(exc)})") from None
+    kernel = record.get("kernel") if isinstance(record, dict) else None
+    if not isinstance(kernel, torch.Tensor) or kernel.dim() != 2 or not kernel.is_floating_point():
+        raise ConfigError(f"{path}: not a Partial FC shard (no 2-D floating-point kernel)")
+    columns = shard.stop - shard.start
+    if kernel.shape[1] != columns or (record.get("start", shard.start), record.get("stop", shard.stop)) != (shard.start, shard.stop):
+        raise ConfigError(f"{path}: holds {kernel.shape[1]} class centres, but rank {shard.rank} of {shard.world_size} "
+                          f"holds classes [{shard.start}, {shard.stop}) of {shard.num_classes} ({columns} centres)")
+    momentum = record.get("momentum")
+    if momentum is not None and (not isinstance(momentum, torch.Tensor) or momentum.shape != kernel.shape):
+        raise ConfigError(f"{path}: momentum of shape {getattr(momentum, 'shape', type(momentum).__name__)} for "
+                          f"centres of shape {tuple(kernel.shape)}")
+    return record
 
 
 def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head_index: int | None, start: int,
@@ -115,22 +136,27 @@ def load_columns(checkpoint: str | os.PathLike, head_state: dict, extra: dict, h
         return kernel[:, start:stop].clone(), None if momentum is None else momentum[:, start:stop].clone()
     kernels, momenta = [], []
     entry = extra["partial_fc"]
+    if len(entry["shards"]) != entry["world_size"]:
+        raise ConfigError(f"{checkpoint}: names {len(entry['shards'])} Partial FC shards for {entry['world_size']} ranks")
     for old in (Shard(entry["num_classes"], entry["world_size"], r) for r in range(entry["world_size"])):
         lo, hi = max(start, old.start), min(stop, old.stop)
         if lo >= hi:
             continue
-        record = _read_shard(shard_dir(checkpoint) / entry["shards"][old.rank])
+        record = _read_shard(shard_dir(checkpoint) / entry["shards"][old.rank], old)
         kernels.append(record["kernel"][:, lo - old.start:hi - old.start])
         momenta.append(None if record["momentum"] is None else record["momentum"][:, lo - old.start:hi - old.start])
+    if len({k.shape[0] for k in kernels}) > 1:
+        raise ConfigError(f"{shard_dir(checkpoint)}: shards of different embedding sizes "
+                          f"({sorted({k.shape[0] for k in kernels})})")
     has_momentum = all(m is not None for m in momenta)
     return torch.cat(kernels, dim=1), torch.cat(momenta, dim=1) if has_momentum else None
 
 
-def resume_head(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head: PartialFC,
-                optimizer: torch.optim.Optimizer) -> None:
+def resume_head(checkpoint: str | os.PathLike, head_state: dict, extra: dict, head: nn.Module,
+                margin_state: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load the margin's buffers, the optimizer state and this rank's columns of the saved centres
     and their momentum, from a Partial FC checkpoint (any world size) or a full-head one."""
-    MarginState(head).load_state_dict({k: v for k, v in head_state.items() if k != "kernel"}, strict=True)
+    margin_state.load_state_dict({k: v for k, v in head_state.items() if k != "kernel"}, strict=True)
     index = param_index(optimizer, head.kernel)
     kernel, momentum = load_columns(checkpoint, head_state, extra, index, head.shard.start, head.shard.stop)
     optimizer_state = dict(extra["optimizer_states"][0])
@@ -168,6 +194,10 @@ def consolidate(checkpoint: str | os.PathLike, out: str | os.PathLike) -> dict[s
         extra["optimizer_states"][0]["state"][index] = {"momentum_buffer": momentum}
     shards = extra.pop("partial_fc")
     loaded["hyper_parameters"]["partial_fc_world_size"] = shards["world_size"]
-    _save(loaded, Path(out))
+    try:
+        _save(loaded, Path(out))
+    except (RuntimeError, OSError) as exc:  # torch.save reports a full disk as a RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        raise ConfigError(f"{out}: cannot write the consolidated checkpoint ({reason}); nothing was written") from None
     return {"classes": num_classes, "embedding_size": kernel.shape[0], "shards": shards["world_size"],
             "momentum": momentum is not None}

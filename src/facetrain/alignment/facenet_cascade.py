@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from facetrain.align.nms import batched_nms, nms
+from facetrain.alignment.nms import batched_nms, nms
 
 _PNET_CELL, _PNET_STRIDE = 12, 2
 _BATCH = 512  # R/O-Net crops per forward, bounds memory on many-face images

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facetrain.align.cp2tform import cp2tform_similarity
+from facetrain.geometry.cp2tform import cp2tform_similarity
 
 # The 96x112 template of SphereFace / AdaFace's `REFERENCE_FACIAL_POINTS`; AdaFace's
 # `get_reference_facial_points(default_square=True)` widens the crop to 112x112 by moving it

@@ -2,7 +2,7 @@
 
 The modules reproduce facenet-pytorch's layer names and shapes so that its released state
 dicts (`facenet_pytorch/data/{pnet,rnet,onet}.pt`, MIT licence) load strictly. Those three files
-ship inside this package (`facetrain/align/weights/`, with their licence); the facenet-pytorch
+ship inside this package (`facetrain/alignment/weights/`, with their licence); the facenet-pytorch
 package itself is never imported (it needs torchvision).
 AdaFace's `mtcnn_pytorch/src/weights/*.npy` hold the same numbers; where its R/O-Net flatten
 (C, W, H) before the dense layers, facenet-pytorch's dense weights expect (W, H, C), which
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetrain.align import detect
-from facetrain.align.adaface_detect import adaface_scales, detect_faces_adaface
-from facetrain.align.styles import DEFAULT_FACTORS, DETECTORS
+from facetrain.alignment import facenet_cascade
+from facetrain.alignment.adaface_detect import adaface_scales, detect_faces_adaface
+from facetrain.alignment.styles import DEFAULT_FACTORS, DETECTORS
 from facetrain.errors import ConfigError
 
 WEIGHTS_ENV = "FACETRAIN_MTCNN_WEIGHTS"
@@ -147,7 +147,7 @@ class MTCNN:
     - "adaface" (default): AdaFace's `face_alignment/mtcnn.py` exactly (`adaface_detect`):
       pyramid factor 0.85, PIL resizes, P-Net's row-wise softmax, integer boxes; AdaFace's
       released models were trained and evaluated on these crops;
-    - "facenet": facenet-pytorch's conventions (`detect`): factor 0.709, area resizes, class
+    - "facenet": facenet-pytorch's conventions (`facenet_cascade`): factor 0.709, area resizes, class
       softmax in P-Net; it proposes more windows, so it finds more faces in group photos.
 
     `detect(image)` takes an HxWx3 uint8 array (RGB unless `channels="bgr"`) and returns
@@ -192,11 +192,11 @@ class MTCNN:
             if self.style == "adaface":
                 return detect_faces_adaface(rgb, nets, self.device, self.min_face_size, self.thresholds,
                                             (self.nms_threshold,) * 3, self.factor)
-            return detect.detect_faces(rgb, nets, device=self.device, min_face_size=self.min_face_size,
+            return facenet_cascade.detect_faces(rgb, nets, device=self.device, min_face_size=self.min_face_size,
                                        thresholds=self.thresholds, nms_threshold=self.nms_threshold,
                                        factor=self.factor)
 
     def pyramid_levels(self, height: int, width: int) -> int:
         """How many scales P-Net runs on for an image of this size."""
-        scales = adaface_scales if self.style == "adaface" else detect.pyramid_scales
+        scales = adaface_scales if self.style == "adaface" else facenet_cascade.pyramid_scales
         return len(scales(height, width, self.min_face_size, self.factor))

@@ -22,17 +22,18 @@ from typing import Sequence
 import cv2
 from tqdm import tqdm
 
-from facetrain import __version__
 from facetrain.data.bin import write_bin
 from facetrain.data.recordio import write_insightface_rec
-from facetrain.data.synthetic.baseline import raw_pixel_accuracy
-from facetrain.data.synthetic.groups import check_pairs_per_group, write_group_sets
-from facetrain.data.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
-from facetrain.data.synthetic.profiles import BENCHMARK_NAMES, PROFILES
-from facetrain.data.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
-from facetrain.data.synthetic.tinyface import plan_tinyface, render_tinyface_image, write_tinyface
+from facetrain.data.verification_set import MIN_PAIRS
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
+from facetrain.synthetic.baseline import raw_pixel_accuracy
+from facetrain.synthetic.groups import check_pairs_per_group, write_group_sets
+from facetrain.synthetic.ijb_protocol import plan_protocol, render_ijb_image, write_ijb_protocol
+from facetrain.synthetic.profiles import BENCHMARK_NAMES, PROFILES
+from facetrain.synthetic.splits import identity_name, iter_training_identities, parallel_map, render_pairs
+from facetrain.synthetic.tinyface_testset import plan_tinyface, render_tinyface_image, write_tinyface
+from facetrain.version import __version__
 
 TRAIN_JPEG_QUALITY = 95
 SUMMARY_NAME = "synth_summary.json"
@@ -155,8 +156,9 @@ def generate_dataset(out_dir: str | os.PathLike, num_identities: int = 300, imag
         raise ConfigError(f"unknown verification set names {unknown}; choose from {list(BENCHMARK_NAMES)}")
     if (folder or rec) and (num_identities < 1 or images_per_identity < 1):
         raise ConfigError(f"need at least 1 identity and 1 image each, got {num_identities} x {images_per_identity}")
-    if bins and pairs_per_set < 2:
-        raise ConfigError(f"pairs_per_set must be >= 2 (half genuine, half impostor), got {pairs_per_set}")
+    if bins and pairs_per_set < MIN_PAIRS:
+        raise ConfigError(f"pairs_per_set must be >= {MIN_PAIRS} (the 10-fold protocol; half genuine, half "
+                          f"impostor), got {pairs_per_set}")
     if tinyface and (tinyface_subjects < 1 or tinyface_distractors < 0):
         raise ConfigError(f"TinyFace needs >= 1 subject and >= 0 distractors, got {tinyface_subjects} and {tinyface_distractors}")
     if tinyface and importlib.util.find_spec("scipy") is None:

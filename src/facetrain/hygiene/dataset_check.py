@@ -26,7 +26,7 @@ def _pair_set(name: str, kind: str, path: Path, model, sample: int, options: dic
     from facetrain.data.bin import find_unreadable, load_encoded, read_bin
     from facetrain.data.memfile import load_validation_sets
     from facetrain.fingerprint import file_sha256
-    from facetrain.hygiene.alignment import check_alignment
+    from facetrain.hygiene.alignment_check import check_alignment
     from facetrain.hygiene.channels import check_pair_channels
     from facetrain.hygiene.duplicates import duplicate_report
     from facetrain.hygiene.published import count_verdict
@@ -55,7 +55,7 @@ def _pair_set(name: str, kind: str, path: Path, model, sample: int, options: dic
 
 
 def _training_set(info: dict, path: Path, model, sample: int, options: dict) -> dict:
-    from facetrain.hygiene.alignment import check_alignment
+    from facetrain.hygiene.alignment_check import check_alignment
     from facetrain.hygiene.channels import check_folder_channels
 
     source = _open_training(path, info)

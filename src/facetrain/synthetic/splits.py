@@ -12,9 +12,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from facetrain.data.synthetic.identity import Identity, sample_identity
-from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance, sample_pair_nuisance
-from facetrain.data.synthetic.render import render_face
+from facetrain.synthetic.identity import Identity, sample_identity
+from facetrain.synthetic.profiles import PROFILES, sample_nuisance, sample_pair_nuisance
+from facetrain.synthetic.render import render_face
+from facetrain.io_utils import ignore_interrupts
 
 # One random stream per split: the identities of different splits are disjoint by construction.
 STREAMS = {"train": 0, "lfw": 1, "cfp_fp": 2, "cfp_ff": 3, "cplfw": 4, "calfw": 5, "agedb_30": 6, "ijb": 7, "tinyface": 8,
@@ -48,11 +49,11 @@ def parallel_map(fn: Callable, items: Sequence, workers: int) -> Iterable:
     """`map` in order, in `workers` processes when > 1 (results do not depend on it)."""
     if workers <= 1 or len(items) < 2:
         return map(fn, items)
-    pool = ProcessPoolExecutor(workers)
+    pool = ProcessPoolExecutor(workers, initializer=ignore_interrupts)
     try:
         return list(pool.map(fn, items, chunksize=max(1, len(items) // (8 * workers))))
     finally:
-        pool.shutdown()
+        pool.shutdown(cancel_futures=True)  # interrupted: the chunks not started are dropped
 
 
 class _TrainingRenderer:  # a picklable closure for worker processes

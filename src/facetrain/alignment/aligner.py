@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facetrain.align.mtcnn import MTCNN
-from facetrain.align.styles import DETECTORS
-from facetrain.align.transform import WARPS
+from facetrain.alignment.mtcnn import MTCNN
+from facetrain.alignment.styles import DETECTORS
 from facetrain.data.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
+from facetrain.geometry.similarity import WARPS
 
-log = logging.getLogger("facetrain.align")
+log = logging.getLogger("facetrain.alignment")
 
 SELECT_MODES = ("score", "largest")
 

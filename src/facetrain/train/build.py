@@ -17,26 +17,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
-from facetrain.heads.partial_fc import MarginState, PartialFC, all_shards
 from facetrain.io_utils import atomic_path
+from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.train import distributed as D
-from facetrain.train import pfc_state
+from facetrain.train import distributed
+from facetrain.train.amp import Precision, maybe_compile
+from facetrain.train.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
+                                     build_train_loader, default_num_workers, loader_prefetch,
+                                     optimizer_steps_per_epoch, shared_memory_free)
 from facetrain.train.config import TrainConfig
-from facetrain.train.data import (EpochSampler, FaceTrainDataset, batches_per_epoch, build_train_loader,
-                                  default_num_workers, optimizer_steps_per_epoch)
 from facetrain.train.logger import MetricLogger
 from facetrain.train.module import RecognitionNet, build_model_and_head
 from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.precision import Precision, maybe_compile
 from facetrain.train.run_folder import check_output_dir, clear_run_files
 from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
 from facetrain.train.validation import load_val_sets
+from facetrain.train.wandb_run import check_wandb
 
 
 @dataclass
@@ -53,7 +55,7 @@ class LossTotals:
 class TrainingRun:
     """Everything a training job is made of. `position` and `best` change as it trains."""
     config: TrainConfig
-    ctx: D.DistContext
+    ctx: distributed.DistContext
     output_dir: Path
     dataset: FaceTrainDataset
     loader: DataLoader
@@ -84,11 +86,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
+def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     """Build every part of a run (ConfigError/DataError before any step when something is wrong)."""
     config.validate()
-    output_dir = Path(D.broadcast_object(str(config.resolve_output_dir()), ctx))
+    output_dir = Path(distributed.broadcast_object(str(config.resolve_output_dir()), ctx))
+    # files are checked (and read) on rank 0 only: other nodes need not see them
+    _on_main(ctx, _check_resume_file, config.resume_from_checkpoint)
     _on_main(ctx, check_output_dir, output_dir, config.resume_from_checkpoint, config.overwrite)
+    if config.use_wandb:
+        _on_main(ctx, check_wandb, output_dir, config.overwrite)
     seed_everything(config.seed)
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
@@ -104,12 +110,16 @@ def build_run(config: TrainConfig, ctx: D.DistContext) -> TrainingRun:
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
     workers = config.num_workers if config.num_workers >= 0 else default_num_workers(ctx.local_world_size)
+    prefetch = loader_prefetch(workers, batch_size, ctx.local_world_size, shared_memory_free())
+    if prefetch < PREFETCH and ctx.local_rank == 0:
+        warnings.warn(f"{SHM_PATH} is small: loader workers prepare {prefetch} batch(es) ahead instead of "
+                      f"{PREFETCH} (docker run --shm-size=8g restores it)", stacklevel=2)
     loader, sampler = build_train_loader(dataset, batch_size, workers, ctx.rank, ctx.world_size,
-                                         config.seed, pin_memory=ctx.device.type == "cuda")
+                                         config.seed, pin_memory=ctx.device.type == "cuda", prefetch=prefetch)
     batches = batches_per_epoch(sampler.num_samples, batch_size, config.batches_per_epoch_limit)
     val_check_batches = validation_interval_batches(config.effective_val_check_interval, batches)
 
-    model, head = build_model_and_head(config, num_classes)
+    model, head = build_model_and_head(config, num_classes, _starting_backbone(config, ctx))
     # record the values actually used (the head's defaults for m/h/s/t_alpha left out), so config.json and
     # checkpoints say what ran and a run replays from its config.json
     for name, value in head.hparams().items():
@@ -160,7 +170,33 @@ def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> Metr
                         config=config.to_dict())
 
 
-def _on_main(ctx: D.DistContext, check, *args) -> None:
+def _check_resume_file(path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{path}: checkpoint not found")
+
+
+def _starting_backbone(config: TrainConfig, ctx: distributed.DistContext) -> nn.Module | None:
+    """With --start_from_model_statedict: rank 0 reads the checkpoint; the other ranks build the same
+    backbone (architecture and embedding size from rank 0) and receive its weights with DDP's initial
+    broadcast of rank 0's parameters and buffers. A bad file is the same ConfigError on every rank."""
+    if not config.start_from_model_statedict:
+        return None
+    model, outcome = None, None
+    if ctx.is_main:
+        try:
+            model, _ = load_backbone(config.start_from_model_statedict, arch=config.arch)
+            outcome = model.embedding_size
+        except FacetrainError as exc:
+            outcome = exc
+    outcome = distributed.broadcast_object(outcome, ctx)
+    if isinstance(outcome, FacetrainError):
+        raise outcome
+    if model is None:
+        model = build_model(config.arch, embedding_size=outcome)
+    return model.train()
+
+
+def _on_main(ctx: distributed.DistContext, check, *args) -> None:
     """Run a check on rank 0 only (e.g. of the file system, which other ranks may see later) and raise
     its ConfigError on every rank."""
     problem = None
@@ -169,7 +205,7 @@ def _on_main(ctx: D.DistContext, check, *args) -> None:
             check(*args)
         except ConfigError as exc:
             problem = str(exc)
-    problem = D.broadcast_object(problem, ctx)
+    problem = distributed.broadcast_object(problem, ctx)
     if problem:
         raise ConfigError(problem)
 
@@ -184,7 +220,7 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
     return max(1, int(batches * interval))
 
 
-def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.Module, head: nn.Module,
+def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                  scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult, LossTotals]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
@@ -193,14 +229,7 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
     model.load_state_dict(state.model_state, strict=True)
-    if isinstance(head, PartialFC):  # this rank's columns, whatever world size saved them
-        pfc_state.resume_head(path, state.head_state, state.extra, head, optimizer)
-    elif "partial_fc" in state.extra:
-        raise ConfigError(f"{path}: holds a Partial FC head (shards in {pfc_state.shard_dir(path)}): resume with "
-                          "--partial_fc, or write a full-head checkpoint with `facetrain consolidate`")
-    else:
-        head.load_state_dict(state.head_state, strict=True)
-        optimizer.load_state_dict(state.extra["optimizer_states"][0])
+    head.load_checkpoint_state(path, state.head_state, state.extra, optimizer)
     prepare_optimizer_state(optimizer)
     scheduler.load_state_dict(state.extra["lr_schedulers"][0])
     load_scaler_state(scaler, state.extra["scaler"], path)
@@ -218,17 +247,21 @@ def resume_state(path: str, config: TrainConfig, ctx: D.DistContext, model: nn.M
     return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
 
 
-def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: D.DistContext) -> TrainingState:
-    loaded: TrainingState | FacetrainError | None = None
+def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: distributed.DistContext) -> TrainingState:
+    """Rank 0 reads and checks the file; its error, else the state's tensors (with the backend), reach
+    every rank."""
+    problem: FacetrainError | None = None
+    state: TrainingState | None = None
     if ctx.is_main:
         try:
-            loaded = load_training_state(path, arch, head_name, num_classes)
+            state = load_training_state(path, arch, head_name, num_classes)
         except FacetrainError as exc:
-            loaded = exc
-    loaded = D.broadcast_object(loaded, ctx)
-    if isinstance(loaded, FacetrainError):
-        raise loaded
-    return loaded
+            problem = exc
+    problem = distributed.broadcast_object(problem, ctx)
+    if problem is not None:
+        raise problem
+    fields = distributed.broadcast_state(vars(state) if ctx.is_main else None, ctx)
+    return TrainingState(**fields)
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> None:
@@ -241,43 +274,35 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> N
 
 
 def save_run(run: TrainingRun, path: Path) -> None:
-    """Collective: every rank hands its RNG state to rank 0, which writes the file. With Partial FC
-    every rank first writes its shard of the centres, which the main file then names."""
-    sharded = isinstance(run.head, PartialFC)
-    if sharded:
-        own_shard = pfc_state.save_shard(path, run.head, run.optimizer, run.position.global_step)
+    """Collective: every rank hands its RNG state to rank 0, which writes the file. A head that keeps
+    per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them."""
+    step = run.position.global_step
+    run.head.save_rank_state(path, run.optimizer, step)
     mine = capture_rng(run.ctx.device)
     rngs = [mine]
-    if run.ctx.enabled:  # also the point by which every shard is on disk
+    if run.ctx.enabled:  # also the point by which every rank's files are on disk
         rngs = [None] * run.ctx.world_size
         torch.distributed.all_gather_object(rngs, mine)
     if run.ctx.is_main:
-        head, more = run.head, {}
-        if sharded:
-            names = [pfc_state.shard_name(s, run.position.global_step) for s in all_shards(run.num_classes,
-                                                                                          run.ctx.world_size)]
-            optimizer_state, entry = pfc_state.main_file_entries(run.head, run.optimizer, names)
-            head, more = MarginState(run.head), {"optimizer_state": optimizer_state, "partial_fc": entry}
+        head, more = run.head.checkpoint_state(run.optimizer, step)
         save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
                             run.best, run.config.to_dict(), rngs, run.ctx.world_size,
                             loss_totals=asdict(run.losses), **more)
-    D.barrier(run.ctx)
-    if sharded:
-        pfc_state.remove_stale_shards(path, run.head.shard, keep=own_shard)
+    distributed.barrier(run.ctx)
+    run.head.remove_stale_rank_state(path, step)
 
 
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
     """Collective: `src` copied to every destination atomically (with Partial FC, each rank's shard
     first: the copied main file names them)."""
-    sharded = isinstance(run.head, PartialFC)
-    own_shard = pfc_state.shard_name(run.head.shard, run.position.global_step) if sharded else ""
-    for dst in destinations if sharded else []:
-        pfc_state.link_shard(src, dst, own_shard)
-    D.barrier(run.ctx)
+    step = run.position.global_step
+    for dst in destinations:
+        run.head.link_rank_state(src, dst, step)
+    distributed.barrier(run.ctx)
     if run.ctx.is_main:
         for dst in destinations:
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
-    D.barrier(run.ctx)
-    for dst in destinations if sharded else []:
-        pfc_state.remove_stale_shards(dst, run.head.shard, keep=own_shard)
+    distributed.barrier(run.ctx)
+    for dst in destinations:
+        run.head.remove_stale_rank_state(dst, step)

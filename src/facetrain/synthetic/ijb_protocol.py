@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetrain.data.synthetic.profiles import PROFILES, sample_nuisance
-from facetrain.data.synthetic.render import render_face
-from facetrain.data.synthetic.splits import make_identity, stream_rng
 from facetrain.io_utils import atomic_write_bytes
+from facetrain.synthetic.profiles import PROFILES, sample_nuisance
+from facetrain.synthetic.render import render_face
+from facetrain.synthetic.splits import make_identity, stream_rng
 
 CSV_HEADER = "TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID,FACE_X,FACE_Y,FACE_WIDTH,FACE_HEIGHT"
 _PLAN, _IMAGE, _CROP = 10, 11, 12  # sub-streams of the "ijb" split
