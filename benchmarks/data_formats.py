@@ -92,7 +92,7 @@ def bench_augment(n: int) -> tuple[tuple[float, float], dict[str, float]]:
     decode, a generator seeded per sample, crop/low-res/photometric at p=0.2 and flip, uint8
     collation in batches of 256. Also the CPU seconds per image of each part, to show what dominates."""
     from facetrain.data.augment import Augmenter
-    from facetrain.train.batches import collate_uint8
+    from facetrain.training.batches import collate_uint8
 
     cv2.setNumThreads(1)  # as in the loader's workers
     aug = Augmenter(crop_p=0.2, low_res_p=0.2, photometric_p=0.2, flip_p=0.5)

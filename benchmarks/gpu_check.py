@@ -55,7 +55,7 @@ from facetrain.errors import one_line  # noqa: E402
 from facetrain.eval.embed import extract_features  # noqa: E402
 from facetrain.eval.ijb_verify import score_pairs, verification_metrics  # noqa: E402
 from facetrain.models import build_model  # noqa: E402
-from facetrain.train.distributed import free_port, training_backends  # noqa: E402
+from facetrain.training.distributed import free_port, training_backends  # noqa: E402
 from facetrain.precision import resolve_precision  # noqa: E402
 
 GPU_PLAN = {

@@ -37,7 +37,7 @@ from torch.utils.flop_counter import flop_registry
 
 from facetrain.heads import build_margin
 from facetrain.heads.partial_fc import PartialFC, Shard
-from facetrain.train.distributed import free_port
+from facetrain.training.distributed import free_port
 
 E = 512
 GPU = {"name": "H200 SXM", "bf16_flops": 989e12, "fp32_flops": 67e12, "bytes_per_s": 4.8e12}

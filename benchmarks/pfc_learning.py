@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from facetrain.synthetic import generate_dataset
-from facetrain.train.distributed import free_port
+from facetrain.training.distributed import free_port
 
 
 def train(data: Path, out: Path, epochs: int, extra: list[str]) -> dict:

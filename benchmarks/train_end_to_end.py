@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from facetrain.train.build import build_run
-from facetrain.train.distributed import DistContext, pick_device, training_backends
-from facetrain.train.logger import read_metrics
-from facetrain.train.loop import Trainer
+from facetrain.training.build import build_run
+from facetrain.training.distributed import DistContext, pick_device, training_backends
+from facetrain.training.logger import read_metrics
+from facetrain.training.loop import Trainer
 
 
 def make_folder(out: Path, identities: int, per_identity: int, workers: int) -> Path:
@@ -49,7 +49,7 @@ def train_args(data: Path, out: Path, arch: str, batch_size: int, steps: int, lo
 def bare_step(args_list: list[str], steps: int, gpus: int) -> float:
     """img/s of the run's own step on one fixed batch (what the loop could reach with free data)."""
     from facetrain.cli import build_parser  # the CLI's own parsing: same config as the end-to-end run
-    from facetrain.train.config import config_from_args
+    from facetrain.training.config import config_from_args
 
     parser, _ = build_parser("train")
     config = config_from_args(parser.parse_args(args_list))

@@ -24,9 +24,9 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.train.amp import Precision, maybe_compile
-from facetrain.train.module import RecognitionNet
-from facetrain.train.optim import build_optimizer
+from facetrain.training.amp import Precision, maybe_compile
+from facetrain.training.module import RecognitionNet
+from facetrain.training.optim import build_optimizer
 
 
 def training_step(arch: str, precision: str, channels_last: bool, compile_: bool, batch_size: int,

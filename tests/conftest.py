@@ -34,8 +34,8 @@ class TrainedModel:
 @pytest.fixture(scope="session")
 def trained_tinynet(tmp_path_factory) -> TrainedModel:
     from facetrain.synthetic.generate import generate_dataset
-    from facetrain.train.config import TrainConfig
-    from facetrain.train.loop import train
+    from facetrain.training.config import TrainConfig
+    from facetrain.training.loop import train
 
     root = tmp_path_factory.mktemp("trained_tinynet")
     summary = generate_dataset(root / "data", num_identities=200, images_per_identity=16, seed=1, bins=True,

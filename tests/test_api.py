@@ -41,15 +41,18 @@ def test_api_is_reachable_from_the_package():
         facetrain.not_a_function
 
 
-def test_align_and_load_model_are_plain_functions_whatever_is_imported():
-    """`facetrain.align` is the API function, not a package (alignment lives in facetrain.alignment),
-    and there is one model loader: the seed's `load_pretrained_model` goes through it."""
+def test_align_train_and_load_model_are_plain_functions_whatever_is_imported():
+    """`facetrain.align` and `facetrain.train` are API functions, not packages (those are
+    facetrain.alignment and facetrain.training), and there is one model loader: the seed's
+    `load_pretrained_model` goes through it."""
     import inspect
 
     import facetrain.alignment.aligner  # noqa: F401 (binds `facetrain.alignment`, never `facetrain.align`)
+    import facetrain.training.config  # noqa: F401 (binds `facetrain.training`, never `facetrain.train`)
     from facetrain import api, infer
 
     assert inspect.isfunction(facetrain.align) and facetrain.align is api.align
+    assert inspect.isfunction(facetrain.train) and facetrain.train is api.train
     assert facetrain.load_model is api.load_model is infer.load_model
 
 

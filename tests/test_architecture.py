@@ -14,12 +14,12 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "facetrain"
 # package's own __init__ (the API facade). Every room must be listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "version", "devices", "fault_injection", "fingerprint"),  # no facetrain imports, or only of each other
-    ("io_utils", "precision", "geometry", "image_grid"),  # small utilities
+    ("io_utils", "precision", "geometry", "image_grid", "option_checks"),  # small utilities
     ("data", "models"),  # dataset formats and tools; backbones
     ("checkpoint",),  # AdaFace-layout checkpoint files
     ("calibration_store",),  # decision thresholds stored with a model
     ("heads", "eval", "alignment", "export"),  # margin heads and Partial FC; evaluation; face alignment
-    ("train", "infer", "synthetic", "hygiene"),  # training; using a model; synthetic faces; dataset checks
+    ("training", "infer", "synthetic", "hygiene"),  # training; using a model; synthetic faces; dataset checks
     ("report", "audit", "compare"),  # HTML reports; dataset audit; face comparison
     ("api", "demo"),  # the Python API; the demo
     ("commands", "cli", "__main__", "facetrain"),  # the command line; the package facade
@@ -151,15 +151,15 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The test itself works: a planted upward import and a planted circle are found and named."""
     fake = tmp_path / "facetrain"
     for folder, text in {"errors.py": "", "version.py": "", "data/__init__.py": "",
-                         "data/bad.py": "from facetrain.train import loop\n", "train/__init__.py": "",
-                         "train/loop.py": "import facetrain.data.bad\n"}.items():
+                         "data/bad.py": "from facetrain.training import loop\n", "training/__init__.py": "",
+                         "training/loop.py": "import facetrain.data.bad\n"}.items():
         (fake / folder).parent.mkdir(parents=True, exist_ok=True)
         (fake / folder).write_text(text)
     monkeypatch.setattr(__import__(__name__), "SOURCE", fake)
     edges = import_edges()
-    assert edges[("data", "train")] == ["facetrain/data/bad.py:1 imports facetrain.train"]
-    assert LAYER_OF["train"] > LAYER_OF["data"]
-    assert _cycle(edges) in (["data", "train", "data"], ["train", "data", "train"])
+    assert edges[("data", "training")] == ["facetrain/data/bad.py:1 imports facetrain.training"]
+    assert LAYER_OF["training"] > LAYER_OF["data"]
+    assert _cycle(edges) in (["data", "training", "data"], ["training", "data", "training"])
 
 
 def test_no_code_outside_heads_asks_which_head_it_holds():

@@ -59,6 +59,35 @@ def _huge_png_bin(root: Path) -> None:
     _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0]), huge] * 2, [True, False]), protocol=4))
 
 
+def _repeated_image_bin(root: Path) -> None:
+    """500 KB that name one JPEG 200,000 times by pickle reference (memo get): 7 GiB once decoded."""
+    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0])] * 200_000, [True] * 100_000), protocol=4))
+
+
+def _zero_itemsize_issame_bin(root: Path) -> None:
+    """issame: a zero-itemsize array of 10^12 elements (no bytes in the file, 931 GiB as booleans)."""
+    _raw_bin(root, "lfw.bin", pickle.dumps(([_jpg(faces(1)[0][0])] * 2, np.empty(10**12, dtype="V0")), protocol=4))
+
+
+def _tiny_model(root: Path) -> None:
+    from facetrain.checkpoint import save_checkpoint
+    from facetrain.models import build_model
+
+    save_checkpoint(root / "tiny.ckpt", build_model("tinynet"))
+    _bin(root)
+
+
+def _train_data(root: Path) -> None:
+    from train_fixtures import make_dataset
+
+    make_dataset(root, classes=2, per_class=2, val_pairs=2)
+
+
+_TRAIN = ["train", "--data_root", "{D}", "--train_data_path", "train/imgs", "--val_data_path", "val", "--arch",
+          "tinynet", "--gpus", "0", "--num_workers", "0", "--output_dir", "{D}/run", "--no_progress"]
+_CKPT = ["--ckpt", "{D}/tiny.ckpt"]
+
+
 def _dcface(root: Path, bad_name: str) -> None:
     record = root / "record"
     record.mkdir()
@@ -187,6 +216,32 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
                                  ["train", "--data_root", "{D}", "--train_data_path", ".", "--use_mxrecord",
                                   "--arch", "tinynet", "--gpus", "0", "--output_dir", "{D}/run", "--no_progress"],
                                  "1000000001 classes for 2 images"),
+    "bin_repeated_by_reference": (_repeated_image_bin, ["info", "{D}/lfw.bin"],
+                                  "200000 images add up to 656400000 encoded bytes, more than 2 times the file"),
+    "bin_zero_itemsize_issame": (_zero_itemsize_issame_bin, ["info", "{D}/lfw.bin"],
+                                 "issame holds |V0 values, expected booleans"),
+    # every verb's flags go through one range check (facetrain.option_checks), before anything runs
+    "embed_batch_size_0": (_tiny_model, ["embed", "{D}", *_CKPT, "--out", "{D}/e.npz", "--batch_size", "0"],
+                           "--batch_size must be >= 1"),
+    "eval_batch_size_0": (_tiny_model, ["eval", *_CKPT, "--val_data_path", "{D}", "--batch_size", "0"],
+                          "--batch_size must be >= 1"),
+    "audit_batch_size_negative": (_tiny_model, ["audit", "{D}", *_CKPT, "--out", "{D}/a", "--batch_size=-5"],
+                                  "--batch_size must be >= 1"),
+    "audit_top_negative": (_tiny_model, ["audit", "{D}", *_CKPT, "--out", "{D}/a", "--top=-3"], "--top must be >= 0"),
+    "ijb_workers_0": (_tiny_model, ["ijb", "--data_root", "{D}", *_CKPT, "--output_dir", "{D}/i", "--workers", "0"],
+                      "--workers must be >= 1"),
+    "export_opset_1": (_tiny_model, ["export", *_CKPT, "--onnx", "{D}/m.onnx", "--opset", "1"],
+                       "--opset must be in [7, 20]"),
+    "export_opset_999": (_tiny_model, ["export", *_CKPT, "--onnx", "{D}/m.onnx", "--opset", "999"],
+                         "--opset must be in [7, 20]"),
+    "eval_device_tpu": (_tiny_model, ["eval", *_CKPT, "--val_data_path", "{D}", "--device", "tpu"],
+                        "--device 'tpu': not a device name"),
+    "embed_device_meta": (_tiny_model, ["embed", "{D}", *_CKPT, "--out", "{D}/e.npz", "--device", "meta"],
+                          "facetrain runs on cpu, cuda, mps, xpu, not meta"),
+    # the training run's folder is not created for a batch normalisation cannot train on
+    "train_batch_size_1": (_train_data, [*_TRAIN, "--batch_size", "1"], "--batch_size must be >= 2"),
+    "train_warmup_1e308": (_train_data, [*_TRAIN, "--warmup_epochs", "1e308"], "--warmup_epochs must be at most"),
+    "train_num_workers_one_too_few": (_train_data, [*_TRAIN, "--num_workers=-2"], "--num_workers must be >= -1"),
 }
 
 
@@ -238,6 +293,19 @@ def test_read_only_output_folder_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Permission denied" in err and len(err.strip().splitlines()) == 1
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("verb", [["eval", *_CKPT, "--val_data_path", "{D}"], ["ijb", "--data_root", "{D}", *_CKPT,
+                                                                           "--output_dir", "{D}/i", "--gpu", "0"]])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, capsys, verb):
+    _tiny_model(tmp_path)
+    before = _snapshot(tmp_path)
+    argv = _argv(verb, tmp_path) + (["--device", "cuda"] if verb[0] == "eval" else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this machine has no cuda device" in err, err
+    assert _snapshot(tmp_path) == before
 
 
 def test_huge_photo_given_to_compare_is_one_line(tmp_path, capsys):

@@ -29,9 +29,16 @@ def test_model_verbs_take_ckpt(verb):
 
 def test_auto_device_resolves_to_the_cpu_without_cuda_and_to_the_first_gpu_with_it(monkeypatch):
     from facetrain.devices import resolve_device
+    from facetrain.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu" and resolve_device(None).type == "cpu"
+    assert str(resolve_device("cpu")) == "cpu"
+    with pytest.raises(ConfigError, match="this machine has no cuda device"):  # not a failure at the first tensor
+        resolve_device("cuda:1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == torch.device("cuda", 0) and resolve_device(None) == torch.device("cuda", 0)
     assert str(resolve_device("cuda:1")) == "cuda:1"
+    with pytest.raises(ConfigError, match="this machine has 2 cuda device"):
+        resolve_device("cuda:2")

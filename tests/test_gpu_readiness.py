@@ -17,16 +17,16 @@ import facetrain.eval.embed as embed
 from facetrain.eval.embed import eval_batch_size, extract_features
 from facetrain.heads import build_head
 from facetrain.models import build_model
-from facetrain.train import distributed
-from facetrain.train.batches import build_train_loader, default_num_workers
-from facetrain.train.buffer_snapshot import BufferSnapshot
-from facetrain.train.build import build_run, load_scaler_state
-from facetrain.train.config import TrainConfig
-from facetrain.train.distributed import DistContext
-from facetrain.train.logger import read_metrics
-from facetrain.train.loop import Trainer
-from facetrain.train.state import capture_rng, restore_rng
-from facetrain.train.step_window import StepWindow
+from facetrain.training import distributed
+from facetrain.training.batches import build_train_loader, default_num_workers
+from facetrain.training.buffer_snapshot import BufferSnapshot
+from facetrain.training.build import build_run, load_scaler_state
+from facetrain.training.config import TrainConfig
+from facetrain.training.distributed import DistContext
+from facetrain.training.logger import read_metrics
+from facetrain.training.loop import Trainer
+from facetrain.training.state import capture_rng, restore_rng
+from facetrain.training.step_window import StepWindow
 from train_fixtures import make_dataset
 
 META = torch.device("meta")
@@ -234,7 +234,7 @@ def test_gpu_settings_hold_inside_training_only():
 
 
 def test_training_restores_the_backends_and_can_be_deterministic(data, tmp_path, monkeypatch):
-    from facetrain.train.loop import train
+    from facetrain.training.loop import train
 
     seen = []
     real_fit = Trainer.fit
@@ -276,7 +276,7 @@ MB = 2**20
     (16, 256, 8, 64 * MB, "lower --num_workers to 0"), (16, 64, 2, 64 * MB, "lower --num_workers to 11"),
 ])
 def test_loader_prefetch_fits_shared_memory(workers, batch, processes, free, expected):
-    from facetrain.train.batches import loader_prefetch
+    from facetrain.training.batches import loader_prefetch
 
     if isinstance(expected, int):
         assert loader_prefetch(workers, batch, processes, free) == expected
@@ -286,7 +286,7 @@ def test_loader_prefetch_fits_shared_memory(workers, batch, processes, free, exp
 
 
 def test_a_run_stops_at_start_when_shared_memory_cannot_hold_a_batch(data, tmp_path, monkeypatch):
-    import facetrain.train.build as run_module
+    import facetrain.training.build as run_module
 
     monkeypatch.setattr(run_module, "shared_memory_free", lambda: 300_000)  # 0.3 MB: not one batch of 8
     with pytest.raises(ConfigError, match="/dev/shm: 0 MB free"):
@@ -402,7 +402,7 @@ def _resume_worker(data: Path, out: Path, checkpoint: Path) -> None:
     distributed.broadcast_object = lambda obj, c: pickled_tensors.extend(_tensors(obj)) or real_broadcast(obj, c)
     try:
         if ctx.rank == 1:  # as on a second node, which does not have the checkpoints
-            import facetrain.train.build as run_module
+            import facetrain.training.build as run_module
 
             def no_file(*_a, **_k):
                 raise AssertionError("rank 1 opened the checkpoint")
@@ -484,8 +484,8 @@ def test_steps_the_loss_scaler_skips_for_overflow_are_counted_as_skipped(data, t
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_backbone_gets_the_layout_asked_for(channels_last):
     """--no_channels_last must really mean NCHW (the benchmark grid's "off" rows, evaluation)."""
-    from facetrain.train.module import RecognitionNet
-    from facetrain.train.amp import Precision
+    from facetrain.training.module import RecognitionNet
+    from facetrain.training.amp import Precision
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model, seen = build_model("tinynet"), []
@@ -502,8 +502,8 @@ def test_the_backbone_gets_the_layout_asked_for(channels_last):
 
 def test_a_compiled_backbone_builds_the_training_module():
     """--compile: torch.compile's wrapper refuses truth tests (len()) in recent torch builds."""
-    from facetrain.train.module import RecognitionNet
-    from facetrain.train.amp import Precision, maybe_compile
+    from facetrain.training.module import RecognitionNet
+    from facetrain.training.amp import Precision, maybe_compile
 
     model = build_model("tinynet")
     compiled = maybe_compile(model, True)  # lazy: nothing compiles before the first call

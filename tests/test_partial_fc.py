@@ -15,11 +15,11 @@ from torch import nn
 
 from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import INIT_BLOCK, PartialFC, Shard, all_shards, init_centres, sample_columns
-from facetrain.train.amp import Precision
-from facetrain.train.config import TrainConfig
-from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
-from facetrain.train.module import RecognitionNet, build_model_and_head
-from facetrain.train.optim import build_optimizer
+from facetrain.training.amp import Precision
+from facetrain.training.config import TrainConfig
+from facetrain.training.distributed import DistContext, cleanup_distributed, init_distributed, spawn
+from facetrain.training.module import RecognitionNet, build_model_and_head
+from facetrain.training.optim import build_optimizer
 
 CLASSES = 11  # odd: shards of 6 and 5
 GLOBAL_BATCH = 8

@@ -15,7 +15,7 @@ from facetrain.checkpoint import load_checkpoint
 from facetrain.cli import main
 from facetrain.heads.partial_fc import all_shards
 from facetrain.heads.partial_fc_checkpoint import load_columns, shard_dir
-from facetrain.train.distributed import free_port
+from facetrain.training.distributed import free_port
 from train_fixtures import make_dataset, train_args
 
 CLASSES = 7  # odd: 4 + 3 classes on two processes

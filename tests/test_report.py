@@ -8,7 +8,7 @@ import pytest
 from facetrain.cli import main
 from facetrain.report.html import HtmlReport
 from facetrain.report.run_report import verification_rows
-from facetrain.train.logger import plot_curves
+from facetrain.training.logger import plot_curves
 
 
 def test_html_embeds_png_and_escapes_text(tmp_path):

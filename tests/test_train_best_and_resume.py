@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import facetrain.train.loop as loop
+import facetrain.training.loop as loop
 from facetrain.checkpoint import load_checkpoint
 from facetrain.cli import main
-from facetrain.train.logger import read_metrics
+from facetrain.training.logger import read_metrics
 from train_fixtures import make_dataset, train_args
 
 SCRIPT = [0.55, 0.9, 0.7]  # best: epoch 1

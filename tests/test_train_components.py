@@ -13,13 +13,13 @@ from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.train.amp import Precision
-from facetrain.train.batches import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
-from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
-from facetrain.train.logger import MetricLogger, read_metrics
-from facetrain.train.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
+from facetrain.training.amp import Precision
+from facetrain.training.batches import EpochSampler, batches_per_epoch, collate_uint8, optimizer_steps_per_epoch
+from facetrain.training.config import TrainConfig, add_train_arguments, config_from_args
+from facetrain.training.logger import MetricLogger, read_metrics
+from facetrain.training.optim import (build_optimizer, build_scheduler, lr_factor, prepare_optimizer_state, split_parameters,
                                    step_unless)
-from facetrain.train.state import capture_rng, restore_rng
+from facetrain.training.state import capture_rng, restore_rng
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -162,7 +162,7 @@ def test_metric_log_csv_truncate_and_plot(tmp_path):
 def test_adaface_script_flags_are_accepted():
     import argparse
 
-    from facetrain.train.config import add_train_arguments, config_from_args
+    from facetrain.training.config import add_train_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)

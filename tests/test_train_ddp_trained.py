@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from facetrain.train.build import build_run
-from facetrain.train.config import TrainConfig
-from facetrain.train.distributed import DistContext, cleanup_distributed, init_distributed, spawn
-from facetrain.train.loop import Trainer
+from facetrain.training.build import build_run
+from facetrain.training.config import TrainConfig
+from facetrain.training.distributed import DistContext, cleanup_distributed, init_distributed, spawn
+from facetrain.training.loop import Trainer
 from train_fixtures import make_dataset
 
 GLOBAL_BATCH, SEED = 8, 0

@@ -8,8 +8,8 @@ import pytest
 
 from facetrain.cli import main
 from facetrain.errors import ConfigError
-from facetrain.train.build import validation_interval_batches
-from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
+from facetrain.training.build import validation_interval_batches
+from facetrain.training.config import TrainConfig, add_train_arguments, config_from_args
 
 
 def parse(*argv: str) -> TrainConfig:
@@ -26,6 +26,7 @@ def parse(*argv: str) -> TrainConfig:
     ("--warmup_epochs", "nan"), ("--crop_augmentation_prob", "nan"), ("--low_res_augmentation_prob", "1.5"),
     ("--photometric_augmentation_prob", "-0.1"), ("--log_every", "0"), ("--seed", "-1"), ("--seed", "4294967296"),
     ("--custom_num_class", "0"), ("--custom_num_class", "-5"), ("--epochs", "0"), ("--batch_size", "0"),
+    ("--batch_size", "1"), ("--epochs", "1000001"), ("--warmup_epochs", "1e308"), ("--warmup_epochs", "25"),
     ("--max_nonfinite_steps", "0"), ("--num_workers", "-2"), ("--lr_milestones", "0,4"),
     ("--val_check_interval", "0"), ("--val_check_interval", "0.0"), ("--val_check_interval", "1.5"),
     ("--val_check_interval", "-3"), ("--val_check_interval", "nan"),
@@ -39,6 +40,7 @@ def test_out_of_range_flags_are_refused_naming_the_flag(flag, value):
     ["--lr", "10"], ["--lr", "1e-5"], ["--m", "0"], ["--m", "1"], ["--h", "0"], ["--h", "1"], ["--s", "64"],
     ["--t_alpha", "1"], ["--momentum", "0"], ["--lr_gamma", "1"], ["--weight_decay", "0"], ["--seed", "0"],
     ["--custom_num_class", "-1"], ["--val_check_interval", "1.0"], ["--val_check_interval", "1"],
+    ["--batch_size", "2"], ["--epochs", "1000000"], ["--warmup_epochs", "24"],
 ])
 def test_edges_of_the_ranges_are_accepted(argv):
     parse(*argv)
@@ -47,7 +49,7 @@ def test_edges_of_the_ranges_are_accepted(argv):
 def test_a_bad_flag_is_one_error_line_and_exit_1(capsys):
     assert main(["train", "--lr", "nan", "--data_root", "/nowhere"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: --lr must be finite") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: --lr must be a finite number") and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_val_check_interval_has_lightnings_two_kinds():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from facetrain.cli import main
-from facetrain.train.config import TrainConfig, add_train_arguments, config_from_args
+from facetrain.training.config import TrainConfig, add_train_arguments, config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 GROUPS = ["data", "model", "optimisation", "evaluation", "output", "distributed", "AdaFace compatibility"]

@@ -12,11 +12,11 @@ from facetrain.cli import main
 from facetrain.eval.verification_report import evaluate_checkpoint
 from facetrain.models import build_model
 from facetrain.precision import cpu_has_fast_bf16
-from facetrain.train.build import build_run
-from facetrain.train.config import TrainConfig
-from facetrain.train.distributed import DistContext
-from facetrain.train.logger import read_metrics
-from facetrain.train.loop import Trainer
+from facetrain.training.build import build_run
+from facetrain.training.config import TrainConfig
+from facetrain.training.distributed import DistContext
+from facetrain.training.logger import read_metrics
+from facetrain.training.loop import Trainer
 from crash_tools import CommandServer
 from train_checks import assert_same_outputs, check_after_kill, strict_json
 from train_fixtures import make_dataset, train_args
@@ -266,7 +266,7 @@ def test_overwrite_replaces_only_the_previous_runs_files(data, tmp_path, capsys)
         assert main(["train", *train_args(data, out, "--epochs", "1", "--limit_train_batches", "1",
                                           "--val_data_path", "none", "--overwrite")]) == 0
     assert "--overwrite: deleted the previous run's results.json, best.ckpt, last.ckpt" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "curves.png", "last.ckpt", "metrics.csv",
+    assert sorted(p.name for p in out.iterdir()) == [".facetrain.lock", "config.json", "curves.png", "last.ckpt", "metrics.csv",
                                                      "notes.txt", "results.json", "train.log",
                                                      "training_samples.jpg"]
     assert (out / "notes.txt").read_text() == "mine"

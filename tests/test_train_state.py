@@ -12,8 +12,8 @@ from facetrain.checkpoint import load_checkpoint, save_checkpoint
 from facetrain.errors import ConfigError
 from facetrain.heads import build_head
 from facetrain.models import build_model
-from facetrain.train.optim import build_optimizer, build_scheduler
-from facetrain.train.state import (
+from facetrain.training.optim import build_optimizer, build_scheduler
+from facetrain.training.state import (
     BestResult,
     Position,
     TrainingState,

@@ -106,15 +106,9 @@ def verify(model: nn.Module, a: FaceLike, b: FaceLike, threshold: float | None =
 
 def train(config: Any) -> Any:
     """Train from a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML; see `--config`)."""
-    from facetrain.train.config import TrainConfig, load_config_file
-    from facetrain.train.launch import launch_training
+    from facetrain.training.launch import train_from
 
-    if isinstance(config, (str, os.PathLike)):
-        config = TrainConfig.from_dict(load_config_file(config), strict=True)
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config, strict=True)
-    config.validate()
-    return launch_training(config)
+    return train_from(config)
 
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:

@@ -98,9 +98,33 @@ def save_checkpoint(
     _check_plain(checkpoint, "checkpoint")
     checkpoint = _on_cpu(checkpoint)
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
-        torch.save(checkpoint, f)
+        save_to_file(checkpoint, f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def save_to_file(obj: Any, f: Any) -> None:
+    """`torch.save` into an open file, raising the file's own OSError (disk full, quota, file too large)
+    where torch's writer would turn it into an unrelated RuntimeError ("unexpected pos ...")."""
+    failures: list[OSError] = []
+
+    class _Reporting:
+        def write(self, data: bytes) -> int:
+            try:
+                return f.write(data)
+            except OSError as exc:
+                failures.append(exc)
+                raise
+
+        def flush(self) -> None:
+            f.flush()
+
+    try:
+        torch.save(obj, _Reporting())
+    except RuntimeError:
+        if failures:
+            raise failures[0] from None
+        raise
 
 
 class InertObject:

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from facetrain.errors import FacetrainError, one_line
+from facetrain.option_checks import check_parsed
 
 # verb -> one-line description; the module `facetrain.commands.<verb>` provides
 # `add_arguments(parser)` and `run(args) -> int`.
@@ -68,14 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser, module = build_parser(verb)
         args = parser.parse_args(rest)
+        check_parsed(parser, args)
         return int(module.run(args) or 0)
     except (FacetrainError, OSError) as exc:  # OSError: the file system refused (permissions, disk full, ...)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Ctrl-C: outputs are committed atomically, so the interrupted one was removed on the way out
-        # (and a re-run continues where commands resume); worker processes leave the signal to us
-        print("interrupted", file=sys.stderr)
+        # (and a re-run continues where commands resume); worker processes leave the signal to us.
+        # Training says how to resume (train.loop.TrainingInterrupted)
+        print(" ".join(str(exc).split()) or "interrupted", file=sys.stderr)
         return 130
 
 

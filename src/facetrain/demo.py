@@ -27,8 +27,8 @@ from facetrain.eval.verification import STANDARD_SETS
 from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
 from facetrain.synthetic.generate import generate_dataset
-from facetrain.train.config import TrainConfig
-from facetrain.train.loop import train
+from facetrain.training.config import TrainConfig
+from facetrain.training.loop import train
 
 
 AUDIT_FAR = 1e-6
@@ -82,7 +82,7 @@ def check_accuracy_floor(results: dict, floor: float | None) -> None:
 
 
 def _train_speed(run_dir: Path) -> float | None:
-    from facetrain.train.logger import read_metrics
+    from facetrain.training.logger import read_metrics
 
     speeds = [r["value"] for r in read_metrics(run_dir / "metrics.csv") if r["name"] == "img_per_sec"]
     return float(np.median(speeds)) if speeds else None

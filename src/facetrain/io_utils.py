@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import IO, Any, Iterator
 

@@ -7,7 +7,7 @@ CPUs with AMX tiles or AVX512-BF16 instructions (measured 2.3x fp32 for the IR-5
 AVX512-BF16 CPU without AMX), fp32 elsewhere: on AVX2-only CPUs oneDNN emulates bf16 and it is
 slower than fp32. `benchmarks/train_throughput.py` prints the choice and the measured ratios.
 
-torch is imported inside the functions: the names are read by argument parsers (`facetrain.train.config`,
+torch is imported inside the functions: the names are read by argument parsers (`facetrain.training.config`,
 the verbs), which stay importable without torch.
 """
 from __future__ import annotations

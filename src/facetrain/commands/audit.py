@@ -10,6 +10,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from facetrain.audit.threshold import DEFAULT_FAR
     from facetrain.commands.options import add_batch_size, add_device, add_quiet
+    from facetrain.option_checks import at_least, ranged
     from facetrain.eval.fusion import FUSION_METHODS
 
     parser.add_argument("data", nargs="+", help="training data: image folder, RecordIO folder (train.rec), training "
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image + flip feature fusion, as in evaluation (none = no flip)")
     add_device(parser)
     add_batch_size(parser)
-    parser.add_argument("--top", type=int, default=20, help="how many least consistent identities to list")
+    ranged(parser.add_argument("--top", type=int, default=20, help="how many least consistent identities to list"),
+           at_least(0, "a number of identities"))
     add_quiet(parser)
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 import argparse
 
 from facetrain.commands.options import add_ckpt
+from facetrain.option_checks import between, ranged
 
 from facetrain.errors import ConfigError
+
+# torch.onnx._constants: ONNX_MIN_OPSET .. ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET (export uses dynamo=False)
+OPSETS = (7, 20)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ckpt(parser)
     parser.add_argument("--onnx", help="ONNX output: input (B,3,112,112) BGR in [-1,1] -> embedding, norm")
     parser.add_argument("--safetensors", help="safetensors output of the backbone state_dict (AdaFace key names)")
-    parser.add_argument("--opset", type=int, default=17)
+    ranged(parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)"),
+           between(*OPSETS, "the opsets torch's TorchScript-based ONNX exporter writes"))
     parser.add_argument("--no_verify", action="store_true", help="skip the onnxruntime-vs-torch check")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from facetrain.commands.options import add_batch_size, add_ckpt, add_device, add_precision, add_quiet, add_workers
+from facetrain.option_checks import at_least, ranged
 
 
 def _bool(text: str) -> bool:
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, help="backbone name (default: inferred from the weights)")
     add_batch_size(parser, 128)
     add_device(parser)
-    parser.add_argument("--gpu", type=int, default=None, help="AdaFace's flag: GPU index (same as --device cuda:N)")
+    ranged(parser.add_argument("--gpu", type=int, default=None, help="AdaFace's flag: GPU index (same as --device cuda:N)"),
+           at_least(0, "a GPU index"))
     add_precision(parser)
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--fusion_method", default="pre_norm_vector_add",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from facetrain.option_checks import at_least, ranged
+
 
 def add_ckpt(parser: argparse.ArgumentParser, *aliases: str, required: bool = True, default: str | None = None) -> None:
     """--ckpt: a checkpoint file, a released model name (ir_50, ...) or hf://owner/repo/file."""
@@ -35,11 +37,14 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: int = 256) -> None:
-    parser.add_argument("--batch_size", type=int, default=default, help=f"images per forward pass (default {default})")
+    ranged(parser.add_argument("--batch_size", type=int, default=default,
+                               help=f"images per forward pass (default {default})"),
+           at_least(1, "images per forward pass"))
 
 
 def add_workers(parser: argparse.ArgumentParser, default: int, what: str) -> None:
-    parser.add_argument("--workers", type=int, default=default, help=f"{what} (default {default})")
+    ranged(parser.add_argument("--workers", type=int, default=default, help=f"{what} (default {default})"),
+           at_least(1, what))
 
 
 def add_max_pixels(parser: argparse.ArgumentParser, what: str) -> None:

@@ -6,6 +6,7 @@ import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from facetrain.commands.options import add_workers
     from facetrain.synthetic.profiles import BENCHMARK_NAMES
 
     parser.add_argument("--out", required=True, help="output folder (existing outputs of the same kind are replaced)")
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "harder by construction from group_a to group_d; for facetrain eval --rfw)")
     parser.add_argument("--rfw_pairs", type=int, default=600, help="pairs per group (a multiple of 20)")
     parser.add_argument("--no_folder", action="store_true", help="do not write the <out>/imgs image folder")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
+    add_workers(parser, 1, "rendering processes (the output does not depend on it)")
 
 
 def run(args: argparse.Namespace) -> int:

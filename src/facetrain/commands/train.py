@@ -5,14 +5,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from facetrain.train.config import add_train_arguments
+    from facetrain.training.config import add_train_arguments
 
     add_train_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.train.config import config_from_args
-    from facetrain.train.launch import launch_training
+    from facetrain.training.config import config_from_args
+    from facetrain.training.launch import launch_training
 
     launch_training(config_from_args(args))
     return 0

@@ -20,6 +20,8 @@ from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 
 
+# the encoded images (references counted) may add up to this many times the file (check_decoded_size)
+MAX_REPEAT = 2
 # names whose outputs would collide with other files of a converted folder (train.dat is the training memfile)
 _RESERVED_NAMES = frozenset({"train", "imgs"})
 
@@ -63,10 +65,24 @@ def load_encoded(path: str | os.PathLike) -> tuple[list, np.ndarray]:
     for i, b in enumerate(bins):
         if not isinstance(b, (bytes, bytearray)) and not (isinstance(b, np.ndarray) and b.dtype == np.uint8):
             raise DataError(f"{path}: image {i} is a {type(b).__name__}, expected encoded bytes")
-    issame = check_issame(issame, str(path))
+    check_decoded_size(path, bins, len(data))
+    issame = check_issame(issame, str(path))  # a zero-itemsize array of 10^12 labels is refused unexpanded
     if len(bins) != 2 * len(issame):
         raise DataError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 images per pair)")
     return list(bins), issame
+
+
+def check_decoded_size(path: Path, bins: Sequence, file_size: int) -> None:
+    """Memory bounded by the file: the encoded images, each reference counted (a pickle can name one
+    object many times), add up to at most `MAX_REPEAT` times the file. A set stores each image once, or
+    shares a few between pairs; one that repeats an image by reference decodes to far more than it
+    holds (200,000 x 37 KB from 500 KB)."""
+    total = sum(len(b) if isinstance(b, (bytes, bytearray)) else b.nbytes for b in bins)
+    if total > MAX_REPEAT * file_size:
+        decoded = len(bins) * 112 * 112 * 3
+        raise DataError(f"{path}: its {len(bins)} images add up to {total} encoded bytes, more than {MAX_REPEAT} "
+                        f"times the file's {file_size} (the pickle repeats images by reference); refusing to "
+                        f"decode them ({decoded / 2**30:.1f} GiB)")
 
 
 def decode_into(out: np.ndarray, bins: Sequence, source: str, threads: int | None = None,

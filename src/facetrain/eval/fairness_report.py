@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import numpy as np
-
 
 def evaluate_fairness(ckpt: str | os.PathLike, rfw: str | os.PathLike | None = None, groups: Sequence[str] | None = None,
                       fmr: float = 1e-3, arch: str | None = None, batch_size: int = 256, device=None,

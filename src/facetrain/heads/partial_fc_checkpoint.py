@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facetrain.checkpoint import load_checkpoint, torch_reason
+from facetrain.checkpoint import load_checkpoint, save_to_file, torch_reason
 from facetrain.errors import ConfigError
 from facetrain.heads.shard import Shard
 from facetrain.io_utils import atomic_path
@@ -52,7 +52,7 @@ def param_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> 
 
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        save_to_file(obj, f)  # a failed write (disk full) is the file's OSError
         f.flush()
         os.fsync(f.fileno())
 

@@ -48,7 +48,7 @@ def add_run_sections(report: HtmlReport, run_dir: Path) -> None:
         report.table(["option", "value"], [[k, json.dumps(config[k])] for k in CONFIG_KEYS if k in config])
     curves = run_dir / "curves.png"
     if not curves.is_file() and (run_dir / "metrics.csv").is_file():
-        from facetrain.train.logger import plot_curves  # matplotlib only when a plot is missing
+        from facetrain.training.logger import plot_curves  # matplotlib only when a plot is missing
 
         try:
             plot_curves(run_dir / "metrics.csv", curves)

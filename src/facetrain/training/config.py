@@ -24,10 +24,12 @@ from typing import Any
 from facetrain.errors import ConfigError
 from facetrain.precision import TRAIN_PRECISIONS
 from facetrain.io_utils import atomic_write_json
-from facetrain.train.flag_ranges import check_flag_ranges
+from facetrain.training.flag_ranges import check_flag_ranges, check_types
 
 HEADS = ("adaface", "arcface", "cosface")
 TEST_RUN_BATCHES = 50  # AdaFace's --test_run: limit_train_batches=50
+# how one start of a run was asked for, not what the run is: never saved (see TrainConfig.to_dict)
+HOW_STARTED = ("overwrite", "resume_from_checkpoint", "resume_onto_other_data")
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainConfig:
     deterministic: bool = False
     # run control
     resume_from_checkpoint: str = ""
+    resume_onto_other_data: bool = False
     start_from_model_statedict: str = ""
     evaluate: bool = False
     output_dir: str = ""
@@ -97,13 +100,13 @@ class TrainConfig:
         return TEST_RUN_BATCHES if self.test_run and not self.limit_train_batches else self.limit_train_batches
 
     def validate(self) -> None:
+        check_flag_ranges(self)  # types first: a --config file can hold any JSON/YAML value
         if self.precision not in TRAIN_PRECISIONS:
             raise ConfigError(f"--precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
         if self.use_16bit and self.precision in ("fp32", "bf16"):
             raise ConfigError(f"--use_16bit (fp16) contradicts --precision {self.precision}")
         if self.head not in HEADS:
             raise ConfigError(f"--head must be one of {HEADS}, got {self.head!r}")
-        check_flag_ranges(self)
         if not 0.0 < self.sample_rate <= 1.0:
             raise ConfigError(f"--sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.sample_rate < 1.0 and not self.partial_fc:
@@ -114,6 +117,8 @@ class TrainConfig:
             raise ConfigError("--evaluate needs --start_from_model_statedict CHECKPOINT")
         if self.resume_from_checkpoint and not self.resume_from_checkpoint.endswith(".ckpt"):
             raise ConfigError(f"--resume_from_checkpoint expects a .ckpt file, got {self.resume_from_checkpoint}")
+        if self.resume_onto_other_data and not self.resume_from_checkpoint:
+            raise ConfigError("--resume_onto_other_data goes with --resume_from_checkpoint")
         if self.overwrite and self.resume_from_checkpoint:
             raise ConfigError("--overwrite deletes the run that --resume_from_checkpoint continues: give one of them")
 
@@ -137,10 +142,12 @@ class TrainConfig:
         return Path("experiments") / f"{self.prefix}_{stamp}_{n}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The run's settings (config.json, checkpoints). Not `overwrite`: it deletes a folder's previous run
-        once, at the start; replaying a saved config must never do that again."""
+        """The run's settings (config.json, checkpoints): what it trains, not how it was last started.
+        Not `overwrite` (it deletes a folder's previous run once; a replay must never do that again), nor
+        `resume_from_checkpoint` / `resume_onto_other_data` (a replay into a new folder trains from the start)."""
         values = dataclasses.asdict(self)
-        del values["overwrite"]
+        for name in HOW_STARTED:
+            del values[name]
         return values
 
     def save_json(self, path: str | os.PathLike) -> None:
@@ -241,6 +248,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(g, "--output_dir", "run folder (default: experiments/<prefix>_<MM-DD>_<n>)")
     add(g, "--prefix")
     add(g, "--resume_from_checkpoint", "continue a run exactly from its .ckpt")
+    add(g, "--resume_onto_other_data", "with --resume_from_checkpoint: continue although the training data differs "
+                                       "from the data the checkpoint was trained on", action="store_true")
     add(g, "--overwrite", "replace the run already in --output_dir (its checkpoints, logs and results are deleted; "
         "other files are kept)", action="store_true")
     add(g, "--save_all_models", "also keep epoch=NN.ckpt for every epoch", action="store_true")
@@ -272,19 +281,22 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: a config file is UTF-8 text (JSON or YAML)") from None
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    if is_yaml:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
+    # safe_load builds plain data only: a `!!python/object` tag is a YAMLError, nothing runs
+    errors = (ValueError, RecursionError) + ((yaml.YAMLError,) if is_yaml else ())
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from None
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                          f"({exc})") from None
-    if not isinstance(values, dict):
+        values = yaml.safe_load(text) if is_yaml else json.loads(text)
+    except errors as exc:
+        reason = " ".join(str(exc).split())[:200] if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise ConfigError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'} ({reason})") from None
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
         raise ConfigError(f"{path}: a config file holds a mapping of option names to values")
     return values
 
@@ -295,6 +307,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = load_config_file(args.config) if getattr(args, "config", None) else {}
     try:
         config = TrainConfig.from_dict({**values, **given}, strict=True)
+        check_types(config)
     except ConfigError as exc:
         raise ConfigError(f"{args.config}: {exc}" if getattr(args, "config", None) else str(exc)) from None
     if config.use_wandb and importlib.util.find_spec("wandb") is None:

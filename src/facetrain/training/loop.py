@@ -2,7 +2,7 @@
 precision, DDP, non-finite-loss skipping, validation per epoch, checkpoints and exact resume.
 
 `train(config) -> TrainResult` runs a whole job in this process (one rank under torchrun): it builds
-the run (`facetrain.train.build.build_run`) and steps through it with a `Trainer`.
+the run (`facetrain.training.build.build_run`) and steps through it with a `Trainer`.
 """
 from __future__ import annotations
 
@@ -20,22 +20,26 @@ from facetrain.errors import FacetrainError
 from facetrain.eval.verification_report import format_results
 from facetrain.image_grid import write_image_grid
 from facetrain.io_utils import atomic_write_json
-from facetrain.train import distributed
-from facetrain.train.batches import FaceTrainDataset
-from facetrain.train.buffer_snapshot import BufferSnapshot
-from facetrain.train.build import LossTotals, TrainingRun, build_run, copy_checkpoint, save_run
-from facetrain.train.config import TrainConfig
-from facetrain.train.failure import FailureWatch
-from facetrain.train.optim import step_unless
-from facetrain.train.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint
-from facetrain.train.run_log import RunLog, log, warn
-from facetrain.train.state import BestResult, Position, recorded_best
-from facetrain.train.step_window import StepWindow, WindowSummary
-from facetrain.train.validation import mean_threshold, validate, validation_logs
+from facetrain.training import distributed
+from facetrain.training.batches import FaceTrainDataset
+from facetrain.training.buffer_snapshot import BufferSnapshot
+from facetrain.training.build import LossTotals, TrainingRun, build_run, copy_checkpoint, release_run, save_run
+from facetrain.training.config import TrainConfig
+from facetrain.training.failure import FailureWatch
+from facetrain.training.optim import step_unless
+from facetrain.training.run_folder import BEST, CONFIG, LAST, RESULTS, SAMPLES, epoch_checkpoint, resume_hint
+from facetrain.training.run_log import RunLog, log, warn
+from facetrain.training.state import BestResult, Position, recorded_best
+from facetrain.training.step_window import StepWindow, WindowSummary
+from facetrain.training.validation import mean_threshold, validate, validation_logs
 
 
 class TrainingDiverged(FacetrainError):
     """Too many non-finite losses in a row."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says how to resume (still a KeyboardInterrupt for callers)."""
 
 
 @dataclass
@@ -339,12 +343,21 @@ def train(config: TrainConfig) -> TrainResult:
     """Train in this process: alone, or as one rank when torchrun's environment is set."""
     ctx = distributed.init_distributed(config.gpus)
     watch = FailureWatch(ctx).start()
+    run = None
     try:
         with distributed.training_backends(ctx.device, config.deterministic):
-            return Trainer(build_run(config, ctx)).fit()
+            run = build_run(config, ctx)
+            return Trainer(run).fit()
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line that says how to continue
+        watch.fail(exc)
+        if run is None:
+            raise
+        raise TrainingInterrupted(f"interrupted; {resume_hint(run.output_dir)}") from None
     except BaseException as exc:  # every rank stops with it, not after the process group's timeout
         watch.fail(exc)
         raise
     finally:
+        if run is not None:
+            release_run(run)
         watch.stop()
         distributed.cleanup_distributed()

@@ -13,7 +13,7 @@ from typing import Any
 
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_path
-from facetrain.train.wandb_run import start_wandb
+from facetrain.training.wandb_run import start_wandb
 
 CSV_NAME = "metrics.csv"
 CURVES_NAME = "curves.png"

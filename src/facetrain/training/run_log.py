@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 LOG_NAME = "train.log"
-log = logging.getLogger("facetrain.train")
+log = logging.getLogger("facetrain.training")
 
 
 class _TqdmConsole(logging.Handler):

@@ -9,8 +9,8 @@ from facetrain.data.transforms import normalize_batch
 from facetrain.heads import build_head, build_margin
 from facetrain.heads.partial_fc import PartialFC
 from facetrain.models import build_model
-from facetrain.train.amp import Precision
-from facetrain.train.config import TrainConfig
+from facetrain.training.amp import Precision
+from facetrain.training.config import TrainConfig
 
 
 class RecognitionNet(nn.Module):

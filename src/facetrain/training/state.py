@@ -72,11 +72,12 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
                         scheduler: Any, scaler: torch.amp.GradScaler, position: Position, best: BestResult,
                         config: dict[str, Any], rng_per_rank: list[dict[str, Any]], world_size: int,
                         optimizer_state: dict[str, Any] | None = None, partial_fc: dict[str, Any] | None = None,
-                        loss_totals: dict[str, float] | None = None) -> None:
+                        loss_totals: dict[str, float] | None = None, data_fingerprint: str = "") -> None:
     """Atomic `.ckpt` (rank 0 only). AdaFace tools read its `state_dict`; we read the rest to resume.
     A Partial FC run passes its optimizer state without the centres' momentum and `partial_fc`, the
     entry naming the per-rank shard files (`facetrain.heads.partial_fc_checkpoint`). `loss_totals`: the logged
-    means' running sums, so a resumed run logs the same values."""
+    means' running sums, so a resumed run logs the same values. `data_fingerprint`: of the training data, so
+    that a resume onto other data is noticed."""
     extra = {
         "state_version": STATE_VERSION,
         "epoch": position.epoch,
@@ -91,6 +92,7 @@ def save_training_state(path: str | Path, model: nn.Module, head: nn.Module, opt
                  "threshold_l2": best.threshold_l2, "threshold_cosine": best.threshold_cosine},
         "config": _plain(config),
         "loss_totals": dict(loss_totals or {}),
+        "data_fingerprint": data_fingerprint,
     }
     if partial_fc is not None:
         extra["partial_fc"] = partial_fc

@@ -20,7 +20,7 @@ import time
 import torch.distributed as dist
 
 from facetrain.errors import one_line
-from facetrain.train.distributed import DistContext
+from facetrain.training.distributed import DistContext
 
 # per attempt: torchrun --max_restarts keeps its store across restarts of the workers
 _ATTEMPT = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")

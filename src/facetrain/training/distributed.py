@@ -5,7 +5,7 @@ Collectives get tensors on the rank's own device (NCCL accepts only CUDA tensors
 (per-epoch validation, plots, checkpoint copies, the final test) keeps the other ranks in a barrier
 for at most the process group's timeout: `FACETRAIN_DIST_TIMEOUT_MIN` minutes (default 60), after
 which the job fails instead of hanging. An error on any rank ends every rank within seconds
-(`facetrain.train.failure`).
+(`facetrain.training.failure`).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 model, head, precision policy, optimizer, schedule, DDP wrapper, validation sets and logger, and
 restores a checkpoint's state when resuming (before anything is written). `save_run` writes the run's state (collective).
 
-The loop (`facetrain.train.loop`) then only steps through what this module built.
+The loop (`facetrain.training.loop`) then only steps through what this module built.
 """
 from __future__ import annotations
 
@@ -19,26 +19,28 @@ from torch.utils.data import DataLoader
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
+from facetrain.data.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
 from facetrain.data.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
 from facetrain.models import build_model
 from facetrain.precision import resolve_precision
-from facetrain.train import distributed
-from facetrain.train.amp import Precision, maybe_compile
-from facetrain.train.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
-                                     build_train_loader, default_num_workers, loader_prefetch,
-                                     optimizer_steps_per_epoch, shared_memory_free)
-from facetrain.train.config import TrainConfig
-from facetrain.train.logger import MetricLogger
-from facetrain.train.module import RecognitionNet, build_model_and_head
-from facetrain.train.optim import build_optimizer, build_scheduler, prepare_optimizer_state
-from facetrain.train.run_folder import check_output_dir, clear_run_files
-from facetrain.train.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
+from facetrain.training import distributed
+from facetrain.training.amp import Precision, maybe_compile
+from facetrain.training.batches import (PREFETCH, SHM_PATH, EpochSampler, FaceTrainDataset, batches_per_epoch,
+                                     build_train_loader, data_fingerprint, loader_prefetch, optimizer_steps_per_epoch,
+                                     shared_memory_free, worker_count)
+from facetrain.training.config import TrainConfig
+from facetrain.training.logger import MetricLogger
+from facetrain.training.module import RecognitionNet, build_model_and_head
+from facetrain.training.optim import build_optimizer, build_scheduler, prepare_optimizer_state
+from facetrain.training.run_folder import (abandon_run_folder, check_output_dir, clear_run_files, lock_run_folder,
+                                        unlock_run_folder)
+from facetrain.training.state import (BestResult, Position, TrainingState, capture_rng, load_training_state,
                                    restore_rng, save_training_state)
-from facetrain.train.validation import load_val_sets
-from facetrain.train.wandb_run import check_wandb
+from facetrain.training.validation import load_val_sets
+from facetrain.training.wandb_run import check_wandb
 
 
 @dataclass
@@ -78,6 +80,8 @@ class TrainingRun:
     position: Position
     best: BestResult
     losses: LossTotals = field(default_factory=LossTotals)
+    data_fingerprint: str = ""  # of the training data (`batches.data_fingerprint`), kept in checkpoints
+    folder_lock: int | None = None  # rank 0: the descriptor holding the run folder's lock (`release_run`)
 
 
 def seed_everything(seed: int) -> None:
@@ -99,6 +103,9 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     if ctx.world_size > 1 and config.batch_size % ctx.world_size:
         raise ConfigError(f"--batch_size {config.batch_size} (total) is not divisible by {ctx.world_size} processes")
     batch_size = config.batch_size // ctx.world_size
+    if batch_size < 2:
+        raise ConfigError(f"--batch_size {config.batch_size} (total) leaves {batch_size} image per process; batch "
+                          "normalisation needs at least 2")
 
     source = open_training_source(config.data_root, config.train_data_path, config.use_mxrecord)
     if config.custom_num_class > 0 and config.custom_num_class != source.num_classes:
@@ -109,7 +116,10 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     augmenter = Augmenter(config.crop_augmentation_prob, config.low_res_augmentation_prob,
                           config.photometric_augmentation_prob, swap_color_channel=config.swap_color_channel)
     dataset = FaceTrainDataset(source, augmenter, config.seed, num_classes)
-    workers = config.num_workers if config.num_workers >= 0 else default_num_workers(ctx.local_world_size)
+    fingerprint = data_fingerprint(source)
+    workers, notice = worker_count(config.num_workers, ctx.local_world_size)
+    if notice and ctx.is_main:
+        warnings.warn(notice, stacklevel=2)
     prefetch = loader_prefetch(workers, batch_size, ctx.local_world_size, shared_memory_free())
     if prefetch < PREFETCH and ctx.local_rank == 0:
         warnings.warn(f"{SHM_PATH} is small: loader workers prepare {prefetch} batch(es) ahead instead of "
@@ -140,8 +150,8 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     scaler = precision.make_scaler()
     position, best, losses = Position(), BestResult(), LossTotals()
     if config.resume_from_checkpoint:
-        position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer, scheduler,
-                                      scaler, batches)
+        position, best, losses = resume_state(config.resume_from_checkpoint, config, ctx, model, head, optimizer,
+                                              scheduler, scaler, batches, fingerprint)
         if position.epoch > config.epochs or (position.epoch == config.epochs and position.batch > 0):
             raise ConfigError(f"{config.resume_from_checkpoint}: has trained {position.epoch} epoch(s), more than "
                               f"--epochs {config.epochs}; a run cannot be shortened: give --epochs "
@@ -155,14 +165,46 @@ def build_run(config: TrainConfig, ctx: distributed.DistContext) -> TrainingRun:
     if ctx.enabled:
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         ddp_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    if config.overwrite and ctx.is_main:  # only now that everything else was accepted
-        cleared = clear_run_files(output_dir)
-        if cleared:
-            print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
+    created = not output_dir.exists()
+    folder_lock = _lock_folder(ctx, output_dir, config)  # only now that everything else was accepted
+    try:
+        if config.overwrite and ctx.is_main:
+            cleared = clear_run_files(output_dir)
+            if cleared:
+                print(f"--overwrite: deleted the previous run's {', '.join(cleared)} in {output_dir}")
+        logger = _metric_logger(config, output_dir, ctx.is_main)
+    except BaseException:
+        if folder_lock is not None:  # nothing left behind by a run that did not start
+            abandon_run_folder(output_dir, folder_lock, created)
+        raise
     return TrainingRun(config, ctx, output_dir, dataset, loader, sampler, batch_size, batches, steps_per_epoch,
                        num_classes, model, head, precision, optimizer, scheduler, scaler, net, ddp_net, val_sets,
-                       val_check_batches, _metric_logger(config, output_dir, ctx.is_main), position, best,
-                       losses)
+                       val_check_batches, logger, position, best, losses, fingerprint, folder_lock)
+
+
+def _lock_folder(ctx: distributed.DistContext, output_dir: Path, config: TrainConfig) -> int | None:
+    """Rank 0 takes the run folder's lock and checks the folder again under it (another run may have
+    used it since the first check); the refusal is raised on every rank."""
+    fd, problem = None, None
+    if ctx.is_main:
+        try:
+            fd = lock_run_folder(output_dir)
+            check_output_dir(output_dir, config.resume_from_checkpoint, config.overwrite)
+        except (ConfigError, OSError) as exc:  # e.g. a read-only parent folder: refused on every rank
+            problem = str(exc) if isinstance(exc, ConfigError) else f"{output_dir}: {exc.strerror or exc}"
+            if fd is not None:
+                unlock_run_folder(fd)
+    problem = distributed.broadcast_object(problem, ctx)
+    if problem:
+        raise ConfigError(problem)
+    return fd
+
+
+def release_run(run: TrainingRun) -> None:
+    """Release the run folder's lock (also released by the kernel when the process dies)."""
+    if run.folder_lock is not None:
+        unlock_run_folder(run.folder_lock)
+        run.folder_lock = None
 
 
 def _metric_logger(config: TrainConfig, output_dir: Path, enabled: bool) -> MetricLogger:
@@ -222,12 +264,14 @@ def validation_interval_batches(interval: float | int, batches: int) -> int:
 
 def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, model: nn.Module, head: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                 scaler: torch.amp.GradScaler, batches: int) -> tuple[Position, BestResult, LossTotals]:
+                 scaler: torch.amp.GradScaler, batches: int, fingerprint: str) -> tuple[Position, BestResult, LossTotals]:
     """Load a checkpoint's weights, optimizer, schedule, scaler and RNG streams; its position, best result
-    and loss totals.
+    and loss totals. A checkpoint trained on other data (by `fingerprint`) is refused unless
+    `--resume_onto_other_data`.
     Only rank 0 reads the file (its path is rank 0's) and hands the state to the others, so nodes need
     no shared filesystem; a bad checkpoint is the same ConfigError on every rank."""
     state = _load_on_rank0(path, model.arch, config.head, head.class_num, ctx)
+    check_same_data(path, state.extra.get("data_fingerprint"), fingerprint, config)
     model.load_state_dict(state.model_state, strict=True)
     head.load_checkpoint_state(path, state.head_state, state.extra, optimizer)
     prepare_optimizer_state(optimizer)
@@ -245,6 +289,20 @@ def resume_state(path: str, config: TrainConfig, ctx: distributed.DistContext, m
                       "random streams restart from the seed", stacklevel=2)
         torch.manual_seed(config.seed + ctx.rank + position.global_step)
     return position, state.best, LossTotals(**state.extra.get("loss_totals", {}))
+
+
+def check_same_data(path: str, saved: str | None, current: str, config: TrainConfig) -> None:
+    """The data a checkpoint was trained on (its fingerprint; checkpoints without one cannot tell) must be
+    the data the resumed run reads, unless asked otherwise."""
+    if not saved or saved == current:
+        return
+    where = resolve_data_path(config.data_root, config.train_data_path, "training data (--train_data_path)")
+    if not config.resume_onto_other_data:
+        raise ConfigError(f"{path}: was trained on other data than {where} (fingerprint {saved[:12]}, this data "
+                          f"{current[:12]}); resume with the data it was trained on, or give "
+                          "--resume_onto_other_data to continue on this data anyway")
+    warnings.warn(f"{path}: trained on other data (fingerprint {saved[:12]}); continuing on {where} "
+                  f"({current[:12]}) as --resume_onto_other_data asks", stacklevel=3)
 
 
 def _load_on_rank0(path: str, arch: str, head_name: str, num_classes: int, ctx: distributed.DistContext) -> TrainingState:
@@ -275,21 +333,43 @@ def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict, path: str) -> N
 
 def save_run(run: TrainingRun, path: Path) -> None:
     """Collective: every rank hands its RNG state to rank 0, which writes the file. A head that keeps
-    per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them."""
+    per-rank files (Partial FC's shards of the centres) writes them first, and the main file names them.
+    A write that fails (disk full) on any rank is the same one-line error on every rank."""
     step = run.position.global_step
-    run.head.save_rank_state(path, run.optimizer, step)
-    mine = capture_rng(run.ctx.device)
-    rngs = [mine]
+    problem = None
+    try:
+        run.head.save_rank_state(path, run.optimizer, step)
+    except OSError as exc:
+        problem = _write_problem(path, exc)
+    gathered = [(capture_rng(run.ctx.device), problem)]
     if run.ctx.enabled:  # also the point by which every rank's files are on disk
-        rngs = [None] * run.ctx.world_size
-        torch.distributed.all_gather_object(rngs, mine)
-    if run.ctx.is_main:
+        gathered = [None] * run.ctx.world_size
+        torch.distributed.all_gather_object(gathered, (capture_rng(run.ctx.device), problem))
+    rngs = [rng for rng, _ in gathered]
+    problem = next((p for _, p in gathered if p), None)
+    if run.ctx.is_main and problem is None:
         head, more = run.head.checkpoint_state(run.optimizer, step)
-        save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
-                            run.best, run.config.to_dict(), rngs, run.ctx.world_size,
-                            loss_totals=asdict(run.losses), **more)
-    distributed.barrier(run.ctx)
+        try:
+            save_training_state(path, run.model, head, run.optimizer, run.scheduler, run.scaler, run.position,
+                                run.best, run.config.to_dict(), rngs, run.ctx.world_size,
+                                loss_totals=asdict(run.losses), data_fingerprint=run.data_fingerprint, **more)
+        except OSError as exc:
+            problem = _write_problem(path, exc)
+    _raise_on_every_rank(run.ctx, problem)  # also the barrier: every rank waits for the file
     run.head.remove_stale_rank_state(path, step)
+
+
+def _write_problem(path: Path, exc: OSError) -> str:
+    """e.g. disk full: the temporary is already gone, the previous file (if any) intact."""
+    return (f"{path}: cannot write the checkpoint ({exc.strerror or exc}); nothing was written"
+            f"{f', {path.name} still holds the previous one' if path.exists() else ''}")
+
+
+def _raise_on_every_rank(ctx: distributed.DistContext, problem: str | None) -> None:
+    """Rank 0's problem (None: none) raised on every rank; a collective, so also a barrier."""
+    problem = distributed.broadcast_object(problem, ctx)
+    if problem:
+        raise FacetrainError(problem)
 
 
 def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> None:
@@ -299,10 +379,15 @@ def copy_checkpoint(run: TrainingRun, src: Path, destinations: list[Path]) -> No
     for dst in destinations:
         run.head.link_rank_state(src, dst, step)
     distributed.barrier(run.ctx)
+    problem = None
     if run.ctx.is_main:
         for dst in destinations:
-            with atomic_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
-    distributed.barrier(run.ctx)
+            try:
+                with atomic_path(dst) as tmp:
+                    shutil.copyfile(src, tmp)
+            except OSError as exc:
+                problem = _write_problem(dst, exc)
+                break
+    _raise_on_every_rank(run.ctx, problem)
     for dst in destinations:
         run.head.remove_stale_rank_state(dst, step)

@@ -8,6 +8,7 @@ workers can persist across epochs (their copy of the dataset never needs the new
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -146,10 +147,39 @@ def build_train_loader(dataset: FaceTrainDataset, batch_size: int, num_workers: 
 MAX_DEFAULT_WORKERS = 16  # AdaFace's default
 
 
+def data_fingerprint(source: TrainingSource, samples: int = 16) -> str:
+    """sha256 of what a run trains on: the image count, the labels in order and the pixels of `samples`
+    evenly spaced images. Cheap (no full pass over the images) and the same for one dataset in any of
+    its formats (folder, RecordIO, memfile); another dataset with the same class count differs."""
+    digest = hashlib.sha256(f"{len(source)} {source.num_classes}\n".encode())
+    digest.update(np.ascontiguousarray(source.labels, dtype="<i8").tobytes())
+    for i in sorted({int(k) for k in np.linspace(0, len(source) - 1, samples)} if len(source) else ()):
+        digest.update(np.ascontiguousarray(source.read(i)).tobytes())
+    return digest.hexdigest()
+
+
+def worker_count(requested: int, local_world_size: int, cpus: int | None = None) -> tuple[int, str | None]:
+    """(loader processes per training process, a notice when the request was lowered): -1 is
+    `default_num_workers`; more than this node's CPUs per process are capped there (each worker is a
+    process: 1000 of them on 2 CPUs only thrash)."""
+    cpus = cpus if cpus is not None else _cpus()
+    if requested < 0:
+        return default_num_workers(local_world_size, cpus), None
+    cap = max(1, cpus // max(1, local_world_size))
+    if requested <= cap:
+        return requested, None
+    return cap, (f"--num_workers {requested}: this node has {cpus} CPU(s) for {local_world_size} training "
+                 f"process(es); using {cap} loader process(es) each")
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers(local_world_size: int, cpus: int | None = None) -> int:
     """Loader processes per training process: this node's CPUs shared by its processes (at most 16),
     so 8 ranks on a 128-CPU node start 16 each, not 128 each."""
-    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = cpus if cpus is not None else _cpus()
     return max(1, min(MAX_DEFAULT_WORKERS, cpus // max(1, local_world_size)))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from facetrain.train import distributed
+from facetrain.training import distributed
 
 
 @dataclass

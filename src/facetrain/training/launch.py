@@ -2,16 +2,21 @@
 rank under torchrun, or one process per GPU for `--gpus N` started here (AdaFace's ddp)."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from facetrain.data.paths import resolve_data_path
 from facetrain.errors import ConfigError, FacetrainError, one_line
 from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
-from facetrain.train import distributed
-from facetrain.train.config import TrainConfig
-from facetrain.train.loop import TrainResult, train
+from facetrain.training import distributed
+from facetrain.training.config import TrainConfig, load_config_file
+from facetrain.training.flag_ranges import check_types
+from facetrain.training.loop import TrainingInterrupted, TrainResult, train
+from facetrain.training.run_folder import resume_hint
 
 EVALUATION = "evaluation.json"
 
@@ -39,6 +44,22 @@ def _spawned_rank(config: TrainConfig) -> None:
         sys.exit(1)
 
 
+def train_from(config: TrainConfig | dict[str, Any] | str | os.PathLike) -> TrainResult | None:
+    """`facetrain.train(config)`: a `TrainConfig`, a dict of its fields, or a config file (JSON/YAML;
+    see `--config`), checked as strictly as the flags, then `launch_training`."""
+    if isinstance(config, (str, os.PathLike)):
+        path = config
+        try:
+            config = TrainConfig.from_dict(load_config_file(path), strict=True)
+            check_types(config)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config, strict=True)
+    return launch_training(config)
+
+
 def launch_training(config: TrainConfig) -> TrainResult | None:
     """Dispatch; returns the TrainResult in the process that trained (None after a local spawn,
     whose rank 0 wrote results.json)."""
@@ -54,6 +75,8 @@ def launch_training(config: TrainConfig) -> TrainResult | None:
         config.output_dir = str(config.resolve_output_dir())  # every rank must agree before they start
         try:
             distributed.spawn(_spawned_rank, config.gpus, (config,))
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"interrupted; {resume_hint(Path(config.output_dir))}") from None
         except torch.multiprocessing.ProcessExitedException as exc:
             raise FacetrainError(f"training process {exc.error_index} of {config.gpus} stopped with exit code "
                                  f"{exc.exit_code}: its error is above") from None
