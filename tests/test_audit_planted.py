@@ -185,3 +185,24 @@ def test_write_filtered_removes_the_planted_defects(planted, audited, trained_ti
     again = json.loads((out / "audit.json").read_text())
     assert again["collisions"]["pairs"] == []
     assert not any(leak["leak"] for leak in again["leakage"].values()), {k: v["verdict"] for k, v in again["leakage"].items()}
+
+
+def test_a_split_identity_is_found_in_a_small_dataset(planted, trained_tinynet):
+    """30 identities x 10 images, one split in two folders of 5: its 25 cross-folder pairs would be ~6e-4 of the
+    image "impostor" pairs and set an empirical threshold at FAR 1e-4 themselves; the robust fit of centroid
+    pairs is not moved by them."""
+    src, small = planted["root"] / "src" / "imgs", planted["root"] / "small" / "imgs"
+    for k in range(SMALL_IDENTITIES):
+        halves = ([(_id(k), range(5)), (f"{_id(k)}_dup", range(5, SMALL_IMAGES))] if k == SPLIT_TWO
+                  else [(_id(k), range(SMALL_IMAGES))])
+        for folder, images in halves:
+            (small / folder).mkdir(parents=True)
+            for n in images:
+                shutil.copy(src / _id(k) / f"{n}.jpg", small / folder / f"{n}.jpg")
+    out = planted["root"] / "audit_small"
+    assert main(["audit", str(small), "--ckpt", str(trained_tinynet.checkpoint), "--out", str(out), "--no_progress"]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["threshold"]["source"] == "training centroid pairs"
+    assert [set(c["identities"]) for c in report["collisions"]["clusters"]] == [{_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"}]
+    (pair,) = report["collisions"]["pairs"]
+    assert pair["cosine"] >= report["threshold"]["value"] + COLLISION_MARGIN, (pair, report["threshold"])
