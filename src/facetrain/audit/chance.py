@@ -10,9 +10,12 @@ matches it has to find (a collision's own pairs set an empirical threshold that 
 The normal is fitted to atanh(cosine) (Fisher's z), which is close to the cosine itself for a trained
 model's impostors (near 0) and keeps the fit inside [-1, 1] for a weak model whose impostors spread over
 the whole range (every threshold it gives is a cosine). The fit is conservative: location = median,
-scale = the largest of the normal scales implied by the median absolute deviation and by the empirical
-upper quantiles that enough pairs resolve (at least `TAIL_PAIRS` pairs beyond them). A heavier-than-normal tail therefore widens the fit rather than being
-extrapolated away, and the chance counts it gives err high (fewer false alarms), never low.
+scale = the normal scale implied by the median absolute deviation, widened to the scale implied by an empirical
+upper quantile that enough pairs resolve (at least `TAIL_PAIRS` pairs beyond it) when that one is larger by
+more than twice the two estimates' sampling error. A heavier-than-normal tail therefore widens the fit rather
+than being extrapolated away; the sampling test keeps a few hundred pairs (a dataset's identity centroids)
+from widening it by noise alone, which would put a threshold at FAR 1e-4 above the matches it is there to find
+(the larger of two noisy estimates is biased high).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import torch
 # widen it: at most half a percent of the pairs may be matches without moving the 0.99 quantile far
 TAIL_QUANTILES = (0.9, 0.99)
 TAIL_PAIRS = 10
+TAIL_SIGMAS = 2.0  # a tail quantile widens the fit when it exceeds the MAD's scale by more than this many standard errors
+MAD_RELATIVE_ERROR = 1.166  # sqrt(n) x relative standard error of the MAD's normal scale (efficiency 37 %)
 MIN_PAIRS = 30  # fewer impostor pairs say too little about their spread
 ALPHA = 1e-3  # an excess is significant below this p-value (after the scan's correction): impostor pairs that
 # share an image are not independent, so chance counts scatter more than Poisson; a leak scores far below it
@@ -151,12 +156,24 @@ def fit_impostors(scores: np.ndarray, source: str) -> ImpostorFit | None:
     scores = fisher_z(np.asarray(scores, np.float64)[np.isfinite(scores)])
     if len(scores) < MIN_PAIRS:
         return None
+    n = len(scores)
     median = float(np.median(scores))
-    scale = 1.4826 * float(np.median(np.abs(scores - median)))
+    mad_scale = 1.4826 * float(np.median(np.abs(scores - median)))
+    scale = mad_scale
     for q in TAIL_QUANTILES:
-        if len(scores) * (1 - q) >= TAIL_PAIRS:
-            scale = max(scale, (float(np.quantile(scores, q)) - median) / normal_isf(1 - q))
-    return ImpostorFit(median, max(scale, 1e-6), int(len(scores)), source)
+        if n * (1 - q) >= TAIL_PAIRS:
+            tail_scale = (float(np.quantile(scores, q)) - median) / normal_isf(1 - q)
+            if tail_scale > mad_scale * (1 + TAIL_SIGMAS * _relative_scale_error(q, n)):
+                scale = max(scale, tail_scale)
+    return ImpostorFit(median, max(scale, 1e-6), int(n), source)
+
+
+def _relative_scale_error(q: float, n: int) -> float:
+    """Relative standard error of (scale from the q-quantile) - (scale from the MAD) for n normal pairs: the
+    q-quantile's sqrt(q (1 - q) / n) / (pdf(z_q) z_q) and the MAD's 1.166 / sqrt(n), taken as independent."""
+    z = normal_isf(1 - q)
+    quantile = math.sqrt(q * (1 - q) / n) / (math.exp(-z * z / 2) / math.sqrt(2 * math.pi) * z)
+    return math.hypot(quantile, MAD_RELATIVE_ERROR / math.sqrt(n))
 
 
 def excess_test(scores: np.ndarray, compared: int, fit: ImpostorFit, threshold: float, alpha: float = ALPHA) -> dict:
