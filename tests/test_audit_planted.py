@@ -1,8 +1,8 @@
 """`facetrain audit` finds planted defects with a model trained for the test (the session's TinyNet).
 
 Planted in a synthetic dataset from our generator (identities unseen by the model): one identity split
-in two folders, one split in three, three pairs of benchmark (lfw.bin) images copied into the training set
-as identities of their own, and a reference image folder holding new images of five training identities
+in two folders and one in three (8 images a folder), three pairs of benchmark (lfw.bin) images copied into the
+training set as identities of their own, and a reference image folder holding new images of five training identities
 (plus five identities that are not in training). Ground truth comes from how the data was built.
 Recall is asked of the planted defects: every split identity (as one cluster), every copied benchmark image (with
 its source) and every overlapping reference identity (by identity centroids), each level with its own

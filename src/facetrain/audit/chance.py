@@ -30,7 +30,8 @@ import torch
 # widen it: at most half a percent of the pairs may be matches without moving the 0.99 quantile far
 TAIL_QUANTILES = (0.9, 0.99)
 TAIL_PAIRS = 10
-TAIL_SIGMAS = 2.0  # a tail quantile widens the fit when it exceeds the MAD's scale by more than this many standard errors
+# a tail quantile widens the fit when its scale exceeds the MAD's by more than this many standard errors
+TAIL_SIGMAS = 2.0
 MAD_RELATIVE_ERROR = 1.166  # sqrt(n) x relative standard error of the MAD's normal scale (efficiency 37 %)
 MIN_PAIRS = 30  # fewer impostor pairs say too little about their spread
 ALPHA = 1e-3  # an excess is significant below this p-value (after the scan's correction): impostor pairs that
