@@ -68,6 +68,16 @@ def test_second_audit_reads_the_cache_and_a_changed_dataset_does_not(small, tmp_
     assert changed["embeddings"]["data"] == "computed" and changed["summary"]["images"] == 23
 
 
+def test_out_inside_the_audited_folder_is_refused(small, tmp_path, capsys):
+    data = tmp_path / "copy"
+    shutil.copytree(small / "data" / "imgs", data / "imgs")
+    for out in (data / "imgs" / "audit", data / "imgs"):
+        assert main(["audit", str(data), "--ckpt", str(small / "random.ckpt"), "--out", str(out), "--no_progress"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "inside the audited image folder" in err[0]
+    assert sorted(p.name for p in (data / "imgs").iterdir()) == sorted(p.name for p in (small / "data" / "imgs").iterdir())
+
+
 def test_image_folder_recordio_and_memfile_give_the_same_audit(small, tmp_path):
     folder = ImageFolder(small / "data" / "imgs")
     images = np.stack([folder.read(i)[0] for i in range(len(folder))])
@@ -165,7 +175,7 @@ def test_bad_options_get_one_line_and_write_nothing(small, tmp_path, capsys, cas
     assert sorted(p.name for p in data.iterdir()) == [f"id_{k:05d}" for k in range(6)]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong_width", "no_json", "killed_between"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong_width", "nan", "no_json", "killed_between"])
 def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice(small, tmp_path, capsys, damage):
     assert _audit(small, tmp_path, "--threshold", "0.5") == 0
     reference = _strict(tmp_path / "audit.json")["intra_class"]["per_identity"]
@@ -175,6 +185,8 @@ def test_a_damaged_embedding_cache_is_rebuilt_with_a_notice(small, tmp_path, cap
         npy.write_bytes(npy.read_bytes()[:200])
     elif damage == "wrong_width":
         np.save(npy, np.zeros((24, 7), np.float32))
+    elif damage == "nan":
+        np.save(npy, np.full(np.load(npy).shape, np.nan, np.float32))
     elif damage == "no_json":
         meta.unlink()
     else:  # killed while writing the .json: the .npy is there, the .json only as a dead process's temporary

@@ -63,6 +63,38 @@ def test_save_refuses_objects_weights_only_cannot_read(tmp_path, trained_mfn):
     assert not any(tmp_path.iterdir())
 
 
+def test_ctrl_c_inside_the_write_is_a_keyboard_interrupt_and_leaves_no_file(tmp_path, trained_mfn, monkeypatch):
+    """torch's archive writer turns an exception inside a write into RuntimeError("unexpected pos")
+    while closing; the caller must see the Ctrl-C it was (the CLI's one line), not that."""
+    import facetrain.io_utils as io_utils
+
+    real_open_write, writes = io_utils.open_write, []
+
+    class Interrupting:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            writes.append(len(data))
+            if len(writes) == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("facetrain.checkpoint.open_write", lambda *a: Interrupting(real_open_write(*a)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last.ckpt", trained_mfn)
+    assert len(writes) >= 3 and not any(tmp_path.iterdir())
+
+
 def _same_weights(a, b):
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -210,3 +242,14 @@ def test_unreadable_files_are_config_errors(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ConfigError, match="junk.ckpt"):
         load_checkpoint(junk)
+
+
+@pytest.mark.parametrize("content", [b"a checkpoint\n", b"\x80\x02]q\x00.", b"", b"PK\x03\x04 not a zip"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, capsys, content):
+    from facetrain.cli import main
+
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(content)
+    assert main(["embed", str(tmp_path), "--ckpt", str(path), "--out", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}") and not (tmp_path / "e.npz").exists()

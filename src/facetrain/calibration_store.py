@@ -12,12 +12,10 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
-from facetrain.checkpoint import load_checkpoint
+from facetrain.checkpoint import load_checkpoint, write_checkpoint
 from facetrain.errors import ConfigError
 from facetrain.fingerprint import file_sha256
-from facetrain.io_utils import atomic_path, atomic_write_json, open_write
+from facetrain.io_utils import atomic_write_json
 
 log = logging.getLogger("facetrain.calibration")
 SIDECAR_SUFFIX = ".calibration.json"
@@ -38,8 +36,7 @@ def record_calibration(model_path: str | os.PathLike, record: dict) -> Path:
         checkpoint = load_checkpoint(path)
         if _is_ours(checkpoint):
             checkpoint["facetrain"].setdefault("extra", {})["calibration"] = record
-            with atomic_path(path) as tmp, open_write(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+            write_checkpoint(path, checkpoint)
             return path
     sidecar = sidecar_path(path)
     atomic_write_json(sidecar, {**record, "model_sha256": file_sha256(path)})

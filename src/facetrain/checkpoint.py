@@ -95,6 +95,12 @@ def save_checkpoint(
         "hyper_parameters": hparams,
         "facetrain": {"version": __version__, "extra": extra or {}},
     }
+    write_checkpoint(path, checkpoint)
+
+
+def write_checkpoint(path: PathLike, checkpoint: dict) -> None:
+    """Write a checkpoint dict atomically and durably: plain data only (what `torch.load(weights_only=True)`
+    reads back), every tensor on the CPU, the file's own OSError on a full disk."""
     _check_plain(checkpoint, "checkpoint")
     checkpoint = _on_cpu(checkpoint)
     with atomic_path(path) as tmp, open_write(tmp, "wb") as f:  # crash tests can kill inside the file
@@ -105,7 +111,8 @@ def save_checkpoint(
 
 def save_to_file(obj: Any, f: Any) -> None:
     """`torch.save` into an open file, raising the file's own OSError (disk full, quota, file too large)
-    where torch's writer would turn it into an unrelated RuntimeError ("unexpected pos ...")."""
+    or the Ctrl-C that stopped it, where torch's writer would turn either into an unrelated RuntimeError
+    ("unexpected pos ...") while closing the half-written archive."""
     failures: list[OSError] = []
 
     class _Reporting:
@@ -121,10 +128,23 @@ def save_to_file(obj: Any, f: Any) -> None:
 
     try:
         torch.save(obj, _Reporting())
-    except RuntimeError:
+    except RuntimeError as exc:
         if failures:
             raise failures[0] from None
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
         raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions `exc` was raised while handling."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 class InertObject:
@@ -199,8 +219,9 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         checkpoint = _load_lightning(path, map_location, exc)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
+        # bytes that are not a pickle can break the unpickler anywhere (text starting "a" pops an empty stack)
+        raise ConfigError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"{path}: expected a dict (state_dict or Lightning checkpoint), got {type(checkpoint).__name__}")
     if "hyper_parameters" in checkpoint:

@@ -63,10 +63,10 @@ class Embedder:
             info = json.loads(meta.read_text())
             embeddings = np.load(npy, allow_pickle=False)
             width = getattr(self.model, "embedding_size", None)
-            ok = (info.get("key") == key and embeddings.dtype == np.float32 and embeddings.ndim == 2
-                  and embeddings.shape[0] == size and list(embeddings.shape) == info.get("shape")
-                  and (width is None or embeddings.shape[1] - 1 in (width, 2 * width)) and np.isfinite(embeddings).all())
-        except (OSError, ValueError, EOFError, AttributeError):
+            ok = (isinstance(info, dict) and info.get("key") == key and embeddings.dtype == np.float32
+                  and embeddings.ndim == 2 and embeddings.shape[0] == size and list(embeddings.shape) == info.get("shape")
+                  and (width is None or embeddings.shape[1] - 1 in (width, 2 * width)) and bool(np.isfinite(embeddings).all()))
+        except (OSError, ValueError, EOFError):
             ok = False
         if ok:
             return embeddings

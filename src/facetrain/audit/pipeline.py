@@ -23,7 +23,7 @@ from facetrain.audit.sources import AuditSet, open_references, open_training_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold
 from facetrain.checkpoint import load_backbone
 from facetrain.data.bin import read_bin
-from facetrain.data.image_folder import IMGS
+from facetrain.data.image_folder import resolve_imgs_dir
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_write_json
 
@@ -111,6 +111,19 @@ def _collisions(train_emb: np.ndarray, data: AuditSet, stats, options: AuditOpti
     return threshold, identities, (excess_test(identities.score, pairs, fit, threshold.value) if fit else None)
 
 
+def _check_out_outside_data(out: Path, data: str | os.PathLike) -> None:
+    """An output folder inside an image folder would be read as one more identity by the next audit."""
+    if not Path(data).is_dir():
+        return
+    try:
+        images = resolve_imgs_dir(data, require_imgs=False).resolve()
+    except DataError:
+        return  # not an image folder (RecordIO, memfile): nothing of ours is read from it
+    target = out.resolve()
+    if target == images or images in target.parents:
+        raise ConfigError(f"{out}: the output folder is inside the audited image folder {data}; choose one outside it")
+
+
 def _validate(options: AuditOptions) -> Path:
     if options.threshold is not None and not -1.0 <= options.threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine in [-1, 1], got {options.threshold}")
@@ -123,12 +136,9 @@ def _validate(options: AuditOptions) -> Path:
         raise ConfigError(f"--drop: unknown kind {', '.join(sorted(unknown))} (choose from {', '.join(DROP_KINDS)})")
     if options.top < 0:
         raise ConfigError(f"--top must be 0 or more, got {options.top}")
-    out = Path(options.out_dir).resolve()
-    data = Path(options.data).resolve()
-    root = data / IMGS if (data / IMGS).is_dir() else data  # the folder whose sub-folders are identities
-    if data.is_dir() and (out == root or root in out.parents):
-        raise ConfigError(f"--out {options.out_dir} is inside the audited data {options.data}; choose a folder outside it")
-    return Path(options.out_dir)
+    out = Path(options.out_dir)
+    _check_out_outside_data(out, options.data)
+    return out
 
 
 def run_audit(options: AuditOptions) -> dict:

@@ -93,11 +93,9 @@ def check_dataset(path: str | os.PathLike, ckpt: str | os.PathLike | None = None
     info = dataset_info(path, check=True, progress=progress)
     model = None
     if ckpt is not None:
-        from facetrain.checkpoint import load_backbone
-        from facetrain.models.released import resolve_checkpoint
+        from facetrain.infer import load_model
 
-        model_path, arch = resolve_checkpoint(ckpt)
-        model, _ = load_backbone(model_path, arch=arch)
+        model = load_model(ckpt, device="cpu")  # features are computed on `device` (extract_features moves it)
     options = {"batch_size": batch_size, "device": device, "progress": progress}
     report: dict = {"path": str(path), "format": info["format"], "model": None if ckpt is None else str(ckpt)}
     if info["format"] == "bin":

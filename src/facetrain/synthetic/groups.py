@@ -1,6 +1,7 @@
 """Pair sets per group in RFW's release layout, for the fairness metrics: four synthetic groups whose
-difficulty differs by construction (see `profiles.GROUP_NAMES`: frontal pairs; mild pose and age; a pose
-gap; a pose gap and look-alike impostors), so tests know the ordering the metrics must find. The groups
+difficulty differs by construction (see `profiles.GROUP_NAMES`: clean frontal pairs; mild pose and age; a
+40-60 degree pose gap; that gap with look-alike impostors and poorer images), so tests know the ordering the
+metrics must find. The groups
 are synthetic faces: their order says nothing about any real population.
 
 Layout (read by `facetrain eval --rfw OUT/rfw`): `rfw/test/data/<group>/<identity>/<identity>_<NNNN>.jpg`

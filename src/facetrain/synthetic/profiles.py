@@ -74,12 +74,13 @@ PROFILES: dict[str, Profile] = {
     "agedb_30": Profile(yaw=(0.0, 20.0), age=(0.0, 0.5), age_gap=(0.3, 0.6)),
     # mixed quality, like IJB: stronger blur, noise and compression, any pose
     "ijb": Profile(yaw=(0.0, 60.0), age=(0.0, 0.6), blur=2.0, noise=10.0, jpeg=(30, 90), occlusion_p=0.1),
-    # four synthetic groups for the fairness metrics, harder by construction from a to d: frontal pairs;
-    # mild pose and age; a pose gap within pairs; a pose gap and look-alike impostors
-    "group_a": Profile(yaw=(0.0, 12.0), yaw_second=(0.0, 12.0)),
+    # four synthetic groups for the fairness metrics, harder by construction from a to d: clean frontal
+    # pairs; mild pose and age; a large pose gap within pairs; a large pose gap, look-alike impostors and
+    # poorer images
+    "group_a": Profile(yaw=(0.0, 8.0), yaw_second=(0.0, 8.0), blur=0.5, noise=2.0, occlusion_p=0.0),
     "group_b": Profile(yaw=(0.0, 25.0), age=(0.0, 0.5), age_gap=(0.0, 0.2)),
-    "group_c": Profile(yaw=(0.0, 15.0), yaw_second=(30.0, 50.0)),
-    "group_d": Profile(yaw=(0.0, 15.0), yaw_second=(30.0, 50.0), hard_negatives=True),
+    "group_c": Profile(yaw=(0.0, 15.0), yaw_second=(40.0, 60.0)),
+    "group_d": Profile(yaw=(0.0, 15.0), yaw_second=(40.0, 60.0), hard_negatives=True, blur=2.0, noise=10.0),
 }
 GROUP_NAMES = ("group_a", "group_b", "group_c", "group_d")
 BENCHMARK_NAMES = ("lfw", "cfp_fp", "cfp_ff", "cplfw", "calfw", "agedb_30")
