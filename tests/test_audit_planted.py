@@ -117,7 +117,7 @@ def test_every_planted_collision_is_found_with_few_false_pairs(planted, audited)
     assert {_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"} in clusters
     assert {_id(SPLIT_THREE), f"{_id(SPLIT_THREE)}_b", f"{_id(SPLIT_THREE)}_c"} in clusters
     (split,) = [p for p in audited["collisions"]["pairs"] if {p["a"], p["b"]} == {_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"}]
-    assert split["cosine"] >= audited["threshold"]["value"] + COLLISION_MARGIN, (split, audited["threshold"])
+    assert split["similarity"] >= audited["threshold"]["value"] + COLLISION_MARGIN, (split, audited["threshold"])
     pairs = {frozenset((p["a"], p["b"])) for p in audited["collisions"]["pairs"]}
     false = [p for p in pairs if len({planted["truth"][x] for x in p}) > 1]
     assert len(false) <= 0.05 * len(pairs), false
@@ -147,8 +147,8 @@ def test_every_overlapping_reference_identity_is_found_with_few_false_pairs(plan
     assert {ref for ref, train in identity_pairs if ref == train} == {_id(k) for k in OVERLAP}
     level = leak["identity_level"]
     assert level["chance"]["significant"] and level["threshold"]["source"].endswith("centroid x training centroid pairs")
-    planted_cosines = [p["cosine"] for p, pair in zip(leak["identity_pairs"], identity_pairs) if pair[0] == pair[1]]
-    assert min(planted_cosines) >= level["threshold"]["value"] + IDENTITY_MARGIN, (planted_cosines, level["threshold"])
+    similarities = [p["similarity"] for p, pair in zip(leak["identity_pairs"], identity_pairs) if pair[0] == pair[1]]
+    assert min(similarities) >= level["threshold"]["value"] + IDENTITY_MARGIN, (similarities, level["threshold"])
     false_identity = [pair for pair in identity_pairs if pair[0] != pair[1]]
     assert len(false_identity) <= 0.05 * len(identity_pairs), false_identity
     false = [p for p in leak["pairs"] if _reference_identity(p) != _true_identity(planted, p["train"])]
@@ -208,4 +208,4 @@ def test_a_split_identity_is_found_in_a_small_dataset(planted, trained_tinynet):
     assert report["threshold"]["source"] == "training centroid pairs"
     assert [set(c["identities"]) for c in report["collisions"]["clusters"]] == [{_id(SPLIT_TWO), f"{_id(SPLIT_TWO)}_dup"}]
     (pair,) = report["collisions"]["pairs"]
-    assert pair["cosine"] >= report["threshold"]["value"] + COLLISION_MARGIN, (pair, report["threshold"])
+    assert pair["similarity"] >= report["threshold"]["value"] + COLLISION_MARGIN, (pair, report["threshold"])

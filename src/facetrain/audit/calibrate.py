@@ -1,7 +1,7 @@
 """Which impostor pairs set each of the audit's thresholds (see `audit.chance` for the fit).
 
-- Collisions (training identity vs training identity, centroid cosines): a fit on the training set's own
-  centroid pairs. A robust fit is not moved by the few collisions among them, which an empirical quantile
+- Collisions (training identity vs training identity, identity similarities: `audit.identities`): a fit on
+  the training set's own identity pairs. A robust fit is not moved by the few collisions among them, which an empirical quantile
   is (in a dataset of 30 identities, one person split in two folders makes 25 of its ~44k image "impostor"
   pairs and sets the threshold at FAR 1e-4 by itself). It needs `MIN_FIT_IDENTITIES` identities; below
   that the threshold comes from `--calibration`, else from the dataset's image impostors with the
@@ -10,8 +10,8 @@
   seen, whose cosines run higher than those of the training identities it was trained to separate: a
   verification set's non-matching pairs, the different-identity pairs of a labelled reference folder, all
   pairs of a flat folder (identities unknown: any same-person pairs widen the fit), or `--calibration`'s.
-- Leakage, identity level (reference centroid vs training centroid): a fit on all those centroid pairs,
-  which the few leaked identities among them do not move.
+- Leakage, identity level (reference identity vs training identity, identity similarities): a fit on all
+  those identity pairs, which the few leaked identities among them do not move.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from facetrain.audit.chance import ImpostorFit, fit_impostors
-from facetrain.audit.identities import IdentityStats, centroids
+from facetrain.audit.identities import IdentityStats, similarity_rows
 from facetrain.audit.sources import AuditSet
 from facetrain.audit.threshold import Threshold, cross_scores, pair_scores, within_pairs
 
@@ -45,11 +45,10 @@ def verification_impostors(embeddings: np.ndarray, issame: np.ndarray) -> tuple[
 
 
 def collision_fit(stats: IdentityStats) -> ImpostorFit | None:
-    """The fit on the training set's centroid pairs; None below MIN_FIT_IDENTITIES identities."""
+    """The fit on the similarities of the training set's identity pairs; None below MIN_FIT_IDENTITIES identities."""
     if len(stats.labels) < MIN_FIT_IDENTITIES:
         return None
-    unit = centroids(stats)
-    return fit_impostors(within_pairs(unit, None)["scores"], "training centroid pairs")
+    return fit_impostors(within_pairs(similarity_rows(stats), None)["scores"], "training centroid pairs")
 
 
 def reference_fit(ref: AuditSet, embeddings: np.ndarray) -> ImpostorFit | None:
@@ -64,7 +63,7 @@ def reference_fit(ref: AuditSet, embeddings: np.ndarray) -> ImpostorFit | None:
 
 
 def identity_leak_fit(ref_stats: IdentityStats, train_stats: IdentityStats, name: str) -> ImpostorFit | None:
-    return fit_impostors(cross_scores(centroids(ref_stats), centroids(train_stats)),
+    return fit_impostors(cross_scores(similarity_rows(ref_stats), similarity_rows(train_stats)),
                          f"{name} centroid x training centroid pairs")
 
 

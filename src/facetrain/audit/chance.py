@@ -177,7 +177,8 @@ def _relative_scale_error(q: float, n: int) -> float:
     return math.hypot(quantile, MAD_RELATIVE_ERROR / math.sqrt(n))
 
 
-def excess_test(scores: np.ndarray, compared: int, fit: ImpostorFit, threshold: float, alpha: float = ALPHA) -> dict:
+def excess_test(scores: np.ndarray, compared: int, fit: ImpostorFit, threshold: float, alpha: float = ALPHA,
+                score: str = "cosine") -> dict:
     """Are there more pairs above `threshold` than chance gives among `compared` impostor pairs?
 
     A scan over levels: at the threshold and at each observed score above it (the k best pairs score >= the
@@ -195,7 +196,7 @@ def excess_test(scores: np.ndarray, compared: int, fit: ImpostorFit, threshold: 
     expected_at_threshold = tests[0][3]
     if significant:
         p, count, level, expected = max(significant, key=lambda t: (t[1], -t[2]))  # the lowest significant level
-        verdict = f"excess: {count} pairs at cosine >= {level:.3f} over the {expected:.3g} expected (p = {p:.2g})"
+        verdict = f"excess: {count} pairs at {score} >= {level:.3f} over the {expected:.3g} expected (p = {p:.2g})"
     else:
         p = min(t[0] for t in tests)
         verdict = f"consistent with chance: {len(ranked)} pairs over the {expected_at_threshold:.3g} expected"

@@ -45,7 +45,7 @@ def dropped_items(report: dict, data: AuditSet, drop: Iterable[str] = DROP_KINDS
             for pair in leak["identity_pairs"] or []:  # None for references without identity labels (.bin)
                 if pair["excess"]:
                     identities.setdefault(pair["train_identity"], f"leaks {ref_name} identity "
-                                          f"{pair['reference_identity']} (centroid cosine {pair['cosine']:.4f})")
+                                          f"{pair['reference_identity']} (similarity {pair['similarity']:.4f})")
             for pair in leak["pairs"]:
                 if pair["excess"]:
                     images.setdefault(index[pair["train"]], f"leaks {ref_name} image {pair['reference']} "
@@ -61,13 +61,13 @@ def _collisions(report: dict, identities: dict[str, str]) -> None:
     best = {}
     for pair in report["collisions"]["pairs"]:
         for a, b in ((pair["a"], pair["b"]), (pair["b"], pair["a"])):
-            best.setdefault(a, (b, pair["cosine"]))  # pairs are sorted best first
+            best.setdefault(a, (b, pair["similarity"]))  # pairs are sorted best first
     for k, cluster in enumerate(report["collisions"]["clusters"]):
         for name in cluster["identities"]:
             if name != cluster["keep"]:
-                other, cosine = best[name]
+                other, similarity = best[name]
                 identities[name] = (f"collision cluster {k} ({len(cluster['identities'])} identities, kept "
-                                    f"{cluster['keep']}); closest: {other}, centroid cosine {cosine:.4f}")
+                                    f"{cluster['keep']}); closest: {other}, similarity {similarity:.4f}")
 
 
 def write_filtered(report: dict, data: AuditSet, final_path: str | os.PathLike, drop: Iterable[str] = DROP_KINDS,

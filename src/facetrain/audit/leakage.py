@@ -13,7 +13,7 @@ import numpy as np
 
 from facetrain.audit.calibrate import identity_leak_fit, image_leak_fit, notice, threshold_from_fit
 from facetrain.audit.chance import ChanceModel, ImpostorFit, excess_test, fit_tail
-from facetrain.audit.identities import IdentityStats, identity_stats, reference_identity_matches
+from facetrain.audit.identities import IdentityStats, centroid_cosine, identity_stats, reference_identity_matches
 from facetrain.audit.neighbours import Neighbours, search
 from facetrain.audit.sections import distribution, histogram
 from facetrain.audit.sources import AuditSet
@@ -29,8 +29,9 @@ def _level(given: float | None, far: float, fit: ImpostorFit | None, what: str) 
     return Threshold(float(given), "given")
 
 
-def _test(scores: np.ndarray, compared: int, fit: ImpostorFit | None, threshold: Threshold) -> dict | None:
-    return None if fit is None else excess_test(scores, compared, fit, threshold.value)
+def _test(scores: np.ndarray, compared: int, fit: ImpostorFit | None, threshold: Threshold,
+          score: str = "cosine") -> dict | None:
+    return None if fit is None else excess_test(scores, compared, fit, threshold.value, score=score)
 
 
 def _flag(score: float, test: dict | None) -> bool:
@@ -68,19 +69,21 @@ def audit_reference(ref: AuditSet, ref_emb: np.ndarray, data: AuditSet, train_em
         ref_stats = identity_stats(ref_emb, ref.labels)
         id_fit = identity_leak_fit(ref_stats, stats, ref.name)
         if id_fit is None and given is None:
-            notice(f"{ref.name}: too few identity pairs to fit a centroid threshold; using the image-level one, "
-                   "which is stricter for centroids")
+            notice(f"{ref.name}: too few identity pairs to fit an identity-level threshold; using the image-level "
+                   "one, which is stricter for identities")
         id_threshold = (threshold_from_fit(id_fit, far, given) if id_fit is not None
                         else Threshold(threshold.value, "image-level threshold"))
         matched = reference_identity_matches(ref_stats, stats, id_threshold.value, device, progress,
                                              f"leakage {ref.name} identities")
-        id_test = _test(matched.score, len(ref_stats.labels) * len(stats.labels), id_fit, id_threshold)
+        id_test = _test(matched.score, len(ref_stats.labels) * len(stats.labels), id_fit, id_threshold, "similarity")
         identity_pairs = []
+        cosine = centroid_cosine(ref_stats, matched.query, stats, matched.key)
         for k in np.lexsort((matched.key, matched.query, -matched.score)):
             ref_label, train_label = int(ref_stats.labels[matched.query[k]]), int(stats.labels[matched.key[k]])
             identity_pairs.append({"reference_identity": ref.class_name(ref_label),
                                    "train_identity": data.class_name(train_label),
-                                   "cosine": round(float(matched.score[k]), 6), "excess": _flag(matched.score[k], id_test)})
+                                   "similarity": round(float(matched.score[k]), 6), "cosine": round(float(cosine[k]), 6),
+                                   "excess": _flag(matched.score[k], id_test)})
             ref_labels.add(ref_label)
             train_labels.add(train_label)
         identity = {"threshold": id_threshold.as_json(), "chance": id_test,

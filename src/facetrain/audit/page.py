@@ -32,10 +32,10 @@ def write_figures(report: dict, data: AuditSet, stats: IdentityStats, references
     threshold = report["threshold"]["value"]
     out: dict[str, Path] = {}
     intra = np.array([p["consistency"] for p in report["intra_class"]["per_identity"]])
-    inter = np.array([p["cosine"] for p in report["inter_class"]["nearest"]])
+    inter = np.array([p["similarity"] for p in report["inter_class"]["nearest"]])
     out["similarity"] = figures / "identity_similarity.png"
     cosine_histograms({"intra: cosine of an identity's images to its centroid (mean)": intra,
-                       "inter: centroid cosine to the nearest other identity": inter}, threshold, out["similarity"],
+                       "inter: similarity to the most similar other identity": inter}, threshold, out["similarity"],
                       "identity similarity", "cosine")
     if nearest:
         out["leakage"] = figures / "leakage_similarity.png"
@@ -78,7 +78,8 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
     s, t = report["summary"], report["threshold"]
     page.text(f"{s['data']}. Model: {report['model']['checkpoint']} ({report['model']['arch']}, flip fusion "
               f"{report['model']['fusion']}).")
-    page.text(f"Collision threshold (identity centroids): cosine {t['value']:.4f}, {_source(t)}.")
+    page.text(f"Collision threshold (identity similarity: centroid cosine corrected for each identity's spread): "
+              f"{t['value']:.4f}, {_source(t)}.")
     page.heading("Summary")
     ipi = s["images_per_identity"]
     page.table(["identities", "images", "images per identity (min / median / max)", "collision clusters",
@@ -91,8 +92,8 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
     page.heading("Intra-class consistency")
     d = report["intra_class"]["distribution"]
     page.table(["", "mean", "p05", "p50", "p95"], [["cosine to own centroid", d["mean"], d["p05"], d["p50"], d["p95"]]])
-    page.image(figures["similarity"], "per identity: mean cosine of its images to its centroid, and centroid cosine "
-               "to the nearest other identity")
+    page.image(figures["similarity"], "per identity: mean cosine of its images to its centroid, and similarity "
+               "to the most similar other identity")
     page.text("Least consistent identities (possible label noise or identity drift), least typical images first:")
     page.table(["identity", "images", "consistency"],
                [[e["identity"], e["images"], e["consistency"]] for e in report["intra_class"]["least_consistent"][:GRID_ROWS]])
@@ -113,8 +114,8 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
     page.text(f"{len(pairs)} identity pairs above the threshold, in {len(report['collisions']['clusters'])} clusters"
               + (f"; {chance['verdict']}." if chance else "."))
     if pairs:
-        page.table(["a", "b", "centroid cosine", "mean image-pair cosine"],
-                   [[p["a"], p["b"], p["cosine"], p["mean_cosine"]] for p in pairs[:GRID_ROWS]])
+        page.table(["a", "b", "similarity", "centroid cosine", "mean image-pair cosine"],
+                   [[p["a"], p["b"], p["similarity"], p["cosine"], p["mean_cosine"]] for p in pairs[:GRID_ROWS]])
         page.image(figures.get("collisions", Path()), "closest pairs: images of a | images of b")
         page.table(["cluster", "identities", "images", "keep"],
                    [[k, ", ".join(c["identities"]), c["images"], c["keep"]] for k, c in enumerate(report["collisions"]["clusters"])][:50])
@@ -133,9 +134,10 @@ def write_html(report: dict, figures: dict[str, Path], path: Path) -> Path:
         page.image(figures.get("leakage", Path()), "cosine of each reference image to its nearest training image")
         for name, v in report["leakage"].items():
             if v["identity_pairs"]:
-                page.text(f"{name}: reference identities whose centroid matches a training identity's, best first:")
-                page.table(["reference identity", "training identity", "centroid cosine"],
-                           [[p["reference_identity"], p["train_identity"], p["cosine"]] for p in v["identity_pairs"][:50]])
+                page.text(f"{name}: reference identities that match a training identity, best first:")
+                page.table(["reference identity", "training identity", "similarity", "centroid cosine"],
+                           [[p["reference_identity"], p["train_identity"], p["similarity"], p["cosine"]]
+                            for p in v["identity_pairs"][:50]])
             if v["pairs"]:
                 page.text(f"{name}: closest pairs (reference | training), best first:")
                 page.table(["reference", "training", "cosine"], [[p["reference"], p["train"], p["cosine"]] for p in v["pairs"][:10]])

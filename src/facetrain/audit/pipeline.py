@@ -102,13 +102,14 @@ def _collisions(train_emb: np.ndarray, data: AuditSet, stats, options: AuditOpti
     elif calibration is not None:
         threshold = threshold_from_fit(calibration, options.far, None)
     else:
-        notice(f"{len(stats.labels)} identities are too few to fit the spread of their centroid pairs (at least "
+        notice(f"{len(stats.labels)} identities are too few to fit the spread of their similarities (at least "
                f"{MIN_FIT_IDENTITIES}); the collision threshold comes from the dataset's image impostors")
         threshold, identities = _self_calibrated(train_emb, data.labels, stats, options)
         return threshold, identities, None
     identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
     pairs = len(stats.labels) * (len(stats.labels) - 1) // 2
-    return threshold, identities, (excess_test(identities.score, pairs, fit, threshold.value) if fit else None)
+    return threshold, identities, (excess_test(identities.score, pairs, fit, threshold.value, score="similarity")
+                                   if fit else None)
 
 
 def _check_out_outside_data(out: Path, data: str | os.PathLike) -> None:

@@ -20,7 +20,7 @@ COLUMNS = {
     "identities": "identities", "images": "images", "images_per_identity": "images per identity (min / median / max)",
     "consistency": "intra-class consistency (mean cosine to centroid)",
     "diversity_degrees": "intra-class diversity (mean pairwise angle within identities, degrees)",
-    "separability": "inter-class separability: nearest other identity's centroid cosine (median / p05)",
+    "separability": "inter-class separability: similarity to the most similar other identity (median / p05)",
     "uniqueness": "uniqueness (share of identities in no collision)",
     "mislabel_share": "suspected mislabels (share of images)",
     "feature_norm": "feature norm (median, p05 / p95)",

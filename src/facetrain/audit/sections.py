@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facetrain.audit.identities import IdentityStats, mean_cosine
+from facetrain.audit.identities import IdentityStats, centroid_cosine, mean_cosine, mean_pair_cosine
 from facetrain.audit.neighbours import Neighbours
 from facetrain.audit.sources import AuditSet
 
@@ -22,13 +22,6 @@ def distribution(values: np.ndarray) -> dict:
 def histogram(values: np.ndarray, bins: np.ndarray = COSINE_BINS) -> dict:
     counts, edges = np.histogram(np.clip(values, bins[0], bins[-1]), bins)
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
-
-
-def mean_pair_cosine(stats: IdentityStats) -> np.ndarray:
-    """Mean cosine over the pairs of distinct images of each identity: (n^2 |mean|^2 - n) / (n (n - 1)); 1 for one image."""
-    n = stats.counts.astype(np.float64)
-    squared = np.einsum("ij,ij->i", stats.means, stats.means).astype(np.float64)
-    return np.where(n > 1, (n * n * squared - n) / np.maximum(n * (n - 1), 1), 1.0)
 
 
 def summary_section(data: AuditSet, stats: IdentityStats) -> dict:
@@ -72,24 +65,29 @@ def intra_section(data: AuditSet, stats: IdentityStats, top: int, embeddings: np
             "least_consistent": [per_identity[k] for k in order], "per_identity": per_identity}
 
 
+SIMILARITY = ("similarity between identities a and b = cosine between their normalised centroids divided by both "
+              "identities' reliability (sqrt(mean pair cosine) / consistency); cosine = between normalised centroids; "
+              "mean_cosine = mean cosine over all (image of a, image of b) pairs")
+
+
 def inter_section(data: AuditSet, stats: IdentityStats, found: Neighbours) -> dict:
-    has_other = found.best_key >= 0
-    rows = np.flatnonzero(has_other)
+    rows = np.flatnonzero(found.best_key >= 0)
     cross = mean_cosine(stats, rows, found.best_key[rows])
+    cosine = centroid_cosine(stats, rows, stats, found.best_key[rows])
     nearest = [{"identity": data.class_name(stats.labels[r]), "nearest": data.class_name(stats.labels[found.best_key[r]]),
-                "cosine": round(float(found.best_score[r]), 6), "mean_cosine": round(float(c), 6)}
-               for r, c in zip(rows, cross)]
-    return {"definition": "cosine between identities a and b = cosine between their normalised centroids; "
-                          "mean_cosine = mean cosine over all (image of a, image of b) pairs",
-            "nearest_distribution": distribution(found.best_score[rows]),
+                "similarity": round(float(found.best_score[r]), 6), "cosine": round(float(c), 6),
+                "mean_cosine": round(float(m), 6)} for r, c, m in zip(rows, cosine, cross)]
+    return {"definition": SIMILARITY, "nearest_distribution": distribution(found.best_score[rows]),
             "nearest_histogram": histogram(found.best_score[rows]), "nearest": nearest}
 
 
 def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, clusters: list[list[int]]) -> dict:
     order = np.argsort(-found.score, kind="stable")
     cross = mean_cosine(stats, found.query, found.key)
+    cosine = centroid_cosine(stats, found.query, stats, found.key)
     pairs = [{"a": data.class_name(stats.labels[found.query[k]]), "b": data.class_name(stats.labels[found.key[k]]),
-              "cosine": round(float(found.score[k]), 6), "mean_cosine": round(float(cross[k]), 6)} for k in order]
+              "similarity": round(float(found.score[k]), 6), "cosine": round(float(cosine[k]), 6),
+              "mean_cosine": round(float(cross[k]), 6)} for k in order]
     groups = []
     for members in clusters:
         keep = max(members, key=lambda r: (stats.counts[r], -r))  # most images, then the first label
