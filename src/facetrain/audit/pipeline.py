@@ -85,8 +85,8 @@ def _self_calibrated(embeddings: np.ndarray, labels: np.ndarray, stats, options:
         threshold = impostors.threshold(options.far, excluded)
         identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
         flagged = {(int(stats.labels[a]), int(stats.labels[b])) for a, b in zip(identities.query, identities.key)}
-        if flagged <= excluded:
-            break
+        if flagged <= excluded or not impostors.kept(excluded | flagged).any():
+            break  # no new collision, or every identity pair collides: nothing is left to calibrate on
         excluded |= flagged
     threshold.details["rounds"] = rounds
     return threshold, identities

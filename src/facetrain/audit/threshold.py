@@ -122,12 +122,15 @@ class DatasetImpostors:
         self.genuine = (pairs["scores"][same] if self.exhaustive
                         else pair_scores(embeddings, *_sampled_genuine(labels, np.random.default_rng(SAMPLING_SEED + 1))))
 
+    def kept(self, excluded: set[tuple[int, int]]) -> np.ndarray:
+        """Mask of the impostor pairs whose identity pair is not in `excluded`."""
+        if not excluded:
+            return np.ones(len(self.scores), bool)
+        pairs = np.array(sorted(excluded), np.int64)
+        return ~np.isin(self.codes, identity_pair_codes(pairs[:, 0], pairs[:, 1], self.base))
+
     def threshold(self, far: float, excluded: set[tuple[int, int]] = frozenset()) -> Threshold:
-        keep = slice(None)
-        if excluded:
-            pairs = np.array(sorted(excluded), np.int64)
-            keep = ~np.isin(self.codes, identity_pair_codes(pairs[:, 0], pairs[:, 1], self.base))
-        stats = threshold_at_far(self.genuine, self.scores[keep], far)
+        stats = threshold_at_far(self.genuine, self.scores[self.kept(excluded)], far)
         stats["pairs"] = ("all image pairs" if self.exhaustive else
                           f"all pairs among {SUBSET_IMAGES} images drawn with seed {SAMPLING_SEED}; genuine pairs sampled")
         stats["excluded_identity_pairs"] = len(excluded)
