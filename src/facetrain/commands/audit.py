@@ -20,15 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", nargs="+", default=[],
                         help="sets to check for leakage: .bin files, memfiles, folders of them, image folders")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=float, default=None, help="cosine threshold (default: set at --far)")
+    group.add_argument("--threshold", type=float, default=None, help="threshold for every level: image cosine and identity similarity "
+                                                                  "(default: each level's own, set at --far)")
     group.add_argument("--far", type=float, default=DEFAULT_FAR,
                        help=f"false-accept rate that sets the threshold (default {DEFAULT_FAR:g})")
     parser.add_argument("--calibration", default=None,
-                        help=".bin whose impostor pairs set the threshold at --far (default: the dataset's own "
-                             "different-identity image pairs)")
+                        help=".bin whose non-matching pairs set the image-level leakage threshold at --far "
+                             "(default: each reference's own impostor pairs) and, below 20 training identities, the "
+                             "collision threshold")
     parser.add_argument("--write_filtered", default=None,
-                        help="write an image folder of links without collisions (one identity kept per cluster) "
-                             "and without leaked images, plus dropped.json")
+                        help="write an image folder of links without the defects --drop names, plus dropped.json")
     parser.add_argument("--drop", default="mislabels,collisions,leaks",
                         help="what --write_filtered leaves out, comma-separated: mislabels (suspected mislabelled "
                              "images), collisions (all but one identity per cluster), leaks (the training images and "
