@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from facetrain.data.convert import bin_to_memfile
-from facetrain.data.memfile import open_memfile
-from facetrain.data.recordio import RecordReader, RecordWriter
+from facetrain.data.tools.convert import bin_to_memfile
+from facetrain.data.formats.memfile import open_memfile
+from facetrain.data.formats.recordio import RecordReader, RecordWriter
 from facetrain.data.transforms import normalize_batch
 
 

@@ -23,8 +23,8 @@ from crash_tools import CommandServer
 
 LEFTOVER_MARKS = (".tmp-", ".old-")
 # imported once by the server, not by every forked run (MTCNN and torch's data modules: ~1 s)
-PRELOAD = {"align": ("facetrain.alignment.batch",), "convert_memfiles": ("facetrain.data.dcface",),
-           "convert_images": ("facetrain.data.dcface",)}
+PRELOAD = {"align": ("facetrain.alignment.batch",), "convert_memfiles": ("facetrain.data.tools.dcface",),
+           "convert_images": ("facetrain.data.tools.dcface",)}
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -89,9 +89,9 @@ def prepare(command: str, work: Path) -> tuple[list[str], Path]:
 
 def check_readable(command: str, out: Path) -> None:
     """The command's own readers accept every output that looks complete (raise on anything else)."""
-    from facetrain.data.image_folder import ImageFolder
-    from facetrain.data.memfile import load_validation_sets
-    from facetrain.data.recordio import RecordReader
+    from facetrain.data.formats.image_folder import ImageFolder
+    from facetrain.data.formats.memfile import load_validation_sets
+    from facetrain.data.formats.recordio import RecordReader
 
     if command == "synth" and (out / "train.rec").is_file():
         reader = RecordReader(out)

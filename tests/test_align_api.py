@@ -92,7 +92,7 @@ def test_align_cli_builds_a_training_folder_and_reports_failures(tmp_path, capsy
     assert "corrupt.jpg" in report["unreadable"][0]["error"]
 
     # The output trains directly: it is an image folder with one class per identity.
-    from facetrain.data.image_folder import ImageFolder
+    from facetrain.data.formats.image_folder import ImageFolder
 
     folder = ImageFolder(out)
     assert folder.classes == ["alice", "bob"] and len(folder.samples) == 4

@@ -9,8 +9,8 @@ from PIL import Image
 from skimage import data
 
 from facetrain.cli import main
-from facetrain.data.photo import read_photo_rgb
-from facetrain.data.pixel_limit import MAX_PIXELS_ENV
+from facetrain.data.guards.photo import read_photo_rgb
+from facetrain.data.guards.pixel_limit import MAX_PIXELS_ENV
 
 
 def _astronaut() -> np.ndarray:

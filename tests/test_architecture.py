@@ -147,6 +147,29 @@ def test_no_circle_between_modules_of_a_package():
     assert cycle is None, "circular imports: " + " -> ".join(cycle or [])
 
 
+# Inside data/: untrusted-input guards, then the file formats, then the data verbs' tools; the training
+# input ("." : the package's own modules) reads formats through the guards.
+DATA_LAYERS = ("guards", "formats", "tools")
+
+
+def test_data_subpackages_import_only_downward():
+    upward = []
+    for path in sorted((SOURCE / "data").rglob("*.py")):
+        parts = path.relative_to(SOURCE / "data").parts
+        source = parts[0] if len(parts) > 1 else "."
+        for line, name in _imports(path):
+            rest = name.split(".")[2:] if name.startswith("facetrain.data.") else []
+            target = rest[0] if rest and rest[0] in DATA_LAYERS else None
+            if target is None or target == source:
+                continue
+            if source == "." and target == "tools" or source in DATA_LAYERS and \
+                    DATA_LAYERS.index(target) > DATA_LAYERS.index(source):
+                upward.append(f"data/{path.relative_to(SOURCE / 'data')}:{line} imports {name}")
+    assert sorted({p.name for p in (SOURCE / "data").iterdir() if p.is_dir() and (p / "__init__.py").exists()}) == \
+        sorted(DATA_LAYERS), "add the new data subpackage to DATA_LAYERS"
+    assert upward == [], "imports that run up data/'s layers:\n" + "\n".join(upward)
+
+
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The test itself works: a planted upward import and a planted circle are found and named."""
     fake = tmp_path / "facetrain"

@@ -13,8 +13,8 @@ import torch
 from facetrain.audit.threshold import threshold_at_far
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
-from facetrain.data.image_folder import ImageFolder
-from facetrain.data.memfile import write_training_memfile
+from facetrain.data.formats.image_folder import ImageFolder
+from facetrain.data.formats.memfile import write_training_memfile
 from facetrain.models import build_model
 from facetrain.synthetic.generate import generate_dataset
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from facetrain.cli import main
-from facetrain.data.bin import read_bin
+from facetrain.data.formats.bin import read_bin
 from facetrain.synthetic.generate import generate_dataset
 from facetrain.synthetic.splits import render_pairs
 

@@ -17,8 +17,8 @@ import pytest
 import facetrain
 from data_format_fixtures import faces, make_image_folder
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
-from facetrain.data.recordio import RecordWriter, write_insightface_rec
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.recordio import RecordWriter, write_insightface_rec
 
 
 def _jpg(img: np.ndarray) -> bytes:
@@ -122,8 +122,8 @@ def _labels_bin(root: Path, issame, images: int = 20) -> None:
 
 
 def _labels_memfile(root: Path, labels: np.ndarray) -> None:
-    from facetrain.data.memfile import write_validation_set
-    from facetrain.data.verification_set import VerificationSet
+    from facetrain.data.formats.memfile import write_validation_set
+    from facetrain.data.formats.verification_set import VerificationSet
 
     _ckpt(root)
     write_validation_set(root, VerificationSet("lfw", faces(20)[0], [True, False] * 5))
@@ -270,7 +270,8 @@ def test_bad_input_is_one_error_line_and_changes_nothing(tmp_path, capsys, case)
     assert _snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("case", ["rec_nan_label", "bin_huge_bytes", "align_into_its_input"])
+@pytest.mark.parametrize("case", ["rec_nan_label", "bin_huge_bytes", "align_into_its_input",
+                                  "train_empty_identity_folder"])  # no warning line before the error
 def test_as_a_real_process_no_traceback_reaches_the_user(tmp_path, case):
     setup, template, fragment = CASES[case]
     setup(tmp_path)

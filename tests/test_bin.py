@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.bin import iter_decoded, load_encoded, read_bin, set_name, unique_set_names, write_bin
+from facetrain.data.formats.bin import iter_decoded, load_encoded, read_bin, set_name, unique_set_names, write_bin
 from facetrain.errors import DataError
 
 

@@ -14,7 +14,7 @@ import facetrain
 from facetrain.calibration_store import SIDECAR_SUFFIX, record_calibration, stored_calibration
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
+from facetrain.data.formats.bin import write_bin
 from facetrain.errors import ConfigError
 from facetrain.eval.binomial import betainc, binomial_cdf, clopper_pearson, quantile_rank_interval
 from facetrain.eval.calibration import threshold_at_far

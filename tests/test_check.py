@@ -10,7 +10,7 @@ import pytest
 from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.alignment.mtcnn import MTCNN
 from facetrain.cli import main
-from facetrain.data.bin import read_bin, write_bin
+from facetrain.data.formats.bin import read_bin, write_bin
 from facetrain.geometry.cp2tform import cp2tform_similarity
 from facetrain.geometry.similarity import ADAFACE_TEMPLATE_112
 from facetrain.hygiene.alignment_check import check_alignment

@@ -8,7 +8,7 @@ import pytest
 
 from data_format_fixtures import make_image_folder
 from facetrain.cli import main
-from facetrain.data.image_folder import ImageFolder
+from facetrain.data.formats.image_folder import ImageFolder
 
 REPO = Path(__file__).resolve().parents[1]
 

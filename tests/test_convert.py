@@ -10,11 +10,11 @@ import pytest
 
 from data_format_fixtures import faces
 from facetrain.cli import main
-from facetrain.data.bin import read_bin, write_bin
-from facetrain.data.dcface import dcface_to_image_folder
-from facetrain.data.image_folder import ImageFolder
-from facetrain.data.memfile import load_validation_sets
-from facetrain.data.recordio import write_insightface_rec
+from facetrain.data.formats.bin import read_bin, write_bin
+from facetrain.data.tools.dcface import dcface_to_image_folder
+from facetrain.data.formats.image_folder import ImageFolder
+from facetrain.data.formats.memfile import load_validation_sets
+from facetrain.data.formats.recordio import write_insightface_rec
 from facetrain.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import torch
 
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
+from facetrain.data.formats.bin import write_bin
 from facetrain.models import build_model
 from test_ijb import write_protocol
 

@@ -4,7 +4,7 @@ import torch
 
 from facetrain.checkpoint import save_checkpoint
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
+from facetrain.data.formats.bin import write_bin
 from facetrain.models import build_model
 
 

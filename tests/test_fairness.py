@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
-from facetrain.data.rfw import load_group_sets, parse_group_mapping, parse_lfw_pairs
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.rfw import load_group_sets, parse_group_mapping, parse_lfw_pairs
 from facetrain.errors import DataError
 from facetrain.eval.fairness import fairness_metrics
 

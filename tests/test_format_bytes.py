@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facetrain.data.bin import find_unreadable, iter_decoded, read_bin, write_bin
-from facetrain.data.memfile import open_memfile, write_memfile
-from facetrain.data.recordio import RecordReader, RecordWriter, write_insightface_rec
+from facetrain.data.formats.bin import find_unreadable, iter_decoded, read_bin, write_bin
+from facetrain.data.formats.memfile import open_memfile, write_memfile
+from facetrain.data.formats.recordio import RecordReader, RecordWriter, write_insightface_rec
 from facetrain.errors import DataError
 
 RECORD_MAGIC = 0xCED7230A  # typed in from mxnet's recordio.py

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import draw_face, faces, make_image_folder
-from facetrain.data.image_folder import ImageFolder
-from facetrain.data.memfile import write_training_memfile
-from facetrain.data.recordio import write_insightface_rec
+from facetrain.data.formats.image_folder import ImageFolder
+from facetrain.data.formats.memfile import write_training_memfile
+from facetrain.data.formats.recordio import write_insightface_rec
 from facetrain.data.training_source import open_training_source
 from facetrain.errors import DataError
 
@@ -42,6 +42,8 @@ def test_empty_identity_keeps_its_index_with_a_warning(tmp_path):
         folder = ImageFolder(tmp_path)
     assert folder.num_classes == 3 and folder.empty_classes == ["b"]
     assert folder.labels.tolist() == [0, 0, 2, 2]
+    with pytest.warns(UserWarning, match="1 identity folder.*without images.*: b"):  # training warns too
+        assert open_training_source(tmp_path, "imgs").num_classes == 3
 
 
 def test_corrupt_image_is_reported_with_its_path(tmp_path):

@@ -5,10 +5,10 @@ import pytest
 
 from data_format_fixtures import faces, make_image_folder
 from facetrain.cli import main
-from facetrain.data.bin import write_bin
-from facetrain.data.memfile import write_training_memfile, write_validation_set
-from facetrain.data.recordio import write_insightface_rec
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.memfile import write_training_memfile, write_validation_set
+from facetrain.data.formats.recordio import write_insightface_rec
+from facetrain.data.formats.verification_set import VerificationSet
 
 
 def _info(path, capsys, *extra):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from facetrain.cli import main
-from facetrain.data.bin import read_bin
-from facetrain.data.make_bin import sample_pairs
+from facetrain.data.formats.bin import read_bin
+from facetrain.data.tools.make_bin import sample_pairs
 from facetrain.synthetic.generate import generate_dataset
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.bin import write_bin
-from facetrain.data.memfile import (create_memfile, load_validation_sets, open_memfile, open_training_memfile,
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.memfile import (create_memfile, load_validation_sets, open_memfile, open_training_memfile,
                                     write_memfile, write_training_memfile, write_validation_set)
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import DataError
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.errors import DataError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.recordio import MAGIC, RecordReader, RecordWriter, write_insightface_rec
+from facetrain.data.formats.recordio import MAGIC, RecordReader, RecordWriter, write_insightface_rec
 from facetrain.errors import DataError
 
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from facetrain.checkpoint import load_checkpoint
 from facetrain.cli import main
-from facetrain.data.image_folder import ImageFolder
-from facetrain.data.memfile import write_training_memfile
+from facetrain.data.formats.image_folder import ImageFolder
+from facetrain.data.formats.memfile import write_training_memfile
 from facetrain.errors import ConfigError
 from facetrain.training.config import TrainConfig
 from train_fixtures import make_dataset, train_args

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from facetrain.cli import main
-from facetrain.data.bin import read_bin
-from facetrain.data.image_codec import read_file_bgr
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.bin import read_bin
+from facetrain.data.formats.image_codec import read_file_bgr
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.errors import ConfigError
 from facetrain.eval.ijb_data import load_identification_lists, load_protocol
 from facetrain.geometry.similarity import TEMPLATE_112, estimate_similarity

@@ -9,7 +9,7 @@ import torch
 
 from facetrain.checkpoint import load_backbone, load_checkpoint, save_checkpoint
 from facetrain.cli import main
-from facetrain.eval.verification_report import evaluate_checkpoint
+from facetrain.eval.verification import evaluate_checkpoint
 from facetrain.models import build_model
 from facetrain.precision import cpu_has_fast_bf16
 from facetrain.training.build import build_run

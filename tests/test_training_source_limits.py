@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from data_format_fixtures import faces
-from facetrain.data.memfile import write_training_memfile
-from facetrain.data.recordio import RecordWriter, write_insightface_rec
+from facetrain.data.formats.memfile import write_training_memfile
+from facetrain.data.formats.recordio import RecordWriter, write_insightface_rec
 from facetrain.data.training_source import open_training_source
 from facetrain.errors import DataError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import ConfigError
 from facetrain.eval.finite import refuse_non_finite
 from facetrain.eval.verification import (average_over_standard_sets, evaluate_pairs,

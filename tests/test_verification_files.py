@@ -10,10 +10,10 @@ import pytest
 
 from data_format_fixtures import faces
 from facetrain.cli import main
-from facetrain.data.bin import read_bin, set_name, write_bin
-from facetrain.data.convert import bin_to_memfile
-from facetrain.data.memfile import load_validation_sets, open_memfile
-from facetrain.data.safe_pickle import safe_loads
+from facetrain.data.formats.bin import read_bin, set_name, write_bin
+from facetrain.data.tools.convert import bin_to_memfile
+from facetrain.data.formats.memfile import load_validation_sets, open_memfile
+from facetrain.data.guards.safe_pickle import safe_loads
 from facetrain.errors import DataError
 
 
@@ -60,7 +60,7 @@ HUGE_PICKLES = {
 @pytest.mark.parametrize("kind", sorted(HUGE_PICKLES))
 def test_pickles_declaring_huge_objects_are_data_errors_within_bounded_memory(kind):
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30));"
-            "from facetrain.data.safe_pickle import safe_loads; from facetrain.errors import DataError\n"
+            "from facetrain.data.guards.safe_pickle import safe_loads; from facetrain.errors import DataError\n"
             f"try:\n    safe_loads({HUGE_PICKLES[kind]!r}, 'x.bin')\n"
             "except DataError as e:\n    print(e)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -94,7 +94,7 @@ def test_a_failed_reconversion_keeps_the_old_memfile_valid(tmp_path, monkeypatch
     old = np.array(open_memfile(tmp_path / "lfw.dat"))
     write_bin(tmp_path / "lfw.bin", images[::-1], [False, True, True, True])
 
-    import facetrain.data.convert as convert
+    import facetrain.data.tools.convert as convert
 
     def failing_decode(bins, source, **kwargs):  # the disk fills up halfway through the new data
         yield np.zeros((2, 112, 112, 3), np.uint8)

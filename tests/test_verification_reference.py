@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.eval.verification import evaluate_pairs, evaluate_verification_sets
 from pair_embeddings import embeddings_at, noisy_pairs
 

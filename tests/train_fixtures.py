@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetrain.data.bin import write_bin
+from facetrain.data.formats.bin import write_bin
 
 
 def _pattern(rng: np.random.Generator) -> np.ndarray:

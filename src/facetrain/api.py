@@ -113,7 +113,7 @@ def train(config: Any) -> Any:
 
 def evaluate(checkpoint: str | os.PathLike, val_data_path: str | os.PathLike, **options: Any) -> dict[str, dict]:
     """Five-set verification (docs/evaluation.md) of a checkpoint: {set: metrics} plus "average"."""
-    from facetrain.eval.verification_report import evaluate_checkpoint
+    from facetrain.eval.verification import evaluate_checkpoint
 
     accepted = [name for name in inspect.signature(evaluate_checkpoint).parameters][2:]
     unknown = sorted(set(options) - set(accepted))

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from facetrain.checkpoint import load_backbone
-from facetrain.data.bin import read_bin
-from facetrain.data.convert import bins_to_memfiles
-from facetrain.data.image_codec import imread_bgr
+from facetrain.data.formats.bin import read_bin
+from facetrain.data.tools.convert import bins_to_memfiles
+from facetrain.data.formats.image_codec import imread_bgr
 from facetrain.errors import FacetrainError
 from facetrain.eval.fairness_report import evaluate_fairness
 from facetrain.eval.feature_cache import checkpoint_key

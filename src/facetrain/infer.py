@@ -19,7 +19,7 @@ from torch import nn
 
 from facetrain.alignment.aligner import FaceAligner, read_rgb
 from facetrain.checkpoint import load_backbone
-from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
+from facetrain.data.formats.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
 from facetrain.data.transforms import to_tensor
 from facetrain.devices import resolve_device
 from facetrain.errors import ConfigError, DataError

@@ -20,7 +20,7 @@ from PIL import Image
 
 from facetrain.alignment.mtcnn import MTCNN
 from facetrain.alignment.styles import DETECTORS
-from facetrain.data.photo import read_photo_rgb
+from facetrain.data.guards.photo import read_photo_rgb
 from facetrain.errors import ConfigError, DataError
 from facetrain.geometry.similarity import WARPS
 
@@ -34,7 +34,7 @@ class NoFaceError(DataError):
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB of a photo, read with PIL as AdaFace does (`facetrain.data.photo`: upright by its
+    """HxWx3 uint8 RGB of a photo, read with PIL as AdaFace does (`facetrain.data.guards.photo`: upright by its
     EXIF orientation, 16-bit images at full depth, the pixel limit checked before decoding)."""
     return read_photo_rgb(path)
 

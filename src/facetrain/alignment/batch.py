@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from facetrain.alignment.aligner import FaceAligner, NoFaceError
 from facetrain.alignment.landmarks import landmarks_for
-from facetrain.data.image_codec import encode_image
-from facetrain.data.image_folder import IMGS, list_identities, resolve_imgs_dir
-from facetrain.data.photo import read_photo_rgb
-from facetrain.data.pixel_limit import set_max_pixels
+from facetrain.data.formats.image_codec import encode_image
+from facetrain.data.formats.image_folder import IMGS, list_identities, resolve_imgs_dir
+from facetrain.data.guards.photo import read_photo_rgb
+from facetrain.data.guards.pixel_limit import set_max_pixels
 from facetrain.errors import DataError
 from facetrain.geometry.similarity import WARPS
 from facetrain.io_utils import atomic_path, atomic_write_json, ignore_interrupts, open_write
@@ -151,7 +151,7 @@ def align_folder(
 ) -> AlignReport:
     """Align every image under `in_dir` (or `in_dir/imgs`) into `out_dir/imgs`; write and return the report.
 
-    `max_pixels` raises the pixel limit (see facetrain.data.pixel_limit) for this process and its workers.
+    `max_pixels` raises the pixel limit (see facetrain.data.guards.pixel_limit) for this process and its workers.
     `landmarks` ({path relative to the input folder, or absolute: (5, 2) points}, `read_landmarks`):
     warp those instead of detecting; images not listed are skipped (`no_landmarks`)."""
     set_max_pixels(max_pixels)

@@ -21,9 +21,9 @@ from typing import Iterable
 from tqdm import tqdm
 
 from facetrain.audit.sources import AuditSet
-from facetrain.data.compound import output_dirs
+from facetrain.data.tools.compound import output_dirs
+from facetrain.data.tools.output_marker import made_from, write_marker
 from facetrain.errors import DataError
-from facetrain.data.output_marker import made_from, write_marker
 from facetrain.fault_injection import write_event
 from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 

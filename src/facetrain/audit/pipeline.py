@@ -22,8 +22,8 @@ from facetrain.audit.sections import (collisions_section, distribution, inter_se
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
 from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold
 from facetrain.checkpoint import load_backbone
-from facetrain.data.bin import read_bin
-from facetrain.data.image_folder import resolve_imgs_dir
+from facetrain.data.formats.bin import read_bin
+from facetrain.data.formats.image_folder import resolve_imgs_dir
 from facetrain.errors import ConfigError, DataError
 from facetrain.io_utils import atomic_write_json
 

@@ -17,11 +17,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facetrain.data.bin import read_bin
-from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
-from facetrain.data.image_folder import IMGS, ImageFolder
-from facetrain.data.memfile import MEMFILE_SUFFIX, TRAIN_MEMFILE, find_validation_sets, load_validation_sets
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.bin import read_bin
+from facetrain.data.formats.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
+from facetrain.data.formats.image_folder import IMGS, ImageFolder
+from facetrain.data.formats.memfile import MEMFILE_SUFFIX, TRAIN_MEMFILE, find_validation_sets, load_validation_sets
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.data.training_source import MemfileSource, RecordSource, open_training_source
 from facetrain.io_utils import encode_text
 from facetrain.errors import DataError

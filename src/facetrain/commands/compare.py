@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data.pixel_limit import set_max_pixels
+    from facetrain.data.guards.pixel_limit import set_max_pixels
     from facetrain.devices import resolve_device
 
     from facetrain.alignment.aligner import FaceAligner

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data.compound import compound_datasets, format_report
+    from facetrain.data.tools.compound import compound_datasets, format_report
 
     report = compound_datasets(args.list_datasets, args.final_path, copy=args.copy, keep_apart=args.keep_apart,
                                progress=False if args.quiet else None)

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data import convert, dcface
-    from facetrain.data.pixel_limit import set_max_pixels
+    from facetrain.data.tools import convert, dcface
+    from facetrain.data.guards.pixel_limit import set_max_pixels
 
     if not (args.make_validation_memfiles or args.make_image_files):
         raise ConfigError("nothing to do: pass --make_validation_memfiles and/or --make_image_files")

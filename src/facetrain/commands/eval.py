@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from facetrain.devices import resolve_device
     from facetrain.errors import ConfigError
 
-    from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_csv, write_json
+    from facetrain.eval.verification import evaluate_checkpoint
+    from facetrain.eval.verification_report import format_results, write_csv, write_json
 
     device = resolve_device(args.device)
     if args.val_data_path is None and args.rfw is None and args.groups is None:

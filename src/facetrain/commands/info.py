@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data.info import dataset_info, format_info
-    from facetrain.data.pixel_limit import set_max_pixels
+    from facetrain.data.tools.info import dataset_info, format_info
+    from facetrain.data.guards.pixel_limit import set_max_pixels
 
     set_max_pixels(args.max_pixels)
     info = dataset_info(args.path, check=not args.quick, progress=False if args.json else None)

@@ -24,7 +24,7 @@ def _excluded(items: list[str]) -> set[str]:
     import os
     from pathlib import Path
 
-    from facetrain.data.make_bin import read_text_file
+    from facetrain.data.tools.make_bin import read_text_file
     from facetrain.errors import ConfigError
 
     names: set[str] = set()
@@ -40,10 +40,10 @@ def _excluded(items: list[str]) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facetrain.data.make_bin import make_bin
+    from facetrain.data.tools.make_bin import make_bin
     from facetrain.errors import ConfigError
 
-    from facetrain.data.verification_set import MIN_PAIRS
+    from facetrain.data.formats.verification_set import MIN_PAIRS
 
     if args.pairs < MIN_PAIRS:
         raise ConfigError(f"--pairs must be >= {MIN_PAIRS} (the 10-fold protocol), got {args.pairs}")

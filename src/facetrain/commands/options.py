@@ -48,7 +48,7 @@ def add_workers(parser: argparse.ArgumentParser, default: int, what: str) -> Non
 
 
 def add_max_pixels(parser: argparse.ArgumentParser, what: str) -> None:
-    """--max_pixels: the pixel limit checked from image headers before decoding (facetrain.data.pixel_limit)."""
+    """--max_pixels: the pixel limit checked from image headers before decoding (facetrain.data.guards.pixel_limit)."""
     parser.add_argument("--max_pixels", type=int, default=None,
                         help=f"refuse {what} with more pixels than this, before decoding (default 50000000; "
                              "env FACETRAIN_MAX_PIXELS)")

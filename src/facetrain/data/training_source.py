@@ -17,10 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from facetrain.data.image_folder import IMGS, ImageFolder
-from facetrain.data.memfile import TRAIN_MEMFILE, open_training_memfile
-from facetrain.data.paths import resolve_data_path
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.image_folder import IMGS, ImageFolder
+from facetrain.data.formats.memfile import TRAIN_MEMFILE, open_training_memfile
+from facetrain.data.guards.paths import resolve_data_path
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.errors import DataError
 
 # AdaFace's table of class counts by dataset name: only a hint in describe(), counts come from the data.
@@ -54,7 +54,7 @@ def _class_summary(labels: np.ndarray, num_classes: int) -> str:
 
 class ImageFolderSource:
     def __init__(self, root: Path):
-        self.folder = ImageFolder(root)
+        self.folder = ImageFolder(root, warn_empty=False)  # after check_class_count: an error says it all
         self.labels = self.folder.labels
 
     def __len__(self) -> int:
@@ -135,6 +135,8 @@ def open_training_source(data_root: str | os.PathLike, train_data_path: str | os
                          use_mxrecord: bool = False) -> ImageFolderSource | RecordSource | MemfileSource:
     source = _open(resolve_data_path(data_root, train_data_path, "training data (--train_data_path)"), use_mxrecord)
     check_class_count(source)
+    if isinstance(source, ImageFolderSource):
+        source.folder.warn_empty_classes()
     return source
 
 

@@ -13,8 +13,8 @@ from facetrain.fingerprint import tree_sha256
 
 def load_pair_sets(path: str | os.PathLike, sets: Sequence[str] | None = None) -> dict:
     """{name: VerificationSet} of a .bin file, or of the .bin files / memfiles in a folder."""
-    from facetrain.data.bin import read_bin
-    from facetrain.data.memfile import load_validation_sets
+    from facetrain.data.formats.bin import read_bin
+    from facetrain.data.formats.memfile import load_validation_sets
 
     path = Path(path)
     if path.is_file():

@@ -13,7 +13,7 @@ def evaluate_fairness(ckpt: str | os.PathLike, rfw: str | os.PathLike | None = N
     """The fairness metrics (`facetrain.eval.fairness`) of `ckpt` on RFW (`rfw`) or `NAME=SET` groups;
     prints the table, writes the plot when asked, returns the result."""
     from facetrain.checkpoint import load_backbone
-    from facetrain.data.rfw import load_group_sets, load_mapped_sets, parse_group_mapping
+    from facetrain.data.formats.rfw import load_group_sets, load_mapped_sets, parse_group_mapping
     from facetrain.eval.calibration import check_far
     from facetrain.eval.fairness import fairness_metrics, format_fairness, group_scores
     from facetrain.eval.plots import plot_fairness

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facetrain.data.image_codec import imread_bgr
+from facetrain.data.formats.image_codec import imread_bgr
 from facetrain.errors import DataError
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.ijb_data import IJBProtocol

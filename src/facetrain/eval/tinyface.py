@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from facetrain.data.image_codec import parallel_map, read_file_bgr
+from facetrain.data.formats.image_codec import parallel_map, read_file_bgr
 from facetrain.eval.feature_cache import cached_features
 from facetrain.eval.fusion import fuse_flip
 from facetrain.eval.tinyface_data import TinyFaceProtocol

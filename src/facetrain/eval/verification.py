@@ -20,7 +20,8 @@ argmax, are exactly those of the threshold-by-threshold loop.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -189,3 +190,20 @@ def evaluate_verification_sets(model, sets: Mapping[str, object], batch_size: in
         results[name] = evaluate_pairs((features, flip_features), vset.issame, nrof_folds, fusion)
     results["average"] = average_over_standard_sets(results)
     return results
+
+
+def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLike, sets: Sequence[str] | None = None,
+                        arch: str | None = None, batch_size: int = 256, device: str | None = None,
+                        precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
+                        progress: bool = True) -> dict[str, dict]:
+    """Load a backbone checkpoint and the validation sets (.bin or memfiles) and evaluate (docs/evaluation.md).
+
+    Returns {set name: metrics} plus "average" (over the five standard sets present).
+    """
+    from facetrain.checkpoint import load_backbone
+    from facetrain.data.formats.memfile import load_validation_sets
+
+    model, _ = load_backbone(ckpt, arch)
+    val_sets = load_validation_sets(val_data_path, list(sets) if sets else None)
+    return evaluate_verification_sets(model, val_sets, batch_size=batch_size, device=device, precision=precision,
+                                      fusion=fusion, channels_last=channels_last, progress=progress)

@@ -1,32 +1,13 @@
-"""Evaluating a checkpoint on the five high-quality sets, and the table / CSV / JSON of the results."""
+"""The verification results as a text table, a CSV and a JSON."""
 from __future__ import annotations
 
 import csv
 import io
 import os
-from typing import Sequence
 
 from facetrain.io_utils import atomic_write_bytes, atomic_write_json, encode_text
 
 COLUMNS = ("accuracy", "std", "best_threshold", "best_threshold_cosine", "tar_at_far_1e-3", "mean_norm", "pairs")
-
-
-def evaluate_checkpoint(ckpt: str | os.PathLike, val_data_path: str | os.PathLike, sets: Sequence[str] | None = None,
-                        arch: str | None = None, batch_size: int = 256, device: str | None = None,
-                        precision: str = "fp32", fusion: str = "pre_norm_vector_add", channels_last: bool = False,
-                        progress: bool = True) -> dict[str, dict]:
-    """Load a backbone checkpoint and the validation sets (.bin or memfiles) and evaluate (docs/evaluation.md).
-
-    Returns {set name: metrics} plus "average" (over the five standard sets present).
-    """
-    from facetrain.checkpoint import load_backbone
-    from facetrain.data.memfile import load_validation_sets
-    from facetrain.eval.verification import evaluate_verification_sets
-
-    model, _ = load_backbone(ckpt, arch)
-    val_sets = load_validation_sets(val_data_path, list(sets) if sets else None)
-    return evaluate_verification_sets(model, val_sets, batch_size=batch_size, device=device, precision=precision,
-                                      fusion=fusion, channels_last=channels_last, progress=progress)
 
 
 def format_results(results: dict[str, dict]) -> str:

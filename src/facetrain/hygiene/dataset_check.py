@@ -23,8 +23,8 @@ def _encoded_sizes(bins, sample: int) -> list[str]:
 
 
 def _pair_set(name: str, kind: str, path: Path, model, sample: int, options: dict) -> dict:
-    from facetrain.data.bin import find_unreadable, load_encoded, read_bin
-    from facetrain.data.memfile import load_validation_sets
+    from facetrain.data.formats.bin import find_unreadable, load_encoded, read_bin
+    from facetrain.data.formats.memfile import load_validation_sets
     from facetrain.fingerprint import file_sha256
     from facetrain.hygiene.alignment_check import check_alignment
     from facetrain.hygiene.channels import check_pair_channels
@@ -85,7 +85,7 @@ def _open_training(path: Path, info: dict):
 def check_dataset(path: str | os.PathLike, ckpt: str | os.PathLike | None = None, sample: int = 64,
                   batch_size: int = 256, device=None, progress: bool = False) -> dict:
     """{"path", "sets": [...] or "training": {...}} with a verdict per check (see the package)."""
-    from facetrain.data.info import dataset_info
+    from facetrain.data.tools.info import dataset_info
 
     if sample < 1:
         raise DataError(f"--sample must be at least 1, got {sample}")

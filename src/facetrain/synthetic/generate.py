@@ -22,9 +22,9 @@ from typing import Sequence
 import cv2
 from tqdm import tqdm
 
-from facetrain.data.bin import write_bin
-from facetrain.data.recordio import write_insightface_rec
-from facetrain.data.verification_set import MIN_PAIRS
+from facetrain.data.formats.bin import write_bin
+from facetrain.data.formats.recordio import write_insightface_rec
+from facetrain.data.formats.verification_set import MIN_PAIRS
 from facetrain.errors import ConfigError
 from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 from facetrain.synthetic.baseline import raw_pixel_accuracy

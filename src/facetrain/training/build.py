@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 
 from facetrain.checkpoint import load_backbone
 from facetrain.data.augment import Augmenter
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.data.training_source import open_training_source
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import ConfigError, FacetrainError
 from facetrain.io_utils import atomic_path
 from facetrain.models import build_model

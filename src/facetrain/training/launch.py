@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
-from facetrain.data.paths import resolve_data_path
+from facetrain.data.guards.paths import resolve_data_path
 from facetrain.errors import ConfigError, FacetrainError, one_line
-from facetrain.eval.verification_report import evaluate_checkpoint, format_results, write_json
+from facetrain.eval.verification import evaluate_checkpoint
+from facetrain.eval.verification_report import format_results, write_json
 from facetrain.training import distributed
 from facetrain.training.config import TrainConfig, load_config_file
 from facetrain.training.flag_ranges import check_types

@@ -8,9 +8,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from facetrain.data.memfile import find_validation_sets, load_validation_sets
-from facetrain.data.paths import resolve_data_path
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.memfile import find_validation_sets, load_validation_sets
+from facetrain.data.guards.paths import resolve_data_path
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import DataError
 from facetrain.eval.verification import check_pair_counts, evaluate_verification_sets, l2_to_cosine
 

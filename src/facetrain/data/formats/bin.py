@@ -13,9 +13,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.image_codec import decode_bgr, encode_image, parallel_map
-from facetrain.data.safe_pickle import safe_loads
-from facetrain.data.verification_set import VerificationSet, check_issame
+from facetrain.data.formats.image_codec import decode_bgr, encode_image, parallel_map
+from facetrain.data.guards.safe_pickle import safe_loads
+from facetrain.data.formats.verification_set import VerificationSet, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from facetrain.data.verification_set import VerificationSet
+from facetrain.data.formats.verification_set import VerificationSet
 from facetrain.errors import DataError
 
 RFW_GROUPS = ("African", "Asian", "Caucasian", "Indian")
@@ -100,7 +100,7 @@ def load_group_sets(path: str | os.PathLike, groups: Sequence[str] | None = None
     """{group: pair set} of an RFW release folder (the one holding `data/` and `txts/`, or its parent) with
     every group listed under `txts/` (or `groups`), or of a folder of `<Group>_test.bin` / `<Group>.bin`
     files of RFW's groups (or `groups`)."""
-    from facetrain.data.bin import read_bin
+    from facetrain.data.formats.bin import read_bin
 
     path = Path(path)
     if not path.is_dir():
@@ -141,8 +141,8 @@ def parse_group_mapping(items: Sequence[str]) -> dict[str, str]:
 
 def load_mapped_sets(mapping: Mapping[str, str]) -> dict[str, VerificationSet]:
     """{name: pair set} of `NAME=SET` targets: `.bin` files or folders holding one set (memfile or .bin)."""
-    from facetrain.data.bin import read_bin
-    from facetrain.data.memfile import load_validation_sets
+    from facetrain.data.formats.bin import read_bin
+    from facetrain.data.formats.memfile import load_validation_sets
 
     sets = {}
     for name, target in mapping.items():

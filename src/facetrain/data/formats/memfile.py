@@ -20,8 +20,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from facetrain.data.bin import unique_set_names
-from facetrain.data.verification_set import VAL_SET_NAMES, VerificationSet, check_issame
+from facetrain.data.formats.bin import unique_set_names
+from facetrain.data.formats.verification_set import VAL_SET_NAMES, VerificationSet, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_path, atomic_write_bytes, fresh_temporary, open_write, replace
 
@@ -211,7 +211,7 @@ def find_validation_sets(root: str | os.PathLike) -> dict[str, tuple[str, Path]]
 
 def _load_one(root: Path, name: str, kind: str, path: Path, progress: bool | None) -> VerificationSet:
     if kind == "bin":
-        from facetrain.data.bin import read_bin
+        from facetrain.data.formats.bin import read_bin
 
         return read_bin(path, progress=progress)
     if kind == "incomplete":

@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from facetrain.data.image_codec import decode_bgr, encode_image
+from facetrain.data.formats.image_codec import decode_bgr, encode_image
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes, fresh_temporary, open_write, replace
 

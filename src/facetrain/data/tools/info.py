@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.bin import find_unreadable, load_encoded, set_name
-from facetrain.data.image_codec import parallel_map
-from facetrain.data.image_folder import IMGS, ImageFolder
-from facetrain.data.memfile import (ADAFACE_MEMFILE, MEMFILE_SUFFIX, TRAIN_MEMFILE, conf_path, find_validation_sets,
+from facetrain.data.formats.bin import find_unreadable, load_encoded, set_name
+from facetrain.data.formats.image_codec import parallel_map
+from facetrain.data.formats.image_folder import IMGS, ImageFolder
+from facetrain.data.formats.memfile import (ADAFACE_MEMFILE, MEMFILE_SUFFIX, TRAIN_MEMFILE, conf_path, find_validation_sets,
                                     load_issame, open_memfile, open_training_memfile)
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.errors import DataError
 
 

@@ -21,9 +21,9 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from facetrain.data.image_folder import IMGS, ImageFolder
+from facetrain.data.formats.image_folder import IMGS, ImageFolder
 from facetrain.errors import DataError
-from facetrain.data.output_marker import made_from, write_marker
+from facetrain.data.tools.output_marker import made_from, write_marker
 from facetrain.fault_injection import write_event
 from facetrain.io_utils import atomic_write_json, fresh_temporary, replace, write_bytes
 

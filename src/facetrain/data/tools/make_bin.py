@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetrain.data.image_codec import parallel_map
-from facetrain.data.bin import set_name
-from facetrain.data.image_folder import list_identities, resolve_imgs_dir
-from facetrain.data.verification_set import MIN_PAIRS, check_issame
+from facetrain.data.formats.image_codec import parallel_map
+from facetrain.data.formats.bin import set_name
+from facetrain.data.formats.image_folder import list_identities, resolve_imgs_dir
+from facetrain.data.formats.verification_set import MIN_PAIRS, check_issame
 from facetrain.errors import DataError
 from facetrain.io_utils import atomic_write_bytes
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from facetrain.data.convert import rec_to_image_folder
+from facetrain.data.tools.convert import rec_to_image_folder
 from facetrain.errors import DataError
 
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facetrain.data.pixel_limit import check_pixels, max_pixels
+from facetrain.data.guards.pixel_limit import check_pixels, max_pixels
 from facetrain.errors import DataError
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")

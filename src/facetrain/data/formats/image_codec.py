@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from facetrain.data.pixel_limit import check_encoded
+from facetrain.data.guards.pixel_limit import check_encoded
 from facetrain.errors import DataError
 
 FACE_SIZE = 112

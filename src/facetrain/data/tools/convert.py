@@ -21,12 +21,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.bin import iter_decoded, load_encoded, set_name, unique_set_names
-from facetrain.data.image_codec import decode_bgr, encode_image, is_jpeg, parallel_map
-from facetrain.data.memfile import MEMFILE_SUFFIX, issame_file, memfile_writer, save_issame
-from facetrain.data.recordio import RecordReader
+from facetrain.data.formats.bin import iter_decoded, load_encoded, set_name, unique_set_names
+from facetrain.data.formats.image_codec import decode_bgr, encode_image, is_jpeg, parallel_map
+from facetrain.data.formats.memfile import MEMFILE_SUFFIX, issame_file, memfile_writer, save_issame
+from facetrain.data.formats.recordio import RecordReader
 from facetrain.errors import DataError
-from facetrain.data.output_marker import fingerprint, made_from, write_marker
+from facetrain.data.tools.output_marker import fingerprint, made_from, write_marker
 from facetrain.io_utils import fresh_temporary, replace, write_bytes
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facetrain.data.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
+from facetrain.data.formats.image_codec import IMAGE_EXTENSIONS, parallel_map, read_file_bgr
 from facetrain.errors import DataError
 
 IMGS = "imgs"
@@ -55,7 +55,9 @@ def list_identities(imgs_dir: Path) -> dict[str, list[str]]:
 class ImageFolder:
     """`samples: list[(path, label)]`, `classes: list[str]`, `num_classes`, `read(i) -> (bgr, label)`."""
 
-    def __init__(self, root: str | os.PathLike, require_imgs: bool = True):
+    def __init__(self, root: str | os.PathLike, require_imgs: bool = True, warn_empty: bool = True):
+        """`warn_empty=False`: the caller decides whether identity folders without images are an error
+        (training refuses more classes than images) before warning about them with `warn_empty_classes`."""
         self.root = resolve_imgs_dir(root, require_imgs)
         identities = list_identities(self.root)
         if not identities:
@@ -66,11 +68,15 @@ class ImageFolder:
                         for label, (name, files) in enumerate(identities.items()) for f in files]
         if not self.samples:
             raise DataError(f"{self.root}: {len(self.classes)} identity folders but no images in any of them")
+        if warn_empty:
+            self.warn_empty_classes()
+        self.labels = np.fromiter((s[1] for s in self.samples), dtype=np.int64, count=len(self.samples))
+
+    def warn_empty_classes(self) -> None:
         if self.empty_classes:
             shown = ", ".join(self.empty_classes[:5]) + (" ..." if len(self.empty_classes) > 5 else "")
             warnings.warn(f"{self.root}: {len(self.empty_classes)} identity folder(s) without images keep their "
                           f"class index but have no samples: {shown}")
-        self.labels = np.fromiter((s[1] for s in self.samples), dtype=np.int64, count=len(self.samples))
 
     @property
     def num_classes(self) -> int:
