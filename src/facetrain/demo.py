@@ -121,9 +121,10 @@ def _audit(data: Path, checkpoint: Path, out: Path, s: DemoSettings, bins: list[
             "collision_pairs": len(collisions["pairs"]), "collision_clusters": len(collisions["clusters"]),
             "identities_to_drop": collisions["identities_to_drop"],
             "leakage": {name: {k: leak[k] for k in ("images", "pair_count", "expected_by_chance", "reference_images",
-                                                    "train_images", "train_identities")}
-                        | {"nearest_train_cosine": leak["nearest_train_cosine"]}
+                                                    "train_images", "train_identities", "verdict", "leak")}
+                        | {"nearest_train_cosine": leak["nearest_train_cosine"], "threshold": leak["threshold"]["value"]}
                         for name, leak in report["leakage"].items()},
+            "leaked_images": report["summary"]["leaked_images"],
             "seconds": sum(report["timings"].values())}
 
 
@@ -183,8 +184,11 @@ def run_demo(out_dir: str | os.PathLike, settings: DemoSettings | None = None, p
     tic = time.perf_counter()
     audit = _audit(data, checkpoint, out / "audit", s, list(summary["verification_sets"]), progress)
     timings["audit_s"] = time.perf_counter() - tic
-    print(f"audit: {audit['collision_pairs']} colliding identity pairs; pairs above the threshold per benchmark: "
-          + ", ".join(f"{name} {v['pair_count']}" for name, v in audit["leakage"].items()))
+    leaking = [name for name, v in audit["leakage"].items() if v["leak"]]
+    print(f"audit: {audit['collision_pairs']} colliding identity pairs; "
+          + (f"leakage in {', '.join(leaking)}" if leaking else "no leakage") + "; pairs above the threshold / expected "
+          "by chance per benchmark: " + ", ".join(f"{name} {v['pair_count']}/{v['expected_by_chance']:.3g}"
+                                                  for name, v in audit["leakage"].items()))
 
     print("[7/7] similarity of a few faces, report")
     compare = _compare_faces(model, data / "lfw.bin", out / "compare.png")

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+from facetrain.audit.calibrate import MIN_FIT_IDENTITIES, collision_fit, notice, threshold_from_fit, verification_impostors
+from facetrain.audit.chance import MIN_PAIRS, ImpostorFit, excess_test, fit_impostors
 from facetrain.audit.clusters import collision_clusters
 from facetrain.audit.embeddings import Embedder, file_hash
-from facetrain.audit.filtered import write_filtered
-from facetrain.audit.identities import identity_neighbours, identity_stats, reference_identity_matches
-from facetrain.audit.neighbours import search
+from facetrain.audit.filtered import DROP_KINDS, write_filtered
+from facetrain.audit.identities import identity_neighbours, identity_stats
+from facetrain.audit.leakage import audit_reference
+from facetrain.audit.mislabels import suspected_mislabels
 from facetrain.audit.page import write_figures, write_html
-from facetrain.audit.sections import collisions_section, inter_section, intra_section, leakage_section, summary_section
+from facetrain.audit.sections import (collisions_section, distribution, inter_section, intra_section, summary_section,
+                                      uniqueness)
 from facetrain.audit.sources import AuditSet, open_references, open_training_set, verification_audit_set
-from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold, calibration_threshold
+from facetrain.audit.threshold import DEFAULT_FAR, DatasetImpostors, Threshold
 from facetrain.checkpoint import load_backbone
 from facetrain.data.formats.bin import read_bin
 from facetrain.data.formats.image_folder import resolve_imgs_dir
@@ -38,6 +42,7 @@ class AuditOptions:
     far: float = DEFAULT_FAR
     calibration: str | os.PathLike | None = None
     write_filtered: str | os.PathLike | None = None
+    drop: tuple[str, ...] = DROP_KINDS
     device: str = "cpu"
     batch_size: int = 256
     arch: str | None = None
@@ -46,13 +51,21 @@ class AuditOptions:
     progress: bool = True
 
 
-def _calibration_set(path: Path) -> tuple[AuditSet, np.ndarray]:
+def _calibration_set(path: Path) -> AuditSet:
     if path.suffix != ".bin" or not path.is_file():
         raise DataError(f"{path}: --calibration expects a verification .bin file")
     vset = read_bin(path)
     if vset.issame.all() or not vset.issame.any():
         raise DataError(f"{path}: needs both matching and non-matching pairs to calibrate a threshold")
-    return verification_audit_set(vset, f".bin {path}", [path]), vset.issame
+    return verification_audit_set(vset, f".bin {path}", [path])
+
+
+def _calibration_fit(cal: AuditSet, path: Path, embedder: Embedder, out: Path, cache_state: dict) -> ImpostorFit:
+    embeddings, _, cache_state["calibration"] = embedder.embed(cal, out)
+    fit = fit_impostors(verification_impostors(embeddings, cal.issame)[1], f"non-matching pairs of {path}")
+    if fit is None:
+        raise DataError(f"{path}: too few non-matching pairs to calibrate a threshold (at least {MIN_PAIRS})")
+    return fit
 
 
 def _load_model(options: AuditOptions) -> Embedder:
@@ -72,11 +85,31 @@ def _self_calibrated(embeddings: np.ndarray, labels: np.ndarray, stats, options:
         threshold = impostors.threshold(options.far, excluded)
         identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
         flagged = {(int(stats.labels[a]), int(stats.labels[b])) for a, b in zip(identities.query, identities.key)}
-        if flagged <= excluded:
-            break
+        if flagged <= excluded or not impostors.kept(excluded | flagged).any():
+            break  # no new collision, or every identity pair collides: nothing is left to calibrate on
         excluded |= flagged
     threshold.details["rounds"] = rounds
     return threshold, identities
+
+
+def _collisions(train_emb: np.ndarray, data: AuditSet, stats, options: AuditOptions, calibration: ImpostorFit | None):
+    """(threshold, identity neighbours, chance test or None) for identity collisions (see audit.calibrate)."""
+    fit = collision_fit(stats)
+    if fit is not None:
+        threshold = threshold_from_fit(fit, options.far, options.threshold)
+    elif options.threshold is not None:
+        threshold = Threshold(float(options.threshold), "given")
+    elif calibration is not None:
+        threshold = threshold_from_fit(calibration, options.far, None)
+    else:
+        notice(f"{len(stats.labels)} identities are too few to fit the spread of their similarities (at least "
+               f"{MIN_FIT_IDENTITIES}); the collision threshold comes from the dataset's image impostors")
+        threshold, identities = _self_calibrated(train_emb, data.labels, stats, options)
+        return threshold, identities, None
+    identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
+    pairs = len(stats.labels) * (len(stats.labels) - 1) // 2
+    return threshold, identities, (excess_test(identities.score, pairs, fit, threshold.value, score="similarity")
+                                   if fit else None)
 
 
 def _check_out_outside_data(out: Path, data: str | os.PathLike) -> None:
@@ -92,59 +125,64 @@ def _check_out_outside_data(out: Path, data: str | os.PathLike) -> None:
         raise ConfigError(f"{out}: the output folder is inside the audited image folder {data}; choose one outside it")
 
 
-def run_audit(options: AuditOptions) -> dict:
+def _validate(options: AuditOptions) -> Path:
     if options.threshold is not None and not -1.0 <= options.threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine in [-1, 1], got {options.threshold}")
     if not 0.0 < options.far < 1.0:
         raise ConfigError(f"--far must be in (0, 1), got {options.far}")
+    if options.batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, got {options.batch_size}")
+    unknown = set(options.drop) - set(DROP_KINDS)
+    if unknown:
+        raise ConfigError(f"--drop: unknown kind {', '.join(sorted(unknown))} (choose from {', '.join(DROP_KINDS)})")
+    if options.top < 0:
+        raise ConfigError(f"--top must be 0 or more, got {options.top}")
     out = Path(options.out_dir)
     _check_out_outside_data(out, options.data)
+    return out
+
+
+def run_audit(options: AuditOptions) -> dict:
+    out = _validate(options)
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     data = open_training_set(options.data)
     references = open_references(list(options.references))
-    calibration = _calibration_set(Path(options.calibration)) if options.calibration and options.threshold is None else None
+    cal_set = _calibration_set(Path(options.calibration)) if options.calibration else None
     embedder = _load_model(options)
-    out.mkdir(parents=True, exist_ok=True)
     cache_state = {}
-    train_emb, cache_state["data"] = embedder.embed(data, out)
+    calibration = _calibration_fit(cal_set, Path(options.calibration), embedder, out, cache_state) if cal_set else None
+    train_emb, norms, cache_state["data"] = embedder.embed(data, out)
     ref_emb = {}
     for ref in references:
-        ref_emb[ref.name], cache_state[f"reference {ref.name}"] = embedder.embed(ref, out)
+        ref_emb[ref.name], _, cache_state[f"reference {ref.name}"] = embedder.embed(ref, out)
     timings["embed_s"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
     stats = identity_stats(train_emb, data.labels)
-    if options.threshold is not None or calibration is not None:
-        if options.threshold is not None:
-            threshold = Threshold(float(options.threshold), "given")
-        else:
-            cal_emb, cache_state["calibration"] = embedder.embed(calibration[0], out)
-            threshold = calibration_threshold(cal_emb, calibration[1], options.far, str(options.calibration))
-        identities = identity_neighbours(stats, threshold.value, options.device, options.progress)
-    else:
-        threshold, identities = _self_calibrated(train_emb, data.labels, stats, options)
+    threshold, identities, collision_chance = _collisions(train_emb, data, stats, options, calibration)
     clusters = collision_clusters(zip(identities.query, identities.key))
-    leaks = {ref.name: search(ref_emb[ref.name], train_emb, threshold.value, device=options.device,
-                              progress=options.progress, desc=f"leakage {ref.name}") for ref in references}
-    identity_leaks = {}
+    training_fit = lambda: fit_impostors(DatasetImpostors(train_emb, data.labels).scores, "training image impostors")
+    leakage, leaks = {}, {}
     for ref in references:
-        if ref.labels is not None:
-            ref_stats = identity_stats(ref_emb[ref.name], ref.labels)
-            identity_leaks[ref.name] = (ref_stats, stats, reference_identity_matches(
-                ref_stats, stats, threshold.value, options.device, options.progress, f"leakage {ref.name} identities"))
+        leakage[ref.name], leaks[ref.name] = audit_reference(
+            ref, ref_emb[ref.name], data, train_emb, stats, options.threshold, options.far, calibration, training_fit,
+            options.device, options.progress)
     timings["search_s"] = time.perf_counter() - tic
 
+    collisions = collisions_section(data, stats, identities, clusters)
+    collisions["chance"] = collision_chance
     report = {
         "model": {"checkpoint": str(options.checkpoint), "arch": embedder.model.arch, "fusion": options.fusion,
                   "embedding_size": int(train_emb.shape[1])},
         "threshold": threshold.as_json(),
-        "summary": summary_section(data, stats),
-        "intra_class": intra_section(data, stats, options.top),
+        "summary": summary_section(data, stats) | leak_summary(leakage)
+                   | {"feature_norm": distribution(norms), "uniqueness": uniqueness(stats, clusters)},
+        "intra_class": intra_section(data, stats, options.top, train_emb)
+                       | suspected_mislabels(data, train_emb, stats, options.device),
         "inter_class": inter_section(data, stats, identities),
-        "collisions": collisions_section(data, stats, identities, clusters),
-        "leakage": {ref.name: leakage_section(ref, data, leaks[ref.name], threshold.details.get("achieved_far"),
-                                              identity_leaks.get(ref.name)) for ref in references},
+        "collisions": collisions,
+        "leakage": leakage,
         "embeddings": cache_state,
     }
     tic = time.perf_counter()
@@ -158,7 +196,7 @@ def run_audit(options: AuditOptions) -> dict:
                             np.argsort(stats.consistency, kind="stable"),
                             [(int(identities.query[k]), int(identities.key[k])) for k in order], out / "figures")
     if options.write_filtered:
-        report["filtered"] = {k: v for k, v in write_filtered(report, data, options.write_filtered, options.progress).items()
+        report["filtered"] = {k: v for k, v in write_filtered(report, data, options.write_filtered, options.drop, options.progress).items()
                               if k in ("result", "links")} | {"dropped": str(Path(options.write_filtered))}
     timings["report_s"] = time.perf_counter() - tic
     report["timings"] = timings
@@ -167,14 +205,29 @@ def run_audit(options: AuditOptions) -> dict:
     return report
 
 
+def leak_summary(leakage: dict) -> dict:
+    """Leaked images and identities summed over the references whose excess over chance is significant."""
+    return {"leaking_references": sorted(name for name, v in leakage.items() if v["leak"]),
+            "leaked_images": sum(v["leaked_train_images"] for v in leakage.values()),
+            "leaked_identities": sum(v["leaked_train_identities"] for v in leakage.values())}
+
+
 def format_summary(report: dict) -> str:
     s, t, c = report["summary"], report["threshold"], report["collisions"]
-    lines = [f"audit: {s['identities']} identities, {s['images']} images; threshold {t['value']:.4f} ({t['source']})",
-             f"  intra-class consistency: median {report['intra_class']['distribution']['p50']:.3f}",
+    intra = report["intra_class"]
+    lines = [f"audit: {s['identities']} identities, {s['images']} images; collision threshold {t['value']:.4f} "
+             f"({t['source']})",
+             f"  intra-class consistency: median {intra['distribution']['p50']:.3f}; suspected mislabels: "
+             f"{len(intra['suspected_mislabels'])} of {intra['judged_images']} images",
              f"  collisions: {len(c['pairs'])} identity pairs in {len(c['clusters'])} clusters "
-             f"({c['identities_to_drop']} identities to drop)"]
+             f"({c['identities_to_drop']} identities to drop)"
+             + (f"; {c['chance']['expected_by_chance']:.3g} pairs expected by chance" if c["chance"] else "")]
     for name, leak in report["leakage"].items():
-        lines.append(f"  leakage {name}: {leak['pair_count']} pairs, {leak['reference_images']} reference images, "
-                     f"{leak['train_images']} training images; {leak['train_identities']} training identities"
-                     + ("" if leak["identity_pairs"] is None else f" ({len(leak['identity_pairs'])} identity pairs)"))
+        line = f"  leakage {name}: {leak['verdict']}"
+        if leak["identity_level"] is not None:
+            line += f"; identities: {leak['identity_level']['verdict']}"
+        lines.append(line)
+    if report["leakage"]:
+        lines.append(f"  leaked: {s['leaked_images']} training images, {s['leaked_identities']} training identities"
+                     if s["leaking_references"] else "  no leakage: every reference is consistent with chance")
     return "\n".join(lines)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facetrain.audit.identities import IdentityStats, mean_cosine
+from facetrain.audit.identities import IdentityStats, centroid_cosine, mean_cosine, mean_pair_cosine
 from facetrain.audit.neighbours import Neighbours
 from facetrain.audit.sources import AuditSet
 
@@ -24,13 +24,6 @@ def histogram(values: np.ndarray, bins: np.ndarray = COSINE_BINS) -> dict:
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
-def mean_pair_cosine(stats: IdentityStats) -> np.ndarray:
-    """Mean cosine over the pairs of distinct images of each identity: (n^2 |mean|^2 - n) / (n (n - 1)); 1 for one image."""
-    n = stats.counts.astype(np.float64)
-    squared = np.einsum("ij,ij->i", stats.means, stats.means).astype(np.float64)
-    return np.where(n > 1, (n * n * squared - n) / np.maximum(n * (n - 1), 1), 1.0)
-
-
 def summary_section(data: AuditSet, stats: IdentityStats) -> dict:
     counts = stats.counts
     edges = np.unique(np.r_[1, np.geomspace(1, max(counts.max(), 1) + 1, 16).astype(int)])
@@ -41,35 +34,60 @@ def summary_section(data: AuditSet, stats: IdentityStats) -> dict:
                                     "histogram": {"edges": edges.tolist(), "counts": hist.tolist()}}}
 
 
-def intra_section(data: AuditSet, stats: IdentityStats, top: int) -> dict:
+def mean_pair_angles(embeddings: np.ndarray, labels: np.ndarray, stats: IdentityStats) -> np.ndarray:
+    """Mean angle (degrees) over the pairs of distinct images of each identity (NaN for one image): diversity,
+    the spread a cosine mean hides (angles add up where cosines saturate). Identity by identity."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.r_[0, np.cumsum(stats.counts)]
+    out = np.full(len(stats.counts), np.nan)
+    for r in np.flatnonzero(stats.counts > 1):
+        e = np.asarray(embeddings[order[bounds[r] : bounds[r + 1]]], np.float32)
+        i, j = np.triu_indices(len(e), 1)
+        out[r] = float(np.degrees(np.arccos(np.clip((e @ e.T)[i, j], -1.0, 1.0))).mean())
+    return out
+
+
+def uniqueness(stats: IdentityStats, clusters: list[list[int]]) -> float:
+    """Share of identities in no collision cluster."""
+    return 1.0 - sum(len(c) for c in clusters) / len(stats.labels)
+
+
+def intra_section(data: AuditSet, stats: IdentityStats, top: int, embeddings: np.ndarray) -> dict:
     consistency, pair_mean = stats.consistency, mean_pair_cosine(stats)
+    angles = mean_pair_angles(embeddings, data.labels, stats)
     order = np.argsort(consistency, kind="stable")[:top]
     per_identity = [{"identity": data.class_name(label), "images": int(n), "consistency": round(float(c), 6),
                      "mean_pair_cosine": round(float(p), 6)}
                     for label, n, c, p in zip(stats.labels, stats.counts, consistency, pair_mean)]
     return {"definition": "consistency = mean cosine of an identity's images to their normalised centroid",
             "distribution": distribution(consistency), "mean_pair_cosine": distribution(pair_mean[stats.counts > 1]),
+            "diversity_degrees": distribution(angles[np.isfinite(angles)]),
             "least_consistent": [per_identity[k] for k in order], "per_identity": per_identity}
 
 
+SIMILARITY = ("similarity between identities a and b = cosine between their normalised centroids divided by both "
+              "identities' reliability (sqrt(mean pair cosine) / consistency); cosine = between normalised centroids; "
+              "mean_cosine = mean cosine over all (image of a, image of b) pairs")
+
+
 def inter_section(data: AuditSet, stats: IdentityStats, found: Neighbours) -> dict:
-    has_other = found.best_key >= 0
-    rows = np.flatnonzero(has_other)
+    rows = np.flatnonzero(found.best_key >= 0)
     cross = mean_cosine(stats, rows, found.best_key[rows])
+    cosine = centroid_cosine(stats, rows, stats, found.best_key[rows])
     nearest = [{"identity": data.class_name(stats.labels[r]), "nearest": data.class_name(stats.labels[found.best_key[r]]),
-                "cosine": round(float(found.best_score[r]), 6), "mean_cosine": round(float(c), 6)}
-               for r, c in zip(rows, cross)]
-    return {"definition": "cosine between identities a and b = cosine between their normalised centroids; "
-                          "mean_cosine = mean cosine over all (image of a, image of b) pairs",
-            "nearest_distribution": distribution(found.best_score[rows]),
+                "similarity": round(float(found.best_score[r]), 6), "cosine": round(float(c), 6),
+                "mean_cosine": round(float(m), 6)} for r, c, m in zip(rows, cosine, cross)]
+    return {"definition": SIMILARITY, "nearest_distribution": distribution(found.best_score[rows]),
             "nearest_histogram": histogram(found.best_score[rows]), "nearest": nearest}
 
 
 def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, clusters: list[list[int]]) -> dict:
     order = np.argsort(-found.score, kind="stable")
     cross = mean_cosine(stats, found.query, found.key)
+    cosine = centroid_cosine(stats, found.query, stats, found.key)
     pairs = [{"a": data.class_name(stats.labels[found.query[k]]), "b": data.class_name(stats.labels[found.key[k]]),
-              "cosine": round(float(found.score[k]), 6), "mean_cosine": round(float(cross[k]), 6)} for k in order]
+              "similarity": round(float(found.score[k]), 6), "cosine": round(float(cosine[k]), 6),
+              "mean_cosine": round(float(cross[k]), 6)} for k in order]
     groups = []
     for members in clusters:
         keep = max(members, key=lambda r: (stats.counts[r], -r))  # most images, then the first label
@@ -78,40 +96,3 @@ def collisions_section(data: AuditSet, stats: IdentityStats, found: Neighbours, 
     return {"pairs": pairs, "clusters": groups,
             "identities_involved": int(sum(len(c) for c in clusters)),
             "identities_to_drop": int(sum(len(c) - 1 for c in clusters))}
-
-
-def leakage_section(reference: AuditSet, data: AuditSet, found: Neighbours, far: float | None,
-                    identities: tuple[IdentityStats, IdentityStats, Neighbours] | None = None) -> dict:
-    """`expected_by_chance`: the false pairs a threshold at false-accept rate `far` lets through among all
-    (reference, training) pairs when no face is shared (far x pairs); None for a given threshold.
-    `identities` (reference stats, training stats, centroid matches) for a reference with identity labels:
-    `identity_pairs` lists them (None without labels), and the identity counts are the union of both levels."""
-    order = np.lexsort((found.key, found.query, -found.score))
-    pairs = []
-    for k in order:
-        pair = {"reference": reference.image_name(found.query[k]), "train": data.image_name(found.key[k]),
-                "train_identity": data.class_name(data.labels[found.key[k]]), "cosine": round(float(found.score[k]), 6)}
-        if reference.labels is not None:
-            pair["reference_identity"] = reference.class_name(reference.labels[found.query[k]])
-        pairs.append(pair)
-    ref_images = np.unique(found.query)
-    train_labels = set(data.labels[found.key].tolist())
-    ref_labels = set(reference.labels[ref_images].tolist()) if reference.labels is not None else None
-    identity_pairs = None
-    if identities is not None:
-        ref_stats, train_stats, matched = identities
-        identity_pairs = []
-        for k in np.lexsort((matched.key, matched.query, -matched.score)):
-            ref_label, train_label = int(ref_stats.labels[matched.query[k]]), int(train_stats.labels[matched.key[k]])
-            identity_pairs.append({"reference_identity": reference.class_name(ref_label),
-                                   "train_identity": data.class_name(train_label), "cosine": round(float(matched.score[k]), 6)})
-            ref_labels.add(ref_label)
-            train_labels.add(train_label)
-    return {"description": reference.description, "images": int(len(reference)), "pair_count": len(pairs),
-            "expected_by_chance": None if far is None else round(far * len(reference) * len(data), 3),
-            "reference_images": int(len(ref_images)),
-            "reference_identities": len(ref_labels) if ref_labels is not None else None,
-            "train_images": int(len(np.unique(found.key))),
-            "train_identities": len(train_labels),
-            "nearest_train_cosine": distribution(found.best_score), "nearest_histogram": histogram(found.best_score),
-            "pairs": pairs, "identity_pairs": identity_pairs}

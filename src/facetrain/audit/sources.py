@@ -58,6 +58,7 @@ class AuditSet:
     classes: list[str] | None = None
     paths: list[str] | None = None  # one per image where the images are files
     encoded: Callable[[int], tuple[bytes, str]] | None = field(default=None, repr=False)
+    issame: np.ndarray | None = None  # verification sets: pair k = images 2k, 2k+1 (their non-matching pairs are impostors)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -122,7 +123,8 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def verification_audit_set(vset, description: str, files: list[Path]) -> AuditSet:
     return AuditSet(vset.name, f"{description}: {len(vset.images)} images ({len(vset.issame)} pairs)", vset.images,
-                    _files_fingerprint(files), encoded=_png(lambda i: np.asarray(vset.images[i])))
+                    _files_fingerprint(files), encoded=_png(lambda i: np.asarray(vset.images[i])),
+                    issame=np.asarray(vset.issame, bool))
 
 
 def _flat_images(path: Path) -> list[Path]:

@@ -78,6 +78,33 @@ def _sampled_genuine(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.n
     return a, order[start + offset]
 
 
+def sampled_rows(n: int, rng: np.random.Generator, limit: int = SUBSET_IMAGES) -> np.ndarray:
+    """All rows when there are at most `limit`, else `limit` of them drawn with `rng` (sorted)."""
+    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
+
+
+def within_pairs(embeddings: np.ndarray, labels: np.ndarray | None, limit: int = SUBSET_IMAGES) -> dict:
+    """Cosines of every pair of rows among at most `limit` rows (drawn with a fixed seed beyond that):
+    "scores", the rows' "first"/"second" labels and "same" (labels equal; all False without labels)."""
+    subset = sampled_rows(len(embeddings), np.random.default_rng(SAMPLING_SEED), limit)
+    emb = torch.from_numpy(np.ascontiguousarray(embeddings[subset], dtype=np.float32))
+    i, j = np.triu_indices(len(subset), 1)
+    scores = (emb @ emb.T).numpy()[i, j]
+    if labels is None:
+        return {"scores": scores, "same": np.zeros(len(i), bool), "exhaustive": len(subset) == len(embeddings)}
+    first, second = labels[subset][i], labels[subset][j]
+    return {"scores": scores, "first": first, "second": second, "same": first == second,
+            "exhaustive": len(subset) == len(embeddings)}
+
+
+def cross_scores(a: np.ndarray, b: np.ndarray, limit: int = SUBSET_IMAGES) -> np.ndarray:
+    """Cosines of every (row of a, row of b) pair among at most `limit` rows of each (drawn beyond that)."""
+    rng = np.random.default_rng(SAMPLING_SEED)
+    ta = torch.from_numpy(np.ascontiguousarray(a[sampled_rows(len(a), rng, limit)], dtype=np.float32))
+    tb = torch.from_numpy(np.ascontiguousarray(b[sampled_rows(len(b), rng, limit)], dtype=np.float32))
+    return (ta @ tb.T).numpy().ravel()
+
+
 class DatasetImpostors:
     """The dataset's own impostor pairs (see the module note), scored once; `threshold` may leave out the pairs of
     identity pairs found to collide, so that a dataset's collisions do not raise its own threshold."""
@@ -86,27 +113,24 @@ class DatasetImpostors:
         if len(np.unique(labels)) < 2:
             raise ConfigError("the dataset has a single identity: no impostor pairs to set a threshold; "
                               "pass --threshold or --calibration")
-        rng = np.random.default_rng(SAMPLING_SEED)
-        n = len(labels)
-        self.exhaustive = n <= SUBSET_IMAGES
-        subset = np.arange(n) if self.exhaustive else np.sort(rng.choice(n, SUBSET_IMAGES, replace=False))
-        emb = torch.from_numpy(np.ascontiguousarray(embeddings[subset], dtype=np.float32))
-        scores = (emb @ emb.T).numpy()
-        i, j = np.triu_indices(len(subset), 1)
-        first, second = labels[subset][i], labels[subset][j]
-        same = first == second
-        self.scores = scores[i[~same], j[~same]]
+        pairs = within_pairs(embeddings, labels)
+        same = pairs["same"]
+        self.exhaustive = pairs["exhaustive"]
+        self.scores = pairs["scores"][~same]
         self.base = int(labels.max()) + 1
-        self.codes = identity_pair_codes(first[~same], second[~same], self.base)
-        self.genuine = (scores[i[same], j[same]] if self.exhaustive
-                        else pair_scores(embeddings, *_sampled_genuine(labels, rng)))
+        self.codes = identity_pair_codes(pairs["first"][~same], pairs["second"][~same], self.base)
+        self.genuine = (pairs["scores"][same] if self.exhaustive
+                        else pair_scores(embeddings, *_sampled_genuine(labels, np.random.default_rng(SAMPLING_SEED + 1))))
+
+    def kept(self, excluded: set[tuple[int, int]]) -> np.ndarray:
+        """Mask of the impostor pairs whose identity pair is not in `excluded`."""
+        if not excluded:
+            return np.ones(len(self.scores), bool)
+        pairs = np.array(sorted(excluded), np.int64)
+        return ~np.isin(self.codes, identity_pair_codes(pairs[:, 0], pairs[:, 1], self.base))
 
     def threshold(self, far: float, excluded: set[tuple[int, int]] = frozenset()) -> Threshold:
-        keep = slice(None)
-        if excluded:
-            pairs = np.array(sorted(excluded), np.int64)
-            keep = ~np.isin(self.codes, identity_pair_codes(pairs[:, 0], pairs[:, 1], self.base))
-        stats = threshold_at_far(self.genuine, self.scores[keep], far)
+        stats = threshold_at_far(self.genuine, self.scores[self.kept(excluded)], far)
         stats["pairs"] = ("all image pairs" if self.exhaustive else
                           f"all pairs among {SUBSET_IMAGES} images drawn with seed {SAMPLING_SEED}; genuine pairs sampled")
         stats["excluded_identity_pairs"] = len(excluded)
@@ -117,11 +141,3 @@ def identity_pair_codes(a: np.ndarray, b: np.ndarray, base: int) -> np.ndarray:
     """One int64 per unordered label pair."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     return np.minimum(a, b) * base + np.maximum(a, b)
-
-
-def calibration_threshold(embeddings: np.ndarray, issame: np.ndarray, far: float, name: str) -> Threshold:
-    """The cosine at `far` on the non-matching pairs of a verification set (pair k = images 2k, 2k+1)."""
-    scores = pair_scores(embeddings, np.arange(0, 2 * len(issame), 2), np.arange(1, 2 * len(issame), 2))
-    stats = threshold_at_far(scores[issame], scores[~issame], far)
-    stats["calibration"] = name
-    return Threshold(stats.pop("value"), "calibration", far, stats)
